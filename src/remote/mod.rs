@@ -1,0 +1,128 @@
+//! Remotes: what a backend must do, and the implementations.
+//!
+//! [`Remote`] is the whole contract between the sync engine and a backend.
+//! Every implementation has the same semantics:
+//! - `push` stores each change once per (workspace, document, hash), verifies
+//!   that the hash is the SHA-256 of the change chunk, and answers one
+//!   [`PushOutcome`](crate::sync::wire::PushOutcome) per change;
+//! - `pull` returns the changes after a cursor in a gap-free order: a cursor
+//!   never moves past a change that is not yet visible;
+//! - snapshots are kept per document, the one covering the most wins.
+
+use async_trait::async_trait;
+
+use crate::sync::wire::{
+    PullPage, PullRequest, PushRequest, PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery,
+    SnapshotUpload,
+};
+
+/// Errors of a remote call (the call as a whole; per-change refusals are
+/// [`PushOutcome::Rejected`](crate::sync::wire::PushOutcome::Rejected) values).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// The remote could not be reached, or the response was lost.
+    #[error("remote unreachable: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
+    /// The call timed out.
+    #[error("remote call timed out after {after_ms} ms")]
+    Timeout {
+        /// How long it waited.
+        after_ms: u64,
+    },
+    /// The remote failed on its side (5xx, serialization failure); worth retrying.
+    #[error("remote server error {status}: {message}")]
+    Server {
+        /// HTTP status or 0 for in-process remotes.
+        status: u16,
+        /// The remote's message.
+        message: String,
+    },
+    /// The credentials are missing, invalid or expired: sync stops until the
+    /// app supplies a fresh token.
+    #[error("not authenticated: {message}")]
+    Unauthenticated {
+        /// The remote's message.
+        message: String,
+    },
+    /// Authenticated, but not allowed (not a member of the workspace).
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// The remote's message.
+        message: String,
+    },
+    /// The request was malformed or refused as a whole.
+    #[error("bad request ({code}): {message}")]
+    BadRequest {
+        /// The remote's error code (PostgREST/SQLSTATE code, or ours).
+        code: String,
+        /// The remote's message.
+        message: String,
+    },
+    /// The request was too large: split the batch and retry.
+    #[error("request too large: {message}")]
+    TooLarge {
+        /// The remote's message.
+        message: String,
+    },
+    /// The remote speaks another protocol version or answered nonsense.
+    #[error("protocol error: {reason}")]
+    Protocol {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The embedded hub's storage failed.
+    #[error("hub storage: {0}")]
+    Storage(#[from] crate::store::StoreError),
+}
+
+impl RemoteError {
+    /// Whether retrying the same call later can succeed (drives backoff).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Unavailable { .. }
+                | RemoteError::Timeout { .. }
+                | RemoteError::Server { .. }
+                | RemoteError::Storage(_)
+        )
+    }
+
+    /// Whether the error means "offline" (no answer at all) rather than an
+    /// answer saying no.
+    pub fn is_offline(&self) -> bool {
+        matches!(self, RemoteError::Unavailable { .. } | RemoteError::Timeout { .. })
+    }
+}
+
+/// A backend that stores change logs and snapshots per workspace.
+#[async_trait]
+pub trait Remote: Send + Sync {
+    /// Stores a batch of changes; one outcome per change, in order.
+    ///
+    /// # Errors
+    /// The call as a whole failed; nothing can be assumed stored or not
+    /// (retrying is safe: the remote deduplicates).
+    async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError>;
+
+    /// Reads the changes after `req.cursor`.
+    ///
+    /// # Errors
+    /// The call failed; the cursor did not move.
+    async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError>;
+
+    /// Offers a snapshot of a document.
+    ///
+    /// # Errors
+    /// The call failed.
+    async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError>;
+
+    /// Reads a page of a workspace's snapshots.
+    ///
+    /// # Errors
+    /// The call failed.
+    async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError>;
+}

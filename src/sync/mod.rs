@@ -1,0 +1,3 @@
+//! Synchronisation: the wire protocol, push, pull and the tokio engine.
+
+pub mod wire;

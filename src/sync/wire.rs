@@ -1,0 +1,320 @@
+//! Wire types of the sync protocol, shared by every backend.
+//!
+//! These are the serde structs that travel between a replica and a remote. The
+//! JSON forms are what the Supabase RPC functions take and return (bytes as
+//! base64 text, hashes as lower-case hex, ids as UUID text); `docs/protocol.md`
+//! documents them field by field. Every request and response carries `v`, the
+//! protocol version ([`WIRE_VERSION`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{Collection, DocId, WorkspaceId};
+
+/// The protocol version this build speaks.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Upper bound on the number of changes in one push batch (also enforced by
+/// every remote).
+pub const MAX_PUSH_COUNT: usize = 1000;
+
+/// Upper bound on the raw change bytes in one push batch (the JSON body is
+/// about 4/3 of it).
+pub const MAX_PUSH_BYTES: usize = 768 * 1024;
+
+/// Upper bound on the number of changes in one pulled page.
+pub const MAX_PULL_LIMIT: u32 = 1000;
+
+/// An Automerge change hash as 64 lower-case hex characters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HashHex(pub [u8; 32]);
+
+impl HashHex {
+    /// From automerge's hash type.
+    pub fn from_change_hash(h: &automerge::ChangeHash) -> Self {
+        Self(h.0)
+    }
+
+    /// To automerge's hash type.
+    pub fn to_change_hash(&self) -> automerge::ChangeHash {
+        automerge::ChangeHash(self.0)
+    }
+}
+
+impl std::fmt::Display for HashHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for HashHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HashHex({self})")
+    }
+}
+
+impl std::str::FromStr for HashHex {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("invalid change hash {s:?}: expected 64 hex characters"));
+        }
+        let mut out = [0u8; 32];
+        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+            let hi = (chunk[0] as char).to_digit(16).unwrap_or(0);
+            let lo = (chunk[1] as char).to_digit(16).unwrap_or(0);
+            out[i] = u8::try_from(hi * 16 + lo).unwrap_or(0);
+        }
+        Ok(Self(out))
+    }
+}
+
+impl Serialize for HashHex {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HashHex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Bytes that travel as standard base64 text in JSON.
+pub mod base64_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialises bytes as base64 text.
+    ///
+    /// # Errors
+    /// Never fails for JSON.
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    /// Parses base64 text.
+    ///
+    /// # Errors
+    /// Text that is not valid standard base64.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One change as it travels: enough for the server to store, deduplicate and
+/// verify it, and for a replica to file it under the right document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEnvelope {
+    /// The document the change belongs to.
+    pub doc_id: DocId,
+    /// The document's collection.
+    pub collection: Collection,
+    /// The Automerge change hash (SHA-256 of the change chunk).
+    pub hash: HashHex,
+    /// The raw, uncompressed change chunk.
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// A batch of changes of one workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// Protocol version.
+    pub v: u32,
+    /// The workspace every change belongs to.
+    pub workspace: WorkspaceId,
+    /// The changes, at most [`MAX_PUSH_COUNT`] and [`MAX_PUSH_BYTES`].
+    pub changes: Vec<ChangeEnvelope>,
+}
+
+/// What the remote did with one pushed change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PushOutcome {
+    /// Stored now, at this position of the workspace's change log.
+    Stored {
+        /// The server sequence number it got.
+        seq: i64,
+    },
+    /// The remote already had it (a retry after a lost response): nothing stored.
+    AlreadyPresent,
+    /// Refused: bad bytes, hash mismatch, not a change chunk, ...
+    Rejected {
+        /// Why, in words a person can act on.
+        reason: String,
+    },
+}
+
+/// The outcome of a push: one entry per pushed change, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// Protocol version.
+    pub v: u32,
+    /// One outcome per change of the request, same order.
+    pub results: Vec<PushOutcome>,
+}
+
+/// A position in a workspace's change log, opaque to the client.
+///
+/// The empty cursor is the beginning. Only the remote that issued a cursor
+/// interprets it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(pub String);
+
+impl Cursor {
+    /// The beginning of the log.
+    pub fn start() -> Self {
+        Self(String::new())
+    }
+
+    /// Whether this is the beginning of the log.
+    pub fn is_start(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Ask for the changes after a cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Protocol version.
+    pub v: u32,
+    /// The workspace to read.
+    pub workspace: WorkspaceId,
+    /// Where to start (exclusive).
+    pub cursor: Cursor,
+    /// At most this many changes (capped at [`MAX_PULL_LIMIT`]).
+    pub limit: u32,
+    /// Bootstrap mode: skip changes already covered by the current snapshot
+    /// of their document (the client fetches snapshots after the pull).
+    #[serde(default)]
+    pub skip_snapshotted: bool,
+}
+
+/// One change in a pulled page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulledChange {
+    /// The server sequence number.
+    pub seq: i64,
+    /// The change itself.
+    #[serde(flatten)]
+    pub change: ChangeEnvelope,
+}
+
+/// A page of changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullPage {
+    /// Protocol version.
+    pub v: u32,
+    /// The changes, in log order.
+    pub changes: Vec<PulledChange>,
+    /// The cursor to send next time (after the last change of this page).
+    pub next_cursor: Cursor,
+    /// Whether more changes follow right now.
+    pub has_more: bool,
+}
+
+/// A compacted document offered to the remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotUpload {
+    /// Protocol version.
+    pub v: u32,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The document.
+    pub doc_id: DocId,
+    /// Its collection.
+    pub collection: Collection,
+    /// The heads the snapshot covers.
+    pub heads: Vec<HashHex>,
+    /// The uploader's pull cursor: the snapshot holds every change of this
+    /// document at or before this position of the log.
+    pub covers: Cursor,
+    /// The `save()` bytes.
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// What the remote did with a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotOutcome {
+    /// Stored: it is now the document's snapshot.
+    Stored,
+    /// Ignored: the remote holds one that covers at least as much.
+    Superseded,
+}
+
+/// A stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The document.
+    pub doc_id: DocId,
+    /// Its collection.
+    pub collection: Collection,
+    /// The heads it covers.
+    pub heads: Vec<HashHex>,
+    /// The log position it covers (see [`SnapshotUpload::covers`]).
+    pub covers: Cursor,
+    /// The `save()` bytes.
+    #[serde(with = "base64_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// Ask for a page of a workspace's snapshots, by document id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotQuery {
+    /// Protocol version.
+    pub v: u32,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// Start after this document id (`None`: from the first).
+    pub after: Option<DocId>,
+    /// At most this many snapshots.
+    pub limit: u32,
+}
+
+/// A page of snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPage {
+    /// Protocol version.
+    pub v: u32,
+    /// The snapshots, in document id order.
+    pub snapshots: Vec<SnapshotRecord>,
+    /// Whether more follow (ask again with `after` = the last doc id).
+    pub has_more: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shapes() {
+        let env = ChangeEnvelope {
+            doc_id: DocId::new_v7(1, [0; 10]),
+            collection: Collection::new("tasks").unwrap(),
+            hash: HashHex([0xab; 32]),
+            bytes: vec![1, 2, 3],
+        };
+        let j = serde_json::to_value(&env).unwrap();
+        assert_eq!(j["bytes"], "AQID");
+        assert_eq!(j["hash"].as_str().unwrap().len(), 64);
+        let back: ChangeEnvelope = serde_json::from_value(j).unwrap();
+        assert_eq!(back, env);
+        let o = serde_json::to_value(PushOutcome::Stored { seq: 4 }).unwrap();
+        assert_eq!(o, serde_json::json!({"status": "stored", "seq": 4}));
+        let r: PushOutcome =
+            serde_json::from_value(serde_json::json!({"status": "rejected", "reason": "x"})).unwrap();
+        assert_eq!(r, PushOutcome::Rejected { reason: "x".into() });
+        assert!("zz".parse::<HashHex>().is_err());
+    }
+}
