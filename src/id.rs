@@ -15,7 +15,9 @@ use uuid::Uuid;
 #[non_exhaustive]
 pub enum IdError {
     /// The text is not a UUID.
-    #[error("invalid {kind} id {input:?}: expected a UUID such as 0190f3a4-7c1e-7b5a-9c7e-3f1d2a4b5c6d")]
+    #[error(
+        "invalid {kind} id {input:?}: expected a UUID such as 0190f3a4-7c1e-7b5a-9c7e-3f1d2a4b5c6d"
+    )]
     InvalidUuid {
         /// Which kind of id was being parsed ("document", "workspace").
         kind: &'static str,
@@ -213,7 +215,15 @@ mod tests {
     fn collection_rules() {
         assert!(Collection::new("tasks").is_ok());
         assert!(Collection::new("a.b-c_d9").is_ok());
-        for bad in ["", "9tasks", "_x", "tasks;drop", "ta sks", "tâches", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "9tasks",
+            "_x",
+            "tasks;drop",
+            "ta sks",
+            "tâches",
+            &"a".repeat(65),
+        ] {
             assert!(Collection::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Collection::new("a".repeat(64)).is_ok());
@@ -227,6 +237,9 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.to_string().parse::<DocId>().unwrap(), a);
         assert_eq!(DocId::from_slice(&a.to_bytes()).unwrap(), a);
-        assert!(matches!("nope".parse::<DocId>(), Err(IdError::InvalidUuid { .. })));
+        assert!(matches!(
+            "nope".parse::<DocId>(),
+            Err(IdError::InvalidUuid { .. })
+        ));
     }
 }

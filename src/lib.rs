@@ -1,7 +1,15 @@
 //! supamerge: an offline-first, CRDT-based replication engine.
 
 pub mod clock;
+pub mod conflict;
+pub mod entity;
+pub mod error;
 pub mod id;
 pub mod remote;
+pub mod replica;
 pub mod store;
 pub mod sync;
+
+pub use error::{Error, Result};
+pub use id::{Collection, DocId, WorkspaceId};
+pub use replica::{Origin, Replica, ReplicaBuilder, ReplicaEvent};

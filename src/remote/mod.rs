@@ -94,7 +94,10 @@ impl RemoteError {
     /// Whether the error means "offline" (no answer at all) rather than an
     /// answer saying no.
     pub fn is_offline(&self) -> bool {
-        matches!(self, RemoteError::Unavailable { .. } | RemoteError::Timeout { .. })
+        matches!(
+            self,
+            RemoteError::Unavailable { .. } | RemoteError::Timeout { .. }
+        )
     }
 }
 

@@ -20,8 +20,12 @@ pub const FORMAT_V1: u8 = 1;
 /// record types of this crate, but the failure is reported, not unwrapped).
 pub fn encode<T: Serialize>(tree: &'static str, value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![FORMAT_V1];
-    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard())
-        .map_err(|e| StoreError::Encode { tree, reason: e.to_string() })?;
+    bincode::serde::encode_into_std_write(value, &mut out, bincode::config::standard()).map_err(
+        |e| StoreError::Encode {
+            tree,
+            reason: e.to_string(),
+        },
+    )?;
     Ok(out)
 }
 
@@ -42,10 +46,18 @@ pub fn decode<T: DeserializeOwned>(
         reason: "empty value".into(),
     })?;
     if *format != FORMAT_V1 {
-        return Err(StoreError::UnsupportedFormat { tree, key: hex(key), found: *format });
+        return Err(StoreError::UnsupportedFormat {
+            tree,
+            key: hex(key),
+            found: *format,
+        });
     }
     let (value, read) = bincode::serde::decode_from_slice(body, bincode::config::standard())
-        .map_err(|e| StoreError::Corrupt { tree, key: hex(key), reason: e.to_string() })?;
+        .map_err(|e| StoreError::Corrupt {
+            tree,
+            key: hex(key),
+            reason: e.to_string(),
+        })?;
     if read != body.len() {
         return Err(StoreError::Corrupt {
             tree,
@@ -82,7 +94,10 @@ mod tests {
             decode::<(u32, String)>("t", b"k", &future),
             Err(StoreError::UnsupportedFormat { found: 9, .. })
         ));
-        assert!(matches!(decode::<(u32, String)>("t", b"k", &[]), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            decode::<(u32, String)>("t", b"k", &[]),
+            Err(StoreError::Corrupt { .. })
+        ));
         assert!(matches!(
             decode::<(u32, String)>("t", b"k", &bytes[..bytes.len() - 1]),
             Err(StoreError::Corrupt { .. })

@@ -242,7 +242,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("durability", &self.durability).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
     }
 }
 
@@ -297,7 +299,9 @@ impl StoreTx<'_> {
     pub fn get_doc(&self, id: &DocId) -> Result<Option<DocRecord>, TxError> {
         let key = keys::doc(id);
         match self.docs().get(key).map_err(unab)? {
-            Some(v) => codec::decode(trees::DOCS, &key, &v).map(Some).map_err(abort),
+            Some(v) => codec::decode(trees::DOCS, &key, &v)
+                .map(Some)
+                .map_err(abort),
             None => Ok(None),
         }
     }
@@ -329,7 +333,9 @@ impl StoreTx<'_> {
     /// Storage failure.
     pub fn put_chunk(&self, id: &DocId, seq: u64, chunk: &Chunk) -> Result<(), TxError> {
         let v = codec::encode(trees::CHUNKS, chunk).map_err(abort)?;
-        self.chunks().insert(&keys::chunk(id, seq), v).map_err(unab)?;
+        self.chunks()
+            .insert(&keys::chunk(id, seq), v)
+            .map_err(unab)?;
         Ok(())
     }
 
@@ -347,10 +353,15 @@ impl StoreTx<'_> {
     /// # Errors
     /// Storage failure.
     pub fn push_outbox(&self, entry: &OutboxEntry) -> Result<u64, TxError> {
-        let seq = self.outbox().generate_id().map_err(|e| abort(StoreError::sled("generate_id")(e)))?;
+        let seq = self
+            .outbox()
+            .generate_id()
+            .map_err(|e| abort(StoreError::sled("generate_id")(e)))?;
         let v = codec::encode(trees::OUTBOX, entry).map_err(abort)?;
         self.outbox().insert(&keys::seq(seq), v).map_err(unab)?;
-        self.outbox_index().insert(&entry.hash, &keys::seq(seq)).map_err(unab)?;
+        self.outbox_index()
+            .insert(&entry.hash, &keys::seq(seq))
+            .map_err(unab)?;
         Ok(seq)
     }
 
@@ -363,7 +374,9 @@ impl StoreTx<'_> {
             return Ok(None);
         };
         match self.outbox().remove(&seq).map_err(unab)? {
-            Some(v) => codec::decode(trees::OUTBOX, &seq, &v).map(Some).map_err(abort),
+            Some(v) => codec::decode(trees::OUTBOX, &seq, &v)
+                .map(Some)
+                .map_err(abort),
             None => Ok(None),
         }
     }
@@ -372,9 +385,16 @@ impl StoreTx<'_> {
     ///
     /// # Errors
     /// Storage failure.
-    pub fn put_pending(&self, id: &DocId, hash: &[u8; 32], p: &PendingChange) -> Result<(), TxError> {
+    pub fn put_pending(
+        &self,
+        id: &DocId,
+        hash: &[u8; 32],
+        p: &PendingChange,
+    ) -> Result<(), TxError> {
         let v = codec::encode(trees::PENDING, p).map_err(abort)?;
-        self.pending().insert(&keys::pending(id, hash)[..], v).map_err(unab)?;
+        self.pending()
+            .insert(&keys::pending(id, hash)[..], v)
+            .map_err(unab)?;
         Ok(())
     }
 
@@ -383,7 +403,9 @@ impl StoreTx<'_> {
     /// # Errors
     /// Storage failure.
     pub fn remove_pending(&self, id: &DocId, hash: &[u8; 32]) -> Result<(), TxError> {
-        self.pending().remove(&keys::pending(id, hash)[..]).map_err(unab)?;
+        self.pending()
+            .remove(&keys::pending(id, hash)[..])
+            .map_err(unab)?;
         Ok(())
     }
 
@@ -407,7 +429,9 @@ impl StoreTx<'_> {
             .generate_id()
             .map_err(|e| abort(StoreError::sled("generate_id")(e)))?;
         let v = codec::encode(trees::DEAD_LETTERS, d).map_err(abort)?;
-        self.dead_letters().insert(&keys::seq(seq), v).map_err(unab)?;
+        self.dead_letters()
+            .insert(&keys::seq(seq), v)
+            .map_err(unab)?;
         Ok(seq)
     }
 
@@ -454,7 +478,11 @@ impl Store {
     }
 
     fn check_format(&self) -> Result<(), StoreError> {
-        match self.meta.get(keys::META_FORMAT).map_err(StoreError::sled("read format"))? {
+        match self
+            .meta
+            .get(keys::META_FORMAT)
+            .map_err(StoreError::sled("read format"))?
+        {
             Some(v) if v.as_ref() == [codec::FORMAT_V1] => Ok(()),
             Some(v) => Err(StoreError::UnsupportedFormat {
                 tree: trees::META,
@@ -499,10 +527,12 @@ impl Store {
             &self.dead_letters,
             &self.meta,
         ];
-        let result = trees[..].transaction(|t| f(&StoreTx { t })).map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(source) => StoreError::Sled { op, source },
-        })?;
+        let result = trees[..]
+            .transaction(|t| f(&StoreTx { t }))
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(source) => StoreError::Sled { op, source },
+            })?;
         if self.durability == Durability::Immediate {
             self.flush()?;
         }
@@ -514,7 +544,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] when the flush fails.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(StoreError::sled("flush"))
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(StoreError::sled("flush"))
     }
 
     /// Reads a document record.
@@ -589,7 +622,11 @@ impl Store {
     ///
     /// # Errors
     /// Storage failure or a corrupt entry.
-    pub fn outbox_peek(&self, max_count: usize, max_bytes: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    pub fn outbox_peek(
+        &self,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for r in self.outbox.iter() {
@@ -636,13 +673,14 @@ impl Store {
             .scan_prefix(keys::doc(id))
             .map(|r| {
                 let (k, v) = r.map_err(StoreError::sled("scan pending"))?;
-                let hash: [u8; 32] = k.get(16..48).and_then(|s| s.try_into().ok()).ok_or_else(|| {
-                    StoreError::Corrupt {
-                        tree: trees::PENDING,
-                        key: codec::hex(&k),
-                        reason: "malformed pending key".into(),
-                    }
-                })?;
+                let hash: [u8; 32] =
+                    k.get(16..48)
+                        .and_then(|s| s.try_into().ok())
+                        .ok_or_else(|| StoreError::Corrupt {
+                            tree: trees::PENDING,
+                            key: codec::hex(&k),
+                            reason: "malformed pending key".into(),
+                        })?;
                 Ok((hash, codec::decode(trees::PENDING, &k, &v)?))
             })
             .collect()
@@ -659,7 +697,11 @@ impl Store {
     /// Storage failure or a corrupt record.
     pub fn cursor(&self, ws: &WorkspaceId) -> Result<Option<CursorRecord>, StoreError> {
         let key = keys::cursor(ws);
-        match self.cursors.get(key).map_err(StoreError::sled("read cursor"))? {
+        match self
+            .cursors
+            .get(key)
+            .map_err(StoreError::sled("read cursor"))?
+        {
             Some(v) => codec::decode(trees::CURSORS, &key, &v).map(Some),
             None => Ok(None),
         }
@@ -703,6 +745,8 @@ impl Store {
     /// # Errors
     /// Storage failure.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db.size_on_disk().map_err(StoreError::sled("size_on_disk"))
+        self.db
+            .size_on_disk()
+            .map_err(StoreError::sled("size_on_disk"))
     }
 }

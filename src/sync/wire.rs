@@ -59,7 +59,9 @@ impl std::str::FromStr for HashHex {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("invalid change hash {s:?}: expected 64 hex characters"));
+            return Err(format!(
+                "invalid change hash {s:?}: expected 64 hex characters"
+            ));
         }
         let mut out = [0u8; 32];
         for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
@@ -313,7 +315,8 @@ mod tests {
         let o = serde_json::to_value(PushOutcome::Stored { seq: 4 }).unwrap();
         assert_eq!(o, serde_json::json!({"status": "stored", "seq": 4}));
         let r: PushOutcome =
-            serde_json::from_value(serde_json::json!({"status": "rejected", "reason": "x"})).unwrap();
+            serde_json::from_value(serde_json::json!({"status": "rejected", "reason": "x"}))
+                .unwrap();
         assert_eq!(r, PushOutcome::Rejected { reason: "x".into() });
         assert!("zz".parse::<HashHex>().is_err());
     }
