@@ -129,3 +129,9 @@ pub trait Remote: Send + Sync {
     /// The call failed.
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError>;
 }
+
+pub mod faulty;
+pub mod local_hub;
+
+pub use faulty::{Fault, FaultyRemote, Op};
+pub use local_hub::LocalHub;

@@ -1,0 +1,445 @@
+//! The embedded hub: a sled-backed [`Remote`] with the same semantics as the
+//! Supabase SQL functions.
+//!
+//! Many replicas in one process (tests, the demo, apps that keep several
+//! replicas) share one `LocalHub` by cloning it. Per workspace it keeps a
+//! change log with a gap-free sequence: pushes are serialised by a lock and
+//! each batch is committed in one sled transaction while the lock is held, so
+//! a reader never sees seq n+1 before seq n. Deduplication is by
+//! (workspace, document, hash); the hash is recomputed from the bytes.
+//!
+//! Trees: `changes` (ws ‖ seq BE → change), `dedup` (ws ‖ doc ‖ hash → seq),
+//! `counters` (ws → last seq), `snapshots` (ws ‖ doc → snapshot).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+
+use super::{Remote, RemoteError};
+use crate::id::{Collection, DocId, WorkspaceId};
+use crate::store::{codec, StoreError};
+use crate::sync::chunk;
+use crate::sync::wire::{
+    ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
+    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
+    MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HubChange {
+    doc_id: DocId,
+    collection: Collection,
+    hash: [u8; 32],
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HubSnapshot {
+    collection: Collection,
+    heads: Vec<[u8; 32]>,
+    covers: u64,
+    bytes: Vec<u8>,
+}
+
+/// The embedded hub. Cheap to clone; clones share the same database.
+#[derive(Clone)]
+pub struct LocalHub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    db: sled::Db,
+    changes: sled::Tree,
+    dedup: sled::Tree,
+    counters: sled::Tree,
+    snapshots: sled::Tree,
+    /// Serialises pushes: the gap-free sequence.
+    push_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for LocalHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHub").finish_non_exhaustive()
+    }
+}
+
+fn sled_err(op: &'static str) -> impl Fn(sled::Error) -> RemoteError {
+    move |source| RemoteError::Storage(StoreError::Sled { op, source })
+}
+
+/// Parses a hub cursor ("" = 0).
+fn parse_cursor(c: &Cursor) -> Result<u64, RemoteError> {
+    if c.is_start() {
+        return Ok(0);
+    }
+    c.0.parse().map_err(|_| RemoteError::BadRequest {
+        code: "invalid_cursor".into(),
+        message: format!("cursor {:?} was not issued by this hub", c.0),
+    })
+}
+
+fn change_key(ws: &WorkspaceId, seq: u64) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&ws.to_bytes());
+    k[16..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn dedup_key(ws: &WorkspaceId, doc: &DocId, hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(&ws.to_bytes());
+    k.extend_from_slice(&doc.to_bytes());
+    k.extend_from_slice(hash);
+    k
+}
+
+fn snapshot_key(ws: &WorkspaceId, doc: &DocId) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(&ws.to_bytes());
+    k[16..].copy_from_slice(&doc.to_bytes());
+    k
+}
+
+impl LocalHub {
+    /// Opens (or creates) a hub stored in `path`.
+    ///
+    /// # Errors
+    /// [`RemoteError::Storage`] when sled cannot open it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, RemoteError> {
+        let db = sled::Config::new()
+            .path(path.as_ref())
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(sled_err("open hub"))?;
+        let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
+        Ok(Self {
+            inner: Arc::new(HubInner {
+                changes: t("changes")?,
+                dedup: t("dedup")?,
+                counters: t("counters")?,
+                snapshots: t("snapshots")?,
+                db,
+                push_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// A hub in a fresh temporary directory (removed when the process exits
+    /// normally is not guaranteed; prefer [`LocalHub::open`] in apps).
+    ///
+    /// # Errors
+    /// [`RemoteError::Storage`].
+    pub fn temporary() -> Result<Self, RemoteError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(sled_err("open hub"))?;
+        let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
+        Ok(Self {
+            inner: Arc::new(HubInner {
+                changes: t("changes")?,
+                dedup: t("dedup")?,
+                counters: t("counters")?,
+                snapshots: t("snapshots")?,
+                db,
+                push_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The number of changes stored for a workspace.
+    pub fn change_count(&self, ws: &WorkspaceId) -> usize {
+        self.inner.changes.scan_prefix(ws.to_bytes()).count()
+    }
+
+    /// How many times each (doc, hash) is stored in a workspace: for tests
+    /// proving "stored exactly once".
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    pub fn stored_hashes(&self, ws: &WorkspaceId) -> Result<Vec<(DocId, HashHex)>, RemoteError> {
+        self.inner
+            .changes
+            .scan_prefix(ws.to_bytes())
+            .map(|r| {
+                let (k, v) = r.map_err(sled_err("scan"))?;
+                let c: HubChange = codec::decode("hub changes", &k, &v)?;
+                Ok((c.doc_id, HashHex(c.hash)))
+            })
+            .collect()
+    }
+
+    fn push_sync(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
+        if req.changes.len() > MAX_PUSH_COUNT
+            || req.changes.iter().map(|c| c.bytes.len()).sum::<usize>() > MAX_PUSH_BYTES
+        {
+            return Err(RemoteError::TooLarge {
+                message: format!(
+                    "batch of {} changes exceeds the hub's limits",
+                    req.changes.len()
+                ),
+            });
+        }
+        let ws = req.workspace;
+        let _guard = self
+            .inner
+            .push_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut last = match self
+            .inner
+            .counters
+            .get(ws.to_bytes())
+            .map_err(sled_err("read counter"))?
+        {
+            Some(v) => codec::decode::<u64>("hub counters", &ws.to_bytes(), &v)?,
+            None => 0,
+        };
+        let mut results = Vec::with_capacity(req.changes.len());
+        let mut writes: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut batch_seen = std::collections::HashSet::new();
+        for env in &req.changes {
+            if let Err(e) = chunk::verify(&env.bytes, &env.hash.0) {
+                results.push(PushOutcome::Rejected {
+                    reason: e.to_string(),
+                });
+                continue;
+            }
+            let dk = dedup_key(&ws, &env.doc_id, &env.hash.0);
+            if !batch_seen.insert(dk.clone())
+                || self
+                    .inner
+                    .dedup
+                    .contains_key(&dk)
+                    .map_err(sled_err("read dedup"))?
+            {
+                results.push(PushOutcome::AlreadyPresent);
+                continue;
+            }
+            last += 1;
+            let value = codec::encode(
+                "hub changes",
+                &HubChange {
+                    doc_id: env.doc_id,
+                    collection: env.collection.clone(),
+                    hash: env.hash.0,
+                    bytes: env.bytes.clone(),
+                },
+            )?;
+            writes.push((last, dk, value));
+            results.push(PushOutcome::Stored {
+                seq: i64::try_from(last).unwrap_or(i64::MAX),
+            });
+        }
+        let counter = codec::encode("hub counters", &last)?;
+        (&self.inner.changes, &self.inner.dedup, &self.inner.counters)
+            .transaction(|(changes, dedup, counters)| {
+                for (seq, dk, value) in &writes {
+                    changes.insert(&change_key(&ws, *seq)[..], value.clone())?;
+                    dedup.insert(dk.clone(), &seq.to_be_bytes()[..])?;
+                }
+                counters.insert(&ws.to_bytes()[..], counter.clone())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => sled_err("push")(s),
+                sled::transaction::TransactionError::Abort(()) => RemoteError::Server {
+                    status: 0,
+                    message: "hub transaction aborted".into(),
+                },
+            })?;
+        Ok(PushResponse {
+            v: WIRE_VERSION,
+            results,
+        })
+    }
+
+    fn pull_sync(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
+        let after = parse_cursor(&req.cursor)?;
+        let limit = req.limit.clamp(1, MAX_PULL_LIMIT) as usize;
+        let ws = req.workspace;
+        let start = change_key(&ws, after.saturating_add(1));
+        let end = change_key(&ws, u64::MAX);
+        let mut changes = Vec::new();
+        let mut last = after;
+        let mut has_more = false;
+        for r in self.inner.changes.range(start..=end) {
+            let (k, v) = r.map_err(sled_err("scan changes"))?;
+            if changes.len() >= limit {
+                has_more = true;
+                break;
+            }
+            let seq =
+                u64::from_be_bytes(k[16..24].try_into().map_err(|_| RemoteError::Protocol {
+                    reason: "malformed hub key".into(),
+                })?);
+            let c: HubChange = codec::decode("hub changes", &k, &v)?;
+            last = seq;
+            if req.skip_snapshotted {
+                if let Some(s) = self.snapshot(&ws, &c.doc_id)? {
+                    if s.covers >= seq {
+                        continue;
+                    }
+                }
+            }
+            changes.push(PulledChange {
+                seq: i64::try_from(seq).unwrap_or(i64::MAX),
+                change: ChangeEnvelope {
+                    doc_id: c.doc_id,
+                    collection: c.collection,
+                    hash: HashHex(c.hash),
+                    bytes: c.bytes,
+                },
+            });
+        }
+        let next_cursor = if last == 0 {
+            req.cursor.clone()
+        } else {
+            Cursor(last.to_string())
+        };
+        Ok(PullPage {
+            v: WIRE_VERSION,
+            changes,
+            next_cursor,
+            has_more,
+        })
+    }
+
+    fn snapshot(&self, ws: &WorkspaceId, doc: &DocId) -> Result<Option<HubSnapshot>, RemoteError> {
+        let k = snapshot_key(ws, doc);
+        match self
+            .inner
+            .snapshots
+            .get(k)
+            .map_err(sled_err("read snapshot"))?
+        {
+            Some(v) => Ok(Some(codec::decode("hub snapshots", &k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_snapshot_sync(&self, s: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
+        let covers = parse_cursor(&s.covers)?;
+        let _guard = self
+            .inner
+            .push_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = self.snapshot(&s.workspace, &s.doc_id)? {
+            if old.covers >= covers {
+                return Ok(SnapshotOutcome::Superseded);
+            }
+        }
+        let v = codec::encode(
+            "hub snapshots",
+            &HubSnapshot {
+                collection: s.collection,
+                heads: s.heads.iter().map(|h| h.0).collect(),
+                covers,
+                bytes: s.bytes,
+            },
+        )?;
+        self.inner
+            .snapshots
+            .insert(snapshot_key(&s.workspace, &s.doc_id), v)
+            .map_err(sled_err("write snapshot"))?;
+        Ok(SnapshotOutcome::Stored)
+    }
+
+    fn get_snapshots_sync(&self, q: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
+        let limit = q.limit.clamp(1, 1000) as usize;
+        let start = match q.after {
+            Some(d) => {
+                let mut k = snapshot_key(&q.workspace, &d).to_vec();
+                k.push(0);
+                k
+            }
+            None => q.workspace.to_bytes().to_vec(),
+        };
+        let mut end = q.workspace.to_bytes().to_vec();
+        end.extend_from_slice(&[0xff; 17]);
+        let mut snapshots = Vec::new();
+        let mut has_more = false;
+        for r in self.inner.snapshots.range(start..end) {
+            let (k, v) = r.map_err(sled_err("scan snapshots"))?;
+            if snapshots.len() >= limit {
+                has_more = true;
+                break;
+            }
+            let doc_id = DocId::from_slice(&k[16..32]).map_err(|e| RemoteError::Protocol {
+                reason: e.to_string(),
+            })?;
+            let s: HubSnapshot = codec::decode("hub snapshots", &k, &v)?;
+            snapshots.push(SnapshotRecord {
+                doc_id,
+                collection: s.collection,
+                heads: s.heads.into_iter().map(HashHex).collect(),
+                covers: Cursor(s.covers.to_string()),
+                bytes: s.bytes,
+            });
+        }
+        Ok(SnapshotPage {
+            v: WIRE_VERSION,
+            snapshots,
+            has_more,
+        })
+    }
+
+    /// Flushes the hub to disk.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn flush(&self) -> Result<(), RemoteError> {
+        self.inner
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(sled_err("flush hub"))
+    }
+}
+
+#[async_trait]
+impl Remote for LocalHub {
+    async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.push_sync(req))
+            .await
+            .map_err(|e| RemoteError::Server {
+                status: 0,
+                message: e.to_string(),
+            })?
+    }
+
+    async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.pull_sync(req))
+            .await
+            .map_err(|e| RemoteError::Server {
+                status: 0,
+                message: e.to_string(),
+            })?
+    }
+
+    async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.put_snapshot_sync(snap))
+            .await
+            .map_err(|e| RemoteError::Server {
+                status: 0,
+                message: e.to_string(),
+            })?
+    }
+
+    async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.get_snapshots_sync(query))
+            .await
+            .map_err(|e| RemoteError::Server {
+                status: 0,
+                message: e.to_string(),
+            })?
+    }
+}

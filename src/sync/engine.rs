@@ -1,0 +1,489 @@
+//! The sync engine: a tokio task that decides when to run a sync pass.
+//!
+//! Triggers: a local commit (debounced), a periodic interval, a manual
+//! [`SyncHandle::sync_now`], and "back online" ([`SyncHandle::notify_online`]).
+//! One pass runs at a time; triggers that arrive during a pass coalesce into
+//! one more pass. Failures back off exponentially with jitter
+//! ([`Backoff`]); authentication failures stop automatic retries until the
+//! app calls [`SyncHandle::credentials_updated`]. Status is published on a
+//! `watch` channel, progress and document events on a `broadcast` channel.
+//!
+//! Shutdown: [`SyncHandle::shutdown`] lets a running pass finish (it is
+//! restartable at any point anyway) and stops the task; dropping every handle
+//! does the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::session::{self, Progress, SyncConfig, SyncReport};
+use crate::conflict::Conflict;
+use crate::error::Error;
+use crate::id::{DocId, WorkspaceId};
+use crate::remote::{Remote, RemoteError};
+use crate::replica::{Origin, Replica, ReplicaEvent};
+
+/// What the engine is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// Waiting for a trigger.
+    Idle,
+    /// A pass is running.
+    Syncing,
+    /// The last pass could not reach the remote; retrying with backoff.
+    Offline,
+    /// The last pass failed otherwise (see `last_error`); authentication
+    /// failures wait for [`SyncHandle::credentials_updated`].
+    Error,
+}
+
+/// The engine's status, published on a `watch` channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncStatus {
+    /// Current state.
+    pub state: SyncState,
+    /// Local changes not yet confirmed by the remote.
+    pub pending: usize,
+    /// Changes the remote rejected (dead letters).
+    pub dead_letters: usize,
+    /// Wall-clock ms of the last successful pass.
+    pub last_success_ms: Option<i64>,
+    /// The last failure, in words.
+    pub last_error: Option<String>,
+}
+
+/// Why a sync pass failed, as a cloneable value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The pass failed.
+    #[error("sync failed: {message}")]
+    Failed {
+        /// What failed.
+        message: String,
+        /// Whether retrying later can succeed.
+        retryable: bool,
+        /// Whether the remote was unreachable.
+        offline: bool,
+        /// Whether credentials were refused.
+        auth: bool,
+    },
+    /// The engine has shut down.
+    #[error("the sync engine has shut down")]
+    Stopped,
+}
+
+impl SyncError {
+    fn from_error(e: &Error) -> Self {
+        let (offline, auth) = match e {
+            Error::Remote(r) => (
+                r.is_offline(),
+                matches!(r, RemoteError::Unauthenticated { .. }),
+            ),
+            _ => (false, false),
+        };
+        SyncError::Failed {
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+            offline,
+            auth,
+        }
+    }
+}
+
+/// What the engine announces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// A document changed (forwarded from the replica).
+    DocChanged {
+        /// The document.
+        id: DocId,
+        /// Local edit or remote changes.
+        origin: Origin,
+    },
+    /// A pull left concurrent values in a document.
+    Conflict {
+        /// The document.
+        id: DocId,
+        /// The conflicted fields.
+        conflicts: Vec<Conflict>,
+    },
+    /// Progress of the running pass.
+    Progress(Progress),
+    /// A pass finished.
+    Finished(SyncReport),
+    /// A pass failed.
+    Failed(SyncError),
+}
+
+enum Cmd {
+    SyncNow(oneshot::Sender<Result<SyncReport, SyncError>>),
+    LocalCommit,
+    Online,
+    CredentialsUpdated,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Options of a sync engine.
+pub struct SyncEngineBuilder {
+    replica: Replica,
+    remote: Arc<dyn Remote>,
+    config: SyncConfig,
+    workspaces: Vec<WorkspaceId>,
+    interval: Option<Duration>,
+    debounce: Duration,
+    backoff: Backoff,
+    seed: Option<u64>,
+    sync_on_start: bool,
+}
+
+/// Entry point: `SyncEngine::builder(replica, remote).spawn()`.
+#[derive(Debug)]
+pub struct SyncEngine;
+
+impl SyncEngine {
+    /// Options for an engine syncing `replica` with `remote`.
+    pub fn builder(replica: Replica, remote: Arc<dyn Remote>) -> SyncEngineBuilder {
+        SyncEngineBuilder {
+            replica,
+            remote,
+            config: SyncConfig::default(),
+            workspaces: Vec::new(),
+            interval: Some(Duration::from_secs(30)),
+            debounce: Duration::from_millis(250),
+            backoff: Backoff::default(),
+            seed: None,
+            sync_on_start: true,
+        }
+    }
+}
+
+impl SyncEngineBuilder {
+    /// Batch sizes and thresholds.
+    pub fn with_config(mut self, c: SyncConfig) -> Self {
+        self.config = c;
+        self
+    }
+
+    /// Workspaces to pull even when the replica holds no document of them yet
+    /// (a fresh device joining a workspace).
+    pub fn with_workspaces(mut self, ws: impl IntoIterator<Item = WorkspaceId>) -> Self {
+        self.workspaces = ws.into_iter().collect();
+        self
+    }
+
+    /// Periodic sync interval (`None`: only other triggers). Default 30 s.
+    pub fn with_interval(mut self, d: Option<Duration>) -> Self {
+        self.interval = d;
+        self
+    }
+
+    /// How long local commits are gathered before a pass. Default 250 ms.
+    pub fn with_debounce(mut self, d: Duration) -> Self {
+        self.debounce = d;
+        self
+    }
+
+    /// The retry schedule.
+    pub fn with_backoff(mut self, b: Backoff) -> Self {
+        self.backoff = b;
+        self
+    }
+
+    /// Seed of the jitter's random source (deterministic tests).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Whether to run a pass right after starting. Default true.
+    pub fn with_sync_on_start(mut self, yes: bool) -> Self {
+        self.sync_on_start = yes;
+        self
+    }
+
+    /// Starts the engine on the current tokio runtime.
+    pub fn spawn(self) -> SyncHandle {
+        let (cmd_tx, cmd_rx) = mpsc::channel(64);
+        let (events, _) = broadcast::channel(1024);
+        let pending = self.replica.pending();
+        let (status_tx, status_rx) = watch::channel(SyncStatus {
+            state: SyncState::Idle,
+            pending,
+            dead_letters: self.replica.dead_letters().map(|d| d.len()).unwrap_or(0),
+            last_success_ms: None,
+            last_error: None,
+        });
+        let forwarder = tokio::spawn(forward_events(
+            self.replica.subscribe(),
+            events.clone(),
+            cmd_tx.downgrade(),
+        ));
+        let rng = match self.seed {
+            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
+        let task = EngineTask {
+            replica: self.replica,
+            remote: self.remote,
+            config: self.config,
+            workspaces: self.workspaces,
+            interval: self.interval,
+            debounce: self.debounce,
+            backoff: self.backoff,
+            rng,
+            status: status_tx,
+            events: events.clone(),
+        };
+        let sync_on_start = self.sync_on_start;
+        tokio::spawn(
+            async move {
+                task.run(cmd_rx, sync_on_start).await;
+                forwarder.abort();
+            }
+            .instrument(tracing::info_span!("sync_engine")),
+        );
+        SyncHandle {
+            cmd: cmd_tx,
+            status: status_rx,
+            events,
+        }
+    }
+}
+
+async fn forward_events(
+    mut rx: broadcast::Receiver<ReplicaEvent>,
+    events: broadcast::Sender<SyncEvent>,
+    cmd: mpsc::WeakSender<Cmd>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(ReplicaEvent::DocChanged { id, origin }) => {
+                let _ = events.send(SyncEvent::DocChanged { id, origin });
+                if origin == Origin::Local {
+                    let Some(cmd) = cmd.upgrade() else { return };
+                    // A full queue already holds a trigger: coalesce.
+                    let _ = cmd.try_send(Cmd::LocalCommit);
+                }
+            }
+            Ok(ReplicaEvent::Conflict { id, conflicts }) => {
+                let _ = events.send(SyncEvent::Conflict { id, conflicts });
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let Some(cmd) = cmd.upgrade() else { return };
+                let _ = cmd.try_send(Cmd::LocalCommit);
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A cloneable front to a running engine.
+#[derive(Clone)]
+pub struct SyncHandle {
+    cmd: mpsc::Sender<Cmd>,
+    status: watch::Receiver<SyncStatus>,
+    events: broadcast::Sender<SyncEvent>,
+}
+
+impl std::fmt::Debug for SyncHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncHandle")
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl SyncHandle {
+    /// Runs a pass now (or joins the one about to start) and returns its report.
+    ///
+    /// # Errors
+    /// [`SyncError::Failed`] when the pass failed, [`SyncError::Stopped`]
+    /// when the engine has shut down.
+    pub async fn sync_now(&self) -> Result<SyncReport, SyncError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::SyncNow(tx))
+            .await
+            .map_err(|_| SyncError::Stopped)?;
+        rx.await.map_err(|_| SyncError::Stopped)?
+    }
+
+    /// Tells the engine the network is back: retry now instead of waiting
+    /// for the backoff.
+    pub async fn notify_online(&self) {
+        let _ = self.cmd.send(Cmd::Online).await;
+    }
+
+    /// Tells the engine fresh credentials are available after an
+    /// authentication failure.
+    pub async fn credentials_updated(&self) {
+        let _ = self.cmd.send(Cmd::CredentialsUpdated).await;
+    }
+
+    /// The status channel.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.clone()
+    }
+
+    /// Progress and document events from now on.
+    pub fn events(&self) -> broadcast::Receiver<SyncEvent> {
+        self.events.subscribe()
+    }
+
+    /// Stops the engine after the running pass (if any) finishes.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct EngineTask {
+    replica: Replica,
+    remote: Arc<dyn Remote>,
+    config: SyncConfig,
+    workspaces: Vec<WorkspaceId>,
+    interval: Option<Duration>,
+    debounce: Duration,
+    backoff: Backoff,
+    rng: rand::rngs::StdRng,
+    status: watch::Sender<SyncStatus>,
+    events: broadcast::Sender<SyncEvent>,
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl EngineTask {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, sync_on_start: bool) {
+        let mut waiters: Vec<oneshot::Sender<Result<SyncReport, SyncError>>> = Vec::new();
+        let mut dirty = sync_on_start;
+        let mut debounce_at: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut auth_paused = false;
+        let mut next_tick = self.interval.map(|d| Instant::now() + d);
+        loop {
+            let due = !waiters.is_empty() || (dirty && !auth_paused && retry_at.is_none());
+            if due {
+                let result = self.pass().await;
+                dirty = false;
+                match &result {
+                    Ok(_) => {
+                        self.backoff.reset();
+                        retry_at = None;
+                    }
+                    Err(SyncError::Failed { auth: true, .. }) => auth_paused = true,
+                    Err(_) => {
+                        let delay = self.backoff.next_delay(self.rng.gen());
+                        tracing::info!(
+                            delay_ms = delay.as_millis() as u64,
+                            "sync failed; backing off"
+                        );
+                        retry_at = Some(Instant::now() + delay);
+                        dirty = true;
+                    }
+                }
+                for w in waiters.drain(..) {
+                    let _ = w.send(result.clone());
+                }
+                continue;
+            }
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Cmd::SyncNow(tx)) => waiters.push(tx),
+                    Some(Cmd::LocalCommit) => {
+                        if debounce_at.is_none() {
+                            debounce_at = Some(Instant::now() + self.debounce);
+                        }
+                    }
+                    Some(Cmd::Online) => { retry_at = None; dirty = true; }
+                    Some(Cmd::CredentialsUpdated) => { auth_paused = false; retry_at = None; dirty = true; }
+                    Some(Cmd::Shutdown(tx)) => {
+                        for w in waiters.drain(..) { let _ = w.send(Err(SyncError::Stopped)); }
+                        let _ = tx.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                _ = sleep_opt(debounce_at) => { debounce_at = None; dirty = true; }
+                _ = sleep_opt(retry_at) => { retry_at = None; }
+                _ = sleep_opt(next_tick) => {
+                    next_tick = self.interval.map(|d| Instant::now() + d);
+                    dirty = true;
+                }
+            }
+        }
+    }
+
+    async fn pass(&mut self) -> Result<SyncReport, SyncError> {
+        self.status.send_modify(|s| s.state = SyncState::Syncing);
+        let events = self.events.clone();
+        let progress = move |p: Progress| {
+            let _ = events.send(SyncEvent::Progress(p));
+        };
+        let result = session::run(
+            &self.replica,
+            self.remote.as_ref(),
+            &self.config,
+            &self.workspaces,
+            &progress,
+        )
+        .instrument(tracing::info_span!("sync_pass"))
+        .await;
+        let pending = self.replica.pending();
+        let dead = self.replica.dead_letters().map(|d| d.len()).unwrap_or(0);
+        let now = self.replica.now_ms();
+        match result {
+            Ok(report) => {
+                tracing::info!(
+                    pushed = report.pushed,
+                    pulled = report.pulled,
+                    applied = report.applied,
+                    "sync pass done"
+                );
+                self.status.send_modify(|s| {
+                    s.state = SyncState::Idle;
+                    s.pending = pending;
+                    s.dead_letters = dead;
+                    s.last_success_ms = Some(now);
+                    s.last_error = None;
+                });
+                let _ = self.events.send(SyncEvent::Finished(report.clone()));
+                Ok(report)
+            }
+            Err(e) => {
+                let err = SyncError::from_error(&e);
+                tracing::warn!(error = %e, "sync pass failed");
+                let offline = matches!(err, SyncError::Failed { offline: true, .. });
+                self.status.send_modify(|s| {
+                    s.state = if offline {
+                        SyncState::Offline
+                    } else {
+                        SyncState::Error
+                    };
+                    s.pending = pending;
+                    s.dead_letters = dead;
+                    s.last_error = Some(e.to_string());
+                });
+                let _ = self.events.send(SyncEvent::Failed(err.clone()));
+                Err(err)
+            }
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! One sync pass: push the outbox, then pull every page of every workspace,
+//! bootstrapping from snapshots on a fresh replica, then upload snapshots.
+//!
+//! Persist before acknowledge: an outbox entry is removed only after the
+//! remote confirmed it (stored or already present); a pulled page is applied
+//! and its cursor written in one sled transaction before the next page is
+//! asked for. Any step may fail or the process may die at any point: the next
+//! pass redoes the unfinished work, and the remote's deduplication and the
+//! replica's duplicate detection make redoing harmless.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use automerge::ChangeHash;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::id::WorkspaceId;
+use crate::remote::{Remote, RemoteError};
+use crate::replica::{RemoteChange, Replica};
+use crate::store::{CursorRecord, OutboxEntry};
+use crate::sync::wire::{
+    ChangeEnvelope, Cursor, HashHex, PullRequest, PushOutcome, PushRequest, SnapshotQuery,
+    SnapshotUpload, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+};
+
+/// Batch sizes and thresholds of a sync pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// At most this many changes per push request.
+    pub push_max_count: usize,
+    /// At most this many change bytes per push request.
+    pub push_max_bytes: usize,
+    /// Changes per pulled page.
+    pub pull_limit: u32,
+    /// Upload a snapshot of a document once this many changes were applied
+    /// to it since the last upload (0 disables uploads).
+    pub snapshot_threshold: u64,
+    /// Bootstrap a fresh replica from snapshots plus the tail of changes.
+    pub bootstrap_from_snapshots: bool,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            push_max_count: 500,
+            push_max_bytes: 512 * 1024,
+            pull_limit: 1000,
+            snapshot_threshold: 256,
+            bootstrap_from_snapshots: true,
+        }
+    }
+}
+
+impl SyncConfig {
+    fn clamp(&self) -> (usize, usize) {
+        (
+            self.push_max_count.clamp(1, MAX_PUSH_COUNT),
+            self.push_max_bytes.clamp(1, MAX_PUSH_BYTES),
+        )
+    }
+}
+
+/// What a sync pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Local changes the remote stored now.
+    pub pushed: usize,
+    /// Local changes the remote already had (a retry after a lost response).
+    pub already_present: usize,
+    /// Local changes the remote rejected (moved to the dead letters).
+    pub dead_lettered: usize,
+    /// Push requests sent.
+    pub push_batches: usize,
+    /// Changes received in pulled pages.
+    pub pulled: usize,
+    /// Changes applied (including early arrivals that now fit).
+    pub applied: usize,
+    /// Pulled changes the replica already had.
+    pub duplicates: usize,
+    /// Remote changes still waiting for their dependencies.
+    pub waiting: usize,
+    /// Pulled changes that were corrupt (reported, skipped).
+    pub remote_rejected: usize,
+    /// Pages pulled.
+    pub pages: usize,
+    /// Snapshots uploaded.
+    pub snapshots_uploaded: usize,
+    /// Snapshots downloaded and merged (bootstrap).
+    pub snapshots_loaded: usize,
+    /// Wall time of the pass in ms.
+    pub elapsed_ms: u64,
+}
+
+/// Progress of a pass, for progress bars.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Progress {
+    /// A push batch was confirmed.
+    Pushed {
+        /// Changes confirmed so far in this pass.
+        done: usize,
+        /// Outbox size when the pass started.
+        total: usize,
+    },
+    /// A page was applied.
+    Pulled {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Changes received so far in this pass.
+        changes: usize,
+        /// Pages so far.
+        pages: usize,
+    },
+}
+
+async fn blocking<R: Send + 'static>(
+    replica: &Replica,
+    f: impl FnOnce(&Replica) -> Result<R> + Send + 'static,
+) -> Result<R> {
+    let r = replica.clone();
+    tokio::task::spawn_blocking(move || f(&r))
+        .await
+        .map_err(|e| {
+            Error::Remote(RemoteError::Server {
+                status: 0,
+                message: format!("blocking task failed: {e}"),
+            })
+        })?
+}
+
+fn envelope(e: &OutboxEntry) -> ChangeEnvelope {
+    ChangeEnvelope {
+        doc_id: e.doc_id,
+        collection: e.collection.clone(),
+        hash: HashHex(e.hash),
+        bytes: e.bytes.clone(),
+    }
+}
+
+/// Pushes the whole outbox in bounded batches (one workspace per request).
+/// A batch the remote finds too large is split in halves; a single change it
+/// still refuses goes to the dead letters with the reason.
+///
+/// # Errors
+/// The first failing remote call (what was confirmed before stays acked).
+pub async fn push(
+    replica: &Replica,
+    remote: &dyn Remote,
+    cfg: &SyncConfig,
+    report: &mut SyncReport,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<()> {
+    let (max_count, max_bytes) = cfg.clamp();
+    let total = replica.pending();
+    let mut done = 0;
+    loop {
+        let mut batch = blocking(replica, move |r| r.peek(max_count, max_bytes)).await?;
+        let Some(first) = batch.first() else { break };
+        let ws = first.workspace;
+        if let Some(cut) = batch.iter().position(|e| e.workspace != ws) {
+            batch.truncate(cut);
+        }
+        let n = push_batch(replica, remote, ws, batch, report).await?;
+        done += n;
+        progress(Progress::Pushed { done, total });
+    }
+    Ok(())
+}
+
+/// Pushes one batch, splitting it on "too large". Returns how many entries
+/// left the outbox.
+async fn push_batch(
+    replica: &Replica,
+    remote: &dyn Remote,
+    ws: WorkspaceId,
+    batch: Vec<OutboxEntry>,
+    report: &mut SyncReport,
+) -> Result<usize> {
+    let mut stack = vec![batch];
+    let mut removed = 0;
+    while let Some(batch) = stack.pop() {
+        let req = PushRequest {
+            v: WIRE_VERSION,
+            workspace: ws,
+            changes: batch.iter().map(envelope).collect(),
+        };
+        report.push_batches += 1;
+        let resp = match remote.push(req).await {
+            Ok(resp) => resp,
+            Err(RemoteError::TooLarge { message }) => {
+                if batch.len() > 1 {
+                    let mut left = batch;
+                    let right = left.split_off(left.len() / 2);
+                    stack.push(right);
+                    stack.push(left);
+                    continue;
+                }
+                let reason = format!("too large for the remote: {message}");
+                let hashes: Vec<ChangeHash> = batch.iter().map(|e| ChangeHash(e.hash)).collect();
+                blocking(replica, move |r| {
+                    for h in &hashes {
+                        r.dead_letter(h, &reason)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                report.dead_lettered += batch.len();
+                removed += batch.len();
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if resp.results.len() != batch.len() {
+            return Err(RemoteError::Protocol {
+                reason: format!(
+                    "{} outcomes for {} changes",
+                    resp.results.len(),
+                    batch.len()
+                ),
+            }
+            .into());
+        }
+        let mut acks = Vec::new();
+        let mut dead = Vec::new();
+        for (e, outcome) in batch.iter().zip(resp.results) {
+            match outcome {
+                PushOutcome::Stored { .. } => {
+                    report.pushed += 1;
+                    acks.push(ChangeHash(e.hash));
+                }
+                PushOutcome::AlreadyPresent => {
+                    report.already_present += 1;
+                    acks.push(ChangeHash(e.hash));
+                }
+                PushOutcome::Rejected { reason } => {
+                    tracing::warn!(doc = %e.doc_id, hash = %HashHex(e.hash), %reason, "change rejected by the remote");
+                    report.dead_lettered += 1;
+                    dead.push((ChangeHash(e.hash), reason));
+                }
+            }
+        }
+        removed += acks.len() + dead.len();
+        blocking(replica, move |r| {
+            r.ack(&acks)?;
+            for (h, reason) in &dead {
+                r.dead_letter(h, reason)?;
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::debug!(workspace = %ws, changes = batch.len(), "batch pushed");
+    }
+    Ok(removed)
+}
+
+/// Pulls every page of one workspace; bootstraps from snapshots when the
+/// replica has never completed a sync of it.
+///
+/// # Errors
+/// The first failing remote call or storage error; every page applied
+/// before stays applied with its cursor.
+pub async fn pull(
+    replica: &Replica,
+    remote: &dyn Remote,
+    cfg: &SyncConfig,
+    ws: WorkspaceId,
+    report: &mut SyncReport,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<()> {
+    let mut rec = blocking(replica, move |r| r.cursor(&ws))
+        .await?
+        .unwrap_or(CursorRecord {
+            cursor: String::new(),
+            last_sync_ms: 0,
+            bootstrapped: false,
+        });
+    let bootstrap = !rec.bootstrapped && cfg.bootstrap_from_snapshots;
+    let mut received = 0;
+    loop {
+        let page = remote
+            .pull(PullRequest {
+                v: WIRE_VERSION,
+                workspace: ws,
+                cursor: Cursor(rec.cursor.clone()),
+                limit: cfg.pull_limit,
+                skip_snapshotted: bootstrap,
+            })
+            .await?;
+        report.pages += 1;
+        report.pulled += page.changes.len();
+        received += page.changes.len();
+        let changes: Vec<RemoteChange> = page
+            .changes
+            .into_iter()
+            .map(|c| RemoteChange::from_envelope(ws, c.change))
+            .collect();
+        let next = CursorRecord {
+            cursor: page.next_cursor.0,
+            ..rec.clone()
+        };
+        let next2 = next.clone();
+        let applied =
+            blocking(replica, move |r| r.apply_remote(changes, Some((ws, next2)))).await?;
+        report.applied += applied.applied;
+        report.duplicates += applied.duplicates;
+        report.remote_rejected += applied.rejected.len();
+        for e in &applied.rejected {
+            tracing::warn!(workspace = %ws, error = %e, "pulled change rejected");
+        }
+        rec = next;
+        progress(Progress::Pulled {
+            workspace: ws,
+            changes: received,
+            pages: report.pages,
+        });
+        tracing::debug!(workspace = %ws, cursor = %rec.cursor, "page pulled");
+        if !page.has_more {
+            break;
+        }
+    }
+    if bootstrap {
+        // Snapshots are fetched after the pull: any change the pull skipped is
+        // covered by a snapshot at least as new as the one that made it skip.
+        let mut after = None;
+        loop {
+            let page = remote
+                .get_snapshots(SnapshotQuery {
+                    v: WIRE_VERSION,
+                    workspace: ws,
+                    after,
+                    limit: 100,
+                })
+                .await?;
+            after = page.snapshots.last().map(|s| s.doc_id);
+            let snaps: Vec<_> = page
+                .snapshots
+                .into_iter()
+                .map(|s| (ws, s.collection, s.doc_id, s.bytes))
+                .collect();
+            report.snapshots_loaded += snaps.len();
+            let applied = blocking(replica, move |r| r.apply_snapshots(snaps)).await?;
+            report.applied += applied.applied;
+            report.duplicates += applied.duplicates;
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+    }
+    rec.bootstrapped = true;
+    rec.last_sync_ms = replica.now_ms();
+    let rec2 = rec.clone();
+    blocking(replica, move |r| r.set_cursor(&ws, &rec2)).await?;
+    Ok(())
+}
+
+/// Uploads snapshots of the documents of `ws` that changed enough since the
+/// last upload (see [`SyncConfig::snapshot_threshold`]).
+///
+/// # Errors
+/// The first failing remote call or storage error.
+pub async fn upload_snapshots(
+    replica: &Replica,
+    remote: &dyn Remote,
+    cfg: &SyncConfig,
+    ws: WorkspaceId,
+    report: &mut SyncReport,
+) -> Result<()> {
+    if cfg.snapshot_threshold == 0 {
+        return Ok(());
+    }
+    let threshold = cfg.snapshot_threshold;
+    let covers = match blocking(replica, move |r| r.cursor(&ws)).await? {
+        Some(rec) if !rec.cursor.is_empty() => rec.cursor,
+        _ => return Ok(()),
+    };
+    let candidates = blocking(replica, move |r| r.snapshot_candidates(&ws, threshold)).await?;
+    for (id, collection) in candidates {
+        let (bytes, heads) = blocking(replica, move |r| r.save(&id)).await?;
+        remote
+            .put_snapshot(SnapshotUpload {
+                v: WIRE_VERSION,
+                workspace: ws,
+                doc_id: id,
+                collection,
+                heads: heads.iter().map(HashHex::from_change_hash).collect(),
+                covers: Cursor(covers.clone()),
+                bytes,
+            })
+            .await?;
+        blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
+        report.snapshots_uploaded += 1;
+    }
+    Ok(())
+}
+
+/// One whole pass: push, then pull and snapshot every workspace in
+/// `workspaces` plus every workspace the replica holds documents of.
+///
+/// # Errors
+/// The first failing step; see [`push`] and [`pull`].
+pub async fn run(
+    replica: &Replica,
+    remote: &dyn Remote,
+    cfg: &SyncConfig,
+    workspaces: &[WorkspaceId],
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<SyncReport> {
+    let started = Instant::now();
+    let mut report = SyncReport::default();
+    push(replica, remote, cfg, &mut report, progress).await?;
+    let mut all: Vec<WorkspaceId> = blocking(replica, |r| r.workspaces()).await?;
+    for w in workspaces {
+        if !all.contains(w) {
+            all.push(*w);
+        }
+    }
+    for ws in all {
+        pull(replica, remote, cfg, ws, &mut report, progress).await?;
+        upload_snapshots(replica, remote, cfg, ws, &mut report).await?;
+    }
+    report.waiting = replica.pending_remote();
+    report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// A remote shared between tasks.
+pub type SharedRemote = Arc<dyn Remote>;
