@@ -113,6 +113,7 @@ pub fn verify(bytes: &[u8], claimed: &[u8; 32]) -> Result<(), ChunkError> {
 mod tests {
     use super::*;
     use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
 
     fn a_change() -> (Vec<u8>, [u8; 32]) {
         let mut doc = automerge::Automerge::new();
