@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod conflict;
+pub mod demo;
 pub mod entity;
 pub mod error;
 pub mod id;
