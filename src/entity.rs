@@ -61,7 +61,7 @@ pub enum EntityError {
         id: DocId,
         /// autosurgeon's error (names the field).
         #[source]
-        source: autosurgeon::HydrateError,
+        source: Box<autosurgeon::HydrateError>,
     },
     /// The Rust value could not be written into the document.
     #[error("cannot write entity {id}: {source}")]
@@ -70,7 +70,7 @@ pub enum EntityError {
         id: DocId,
         /// autosurgeon's error.
         #[source]
-        source: autosurgeon::ReconcileError,
+        source: Box<autosurgeon::ReconcileError>,
     },
     /// An Automerge operation on the entity failed.
     #[error("automerge error on entity {id}: {source}")]
@@ -79,7 +79,7 @@ pub enum EntityError {
         id: DocId,
         /// Automerge's error.
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     /// The stored chunks of the entity do not load: the local store is damaged.
     #[error("stored document {id} is corrupt: {source}")]
@@ -88,7 +88,7 @@ pub enum EntityError {
         id: DocId,
         /// Automerge's load error.
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     /// A path given to `resolve` or a raw helper does not exist in the entity.
     #[error("no field at path {path:?} in entity {id}")]

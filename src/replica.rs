@@ -428,8 +428,10 @@ impl Replica {
         let mut doc = if bytes.is_empty() {
             Automerge::new()
         } else {
-            Automerge::load(&bytes)
-                .map_err(|source| EntityError::CorruptDocument { id: *id, source })?
+            Automerge::load(&bytes).map_err(|source| EntityError::CorruptDocument {
+                id: *id,
+                source: Box::new(source),
+            })?
         };
         doc.set_actor(self.inner.actor.clone());
         let pending = self.inner.store.pending_for(id)?;
@@ -606,7 +608,12 @@ impl Replica {
             &id,
             |_| Ok(()),
             |tx, ()| {
-                let am = |source| Error::from(EntityError::Automerge { id, source });
+                let am = |source| {
+                    Error::from(EntityError::Automerge {
+                        id,
+                        source: Box::new(source),
+                    })
+                };
                 let meta = tx
                     .put_object(ROOT, entity::META, ObjType::Map)
                     .map_err(am)?;
@@ -642,7 +649,7 @@ impl Replica {
             autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, value).map_err(|source| {
                 EntityError::Reconcile {
                     id: id_for_err,
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             match tx.get(ROOT, entity::DATA) {
@@ -671,12 +678,12 @@ impl Replica {
                 .put_object(ROOT, entity::DATA, ObjType::Map)
                 .map_err(|source| EntityError::Automerge {
                     id: DocId::from_uuid(uuid::Uuid::nil()),
-                    source,
+                    source: Box::new(source),
                 })?;
             for (k, v) in obj {
                 entity::put_json(tx, &data, k, v).map_err(|source| EntityError::Automerge {
                     id: DocId::from_uuid(uuid::Uuid::nil()),
-                    source,
+                    source: Box::new(source),
                 })?;
             }
             Ok(())
@@ -691,8 +698,13 @@ impl Replica {
     pub fn get<T: Hydrate>(&self, id: &DocId) -> Result<T> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        autosurgeon::hydrate_prop(&LwwView(&ds.doc), &ROOT, entity::DATA)
-            .map_err(|source| EntityError::Hydrate { id: *id, source }.into())
+        autosurgeon::hydrate_prop(&LwwView(&ds.doc), &ROOT, entity::DATA).map_err(|source| {
+            EntityError::Hydrate {
+                id: *id,
+                source: Box::new(source),
+            }
+            .into()
+        })
     }
 
     /// Reads an entity as JSON (every field resolved by LWW).
@@ -725,13 +737,21 @@ impl Replica {
             &id,
             |doc| {
                 let mut value: T = autosurgeon::hydrate_prop(&LwwView(doc), &ROOT, entity::DATA)
-                    .map_err(|source| EntityError::Hydrate { id, source })?;
+                    .map_err(|source| EntityError::Hydrate {
+                        id,
+                        source: Box::new(source),
+                    })?;
                 f(&mut value);
                 Ok(value)
             },
             |tx, value| {
-                autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value)
-                    .map_err(|source| EntityError::Reconcile { id, source }.into())
+                autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
+                    EntityError::Reconcile {
+                        id,
+                        source: Box::new(source),
+                    }
+                    .into()
+                })
             },
         )?;
         Ok(hash)
@@ -757,8 +777,13 @@ impl Replica {
                 Ok((data, resolved))
             },
             |tx, (data, resolved)| {
-                entity::merge_patch(tx, &data, patch, &resolved)
-                    .map_err(|source| EntityError::Automerge { id, source }.into())
+                entity::merge_patch(tx, &data, patch, &resolved).map_err(|source| {
+                    EntityError::Automerge {
+                        id,
+                        source: Box::new(source),
+                    }
+                    .into()
+                })
             },
         )?;
         Ok(hash)
@@ -786,7 +811,15 @@ impl Replica {
             &mut st,
             &id,
             |doc| entity::data_obj(doc).ok_or_else(|| EntityError::NotFound { id }.into()),
-            |tx, data| f(tx, &data).map_err(|source| EntityError::Automerge { id, source }.into()),
+            |tx, data| {
+                f(tx, &data).map_err(|source| {
+                    EntityError::Automerge {
+                        id,
+                        source: Box::new(source),
+                    }
+                    .into()
+                })
+            },
         )
     }
 
@@ -804,8 +837,13 @@ impl Replica {
             &id,
             |doc| entity::meta_obj(doc).ok_or_else(|| EntityError::NotFound { id }.into()),
             |tx, meta| {
-                tx.put(&meta, entity::META_DELETED, true)
-                    .map_err(|source| EntityError::Automerge { id, source }.into())
+                tx.put(&meta, entity::META_DELETED, true).map_err(|source| {
+                    EntityError::Automerge {
+                        id,
+                        source: Box::new(source),
+                    }
+                    .into()
+                })
             },
         )?;
         hash.ok_or_else(|| EntityError::Deleted { id }.into())
@@ -1016,8 +1054,10 @@ impl Replica {
     ) -> Result<ApplyReport> {
         let mut changes = Vec::new();
         for (ws, coll, id, bytes) in snapshots {
-            let doc = Automerge::load(&bytes)
-                .map_err(|source| EntityError::CorruptDocument { id, source })?;
+            let doc = Automerge::load(&bytes).map_err(|source| EntityError::CorruptDocument {
+                id,
+                source: Box::new(source),
+            })?;
             for mut c in doc.get_changes(&[]) {
                 let _ = c.bytes();
                 changes.push(RemoteChange {
