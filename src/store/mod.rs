@@ -180,7 +180,7 @@ pub struct DeadLetter {
 }
 
 mod serde_bytes_vec {
-    //! Vec<u8> as one length-prefixed byte string (not a sequence of u8s).
+    //! `Vec<u8>` as one length-prefixed byte string (not a sequence of u8s).
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
