@@ -1444,6 +1444,13 @@ impl Replica {
         self.inner.store.doc_count()
     }
 
+    /// How many documents are loaded in the in-memory LRU cache right now
+    /// (at most the configured capacity, see
+    /// [`ReplicaBuilder::with_cache_capacity`]).
+    pub fn cached_docs(&self) -> usize {
+        self.lock().cache.len()
+    }
+
     /// The number of remote changes waiting for their dependencies.
     pub fn pending_remote(&self) -> usize {
         self.inner.store.pending_len()

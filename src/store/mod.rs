@@ -39,6 +39,18 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
+    /// Another process (or another open handle in this process) holds the
+    /// replica directory: sled allows one opener at a time.
+    #[error(
+        "the replica at {path} is in use by another process; close it (or stop its sync) and retry"
+    )]
+    Locked {
+        /// The replica directory.
+        path: std::path::PathBuf,
+        /// sled's error.
+        #[source]
+        source: sled::Error,
+    },
     /// A stored value does not decode: the store is damaged.
     #[error("corrupt value in tree {tree} at key {key}: {reason}")]
     Corrupt {
@@ -203,6 +215,17 @@ mod serde_bytes_vec {
         }
         d.deserialize_byte_buf(V)
     }
+}
+
+/// Whether sled refused to open because the directory's lock file is held.
+///
+/// sled 0.34 reports this as an `Io` error of kind `Other` whose message starts
+/// with "could not acquire lock" (`Config::open_file`); there is no dedicated
+/// variant, so the message is the only signal.
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().contains("could not acquire lock"))
 }
 
 /// The error type of a store transaction body.
@@ -458,7 +481,16 @@ impl Store {
             Durability::Immediate => config.flush_every_ms(Some(500)),
             Durability::Buffered { flush_every_ms } => config.flush_every_ms(Some(flush_every_ms)),
         };
-        let db = config.open().map_err(StoreError::sled("open"))?;
+        let db = config.open().map_err(|source| {
+            if is_lock_error(&source) {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            } else {
+                StoreError::Sled { op: "open", source }
+            }
+        })?;
         let tree = |name: &'static str| db.open_tree(name).map_err(StoreError::sled("open_tree"));
         let store = Store {
             meta: tree(trees::META)?,
