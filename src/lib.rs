@@ -1,5 +1,7 @@
 //! supamerge: an offline-first, CRDT-based replication engine.
 
+#[doc(hidden)]
+pub mod cli;
 pub mod clock;
 pub mod conflict;
 pub mod demo;

@@ -1,25 +1,6 @@
-//! The supamerge CLI.
-use std::process::ExitCode;
+//! The `supamerge` command line. Everything lives in [`supamerge::cli`];
+//! see `docs/cli.md` for the commands, `--json` shapes and exit codes.
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let json = std::env::args().any(|a| a == "--json");
-    match supamerge::demo::run(supamerge::demo::DemoOptions::default()).await {
-        Ok(r) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-            } else {
-                print!("{}", supamerge::demo::render(&r));
-            }
-            if r.converged {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    supamerge::cli::main()
 }

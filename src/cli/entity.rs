@@ -1,0 +1,293 @@
+//! The entity commands: `create`, `get`, `edit`, `delete`, `list`, `history`,
+//! `conflicts`, `info`, each a thin layer over [`Replica`].
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use clap::Args;
+use serde_json::{json, Value as Json};
+
+use super::{write_json, write_line, CliError, OutputMode};
+use crate::id::{Collection, DocId, WorkspaceId};
+use crate::replica::Replica;
+
+/// Arguments of `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The workspace id (a UUID).
+    pub workspace: String,
+    /// The collection name (a letter, then letters, digits, '_', '-', '.'; at most 64).
+    pub collection: String,
+    /// The entity as a JSON object (`-` reads it from stdin).
+    #[arg(value_name = "JSON")]
+    pub value: String,
+}
+
+/// Arguments of commands that take one entity id.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The entity id (a UUID).
+    pub id: String,
+}
+
+/// Arguments of `edit`.
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// The entity id (a UUID).
+    pub id: String,
+    /// A JSON merge patch (RFC 7396): `null` removes a key (`-` reads stdin).
+    pub merge_patch: String,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The collection name.
+    pub collection: String,
+    /// Print only the ids, without loading the entities.
+    #[arg(long)]
+    pub ids_only: bool,
+}
+
+fn parse_json(what: &'static str, text: &str) -> Result<Json, CliError> {
+    let owned;
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|source| CliError::Stdin { what, source })?;
+        owned = buf;
+        owned.as_str()
+    } else {
+        text
+    };
+    serde_json::from_str(text).map_err(|source| CliError::InvalidJson { what, source })
+}
+
+fn open(data: &Path) -> Result<Replica, CliError> {
+    tracing::debug!(path = %data.display(), "opening replica");
+    Ok(Replica::open(data)?)
+}
+
+fn hash_text(h: Option<automerge::ChangeHash>) -> Json {
+    h.map_or(Json::Null, |h| Json::String(h.to_string()))
+}
+
+/// `create WORKSPACE COLLECTION JSON`.
+pub(super) fn create(
+    data: &Path,
+    a: CreateArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    // Validate every argument before touching the replica directory.
+    let ws: WorkspaceId = a.workspace.parse()?;
+    let coll = Collection::new(a.collection)?;
+    let value = parse_json("the entity", &a.value)?;
+    crate::entity::expect_object(&value).map_err(crate::Error::from)?;
+    let r = open(data)?;
+    let id = r.create_json(ws, &coll, &value)?;
+    match mode {
+        OutputMode::Human => write_line(out, id),
+        OutputMode::Json => write_json(
+            out,
+            &json!({ "id": id, "workspace": ws, "collection": coll.as_str() }),
+        ),
+    }
+}
+
+/// `get ID`.
+pub(super) fn get(
+    data: &Path,
+    a: IdArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    let r = open(data)?;
+    let value = r.get_json(&id)?;
+    match mode {
+        OutputMode::Human => {
+            let text =
+                serde_json::to_string_pretty(&value).map_err(|e| CliError::Output(e.into()))?;
+            write_line(out, text)
+        }
+        OutputMode::Json => {
+            let info = r.info(&id)?;
+            write_json(
+                out,
+                &json!({
+                    "id": id,
+                    "workspace": info.workspace,
+                    "collection": info.collection.as_str(),
+                    "data": value,
+                }),
+            )
+        }
+    }
+}
+
+/// `edit ID MERGE-PATCH`.
+pub(super) fn edit(
+    data: &Path,
+    a: EditArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    let patch = parse_json("the merge patch", &a.merge_patch)?;
+    crate::entity::expect_object(&patch).map_err(crate::Error::from)?;
+    let r = open(data)?;
+    let hash = r.patch_json(&id, &patch)?;
+    match mode {
+        OutputMode::Human => match hash {
+            Some(h) => write_line(out, format_args!("updated {id} (change {h})")),
+            None => write_line(
+                out,
+                format_args!("{id} unchanged (the patch changes nothing)"),
+            ),
+        },
+        OutputMode::Json => write_json(out, &json!({ "id": id, "change": hash_text(hash) })),
+    }
+}
+
+/// `delete ID`.
+pub(super) fn delete(
+    data: &Path,
+    a: IdArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    let r = open(data)?;
+    let hash = r.delete(&id)?;
+    match mode {
+        OutputMode::Human => write_line(out, format_args!("deleted {id} (change {hash})")),
+        OutputMode::Json => write_json(out, &json!({ "id": id, "change": hash.to_string() })),
+    }
+}
+
+/// `list COLLECTION`.
+pub(super) fn list(
+    data: &Path,
+    a: ListArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let coll = Collection::new(a.collection)?;
+    let r = open(data)?;
+    let ids = r.list(&coll)?;
+    let mut rows = Vec::new();
+    for id in ids {
+        if a.ids_only {
+            match mode {
+                OutputMode::Human => write_line(out, id)?,
+                OutputMode::Json => rows.push(json!({ "id": id })),
+            }
+            continue;
+        }
+        let value = r.get_json(&id)?;
+        match mode {
+            OutputMode::Human => write_line(out, format_args!("{id}\t{value}"))?,
+            OutputMode::Json => rows.push(json!({ "id": id, "data": value })),
+        }
+    }
+    match mode {
+        OutputMode::Human => Ok(()),
+        OutputMode::Json => write_json(out, &rows),
+    }
+}
+
+/// `history ID`.
+pub(super) fn history(
+    data: &Path,
+    a: IdArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    let r = open(data)?;
+    let entries = r.history(&id)?;
+    match mode {
+        OutputMode::Json => write_json(out, &entries),
+        OutputMode::Human => {
+            for e in &entries {
+                let short_hash = e.hash.get(..12).unwrap_or(&e.hash);
+                let short_actor = e.actor.get(..12).unwrap_or(&e.actor);
+                write_line(
+                    out,
+                    format_args!(
+                        "{short_hash}  actor {short_actor} seq {:<4} ts {} ops {}{}",
+                        e.seq,
+                        e.timestamp,
+                        e.ops,
+                        e.message
+                            .as_deref()
+                            .map(|m| format!("  {m}"))
+                            .unwrap_or_default()
+                    ),
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `conflicts ID`.
+pub(super) fn conflicts(
+    data: &Path,
+    a: IdArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    let r = open(data)?;
+    let conflicts = r.conflicts(&id)?;
+    match mode {
+        OutputMode::Json => write_json(out, &conflicts),
+        OutputMode::Human => {
+            if conflicts.is_empty() {
+                return write_line(out, format_args!("{id}: no conflicts"));
+            }
+            for c in &conflicts {
+                write_line(out, format_args!("{}:", c.path))?;
+                for (i, cand) in c.candidates.iter().enumerate() {
+                    let mark = if i == c.winner { "*" } else { " " };
+                    write_line(
+                        out,
+                        format_args!(
+                            "  {mark} {}  (actor {}, ts {})",
+                            cand.value,
+                            cand.actor.get(..12).unwrap_or(&cand.actor),
+                            cand.timestamp
+                        ),
+                    )?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `info ID`.
+pub(super) fn info(
+    data: &Path,
+    a: IdArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    let r = open(data)?;
+    let info = r.info(&id)?;
+    match mode {
+        OutputMode::Json => write_json(out, &info),
+        OutputMode::Human => {
+            write_line(out, format_args!("id:         {}", info.id))?;
+            write_line(out, format_args!("workspace:  {}", info.workspace))?;
+            write_line(out, format_args!("collection: {}", info.collection))?;
+            write_line(out, format_args!("deleted:    {}", info.deleted))?;
+            write_line(out, format_args!("schema:     {}", info.schema))?;
+            write_line(out, format_args!("heads:      {}", info.heads.join(" ")))
+        }
+    }
+}

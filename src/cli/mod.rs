@@ -1,0 +1,249 @@
+//! The `supamerge` command line: argument parsing, output and exit codes.
+//!
+//! The binary (`src/bin/supamerge.rs`) only calls [`main`]. Every command lives
+//! in its own module (`entity` for the entity commands); a new command adds a
+//! variant to [`Command`], a module, and one arm in [`run`].
+//!
+//! Exit codes (documented in `docs/cli.md`):
+//! - `0` success;
+//! - `1` runtime failure: unknown or deleted entity, storage failure, replica
+//!   directory in use;
+//! - `2` usage error or invalid input: unknown flag, malformed JSON, a JSON
+//!   value that is not an object, bad UUID, bad collection name.
+
+mod entity;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::entity::EntityError;
+use crate::error::Error;
+use crate::id::IdError;
+use crate::store::StoreError;
+
+/// Exit code of a successful run.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a runtime failure (not found, deleted, storage).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of a usage error or invalid input (same as clap's usage errors).
+pub const EXIT_USAGE: u8 = 2;
+
+/// `supamerge`: an offline-first replica of Automerge entities.
+#[derive(Debug, Parser)]
+#[command(name = "supamerge", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The replica directory (created when missing).
+    #[arg(
+        long,
+        global = true,
+        env = "SUPAMERGE_DATA",
+        default_value = "./supamerge-data",
+        value_name = "DIR"
+    )]
+    pub data: PathBuf,
+
+    /// Print machine-readable JSON (results on stdout, errors on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an entity from a JSON object; prints its id.
+    Create(entity::CreateArgs),
+    /// Print an entity's value.
+    Get(entity::IdArgs),
+    /// Apply a JSON merge patch (RFC 7396) to an entity.
+    Edit(entity::EditArgs),
+    /// Delete an entity (a replicated tombstone).
+    Delete(entity::IdArgs),
+    /// List the live entities of a collection.
+    List(entity::ListArgs),
+    /// Print an entity's change history.
+    History(entity::IdArgs),
+    /// Print the fields of an entity holding concurrent values.
+    Conflicts(entity::IdArgs),
+    /// Print facts about an entity (also a deleted one).
+    Info(entity::IdArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// An argument that should be JSON is not.
+    #[error("{what} is not valid JSON: {source}")]
+    InvalidJson {
+        /// Which argument.
+        what: &'static str,
+        /// The parser's error (line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Reading an argument from stdin failed.
+    #[error("cannot read {what} from stdin: {source}")]
+    Stdin {
+        /// Which argument.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+    /// The library reported an error.
+    #[error(transparent)]
+    Supamerge(#[from] Error),
+}
+
+impl From<IdError> for CliError {
+    fn from(e: IdError) -> Self {
+        CliError::Supamerge(e.into())
+    }
+}
+
+impl CliError {
+    /// The process exit code for this error (see the module docs).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::InvalidJson { .. } => EXIT_USAGE,
+            CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
+            CliError::Supamerge(Error::Entity(EntityError::NotAnObject { .. })) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    /// A short, stable name of the error class (the `kind` of `--json` errors).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::InvalidJson { .. } => "invalid_json",
+            CliError::Stdin { .. } | CliError::Output(_) => "io",
+            CliError::Supamerge(e) => match e {
+                Error::Id(_) => "invalid_input",
+                Error::Entity(EntityError::NotAnObject { .. }) => "invalid_input",
+                Error::Entity(EntityError::NotFound { .. }) => "not_found",
+                Error::Entity(EntityError::Deleted { .. }) => "deleted",
+                Error::Entity(EntityError::CorruptDocument { .. })
+                | Error::Store(StoreError::Corrupt { .. }) => "corrupt",
+                Error::Store(StoreError::Locked { .. }) => "locked",
+                Error::Store(_) => "storage",
+                _ => "error",
+            },
+        }
+    }
+}
+
+/// Where a command writes its results, and in which form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// Text for people.
+    Human,
+    /// One JSON document per command, for scripts.
+    Json,
+}
+
+/// Parses the process arguments, runs the command and returns the exit code.
+/// Logging goes to stderr, filtered by `RUST_LOG` (default `warn`).
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help/version (exit 0) or the usage error (exit 2).
+        Err(e) => e.exit(),
+    };
+    init_logging();
+    let mode = if cli.json {
+        OutputMode::Json
+    } else {
+        OutputMode::Human
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match run(cli, mode, &mut out) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            report_error(&e, mode);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second initialisation (tests calling main twice) is harmless.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn report_error(e: &CliError, mode: OutputMode) {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    // `transparent` variants already show their source's message.
+    if matches!(e, CliError::Supamerge(_)) {
+        source = source.and_then(std::error::Error::source);
+    }
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = s.source();
+    }
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    // Nothing sensible is left to do when stderr itself is gone.
+    let _ = match mode {
+        OutputMode::Human => writeln!(err, "error: {message}"),
+        OutputMode::Json => writeln!(
+            err,
+            "{}",
+            serde_json::json!({
+                "error": {
+                    "kind": e.kind(),
+                    "message": message,
+                    "exit_code": e.exit_code(),
+                }
+            })
+        ),
+    };
+}
+
+/// Runs one parsed command, writing its results to `out`.
+///
+/// # Errors
+/// A [`CliError`]; its [`CliError::exit_code`] is the process exit code.
+pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliError> {
+    match cli.command {
+        Command::Create(a) => entity::create(&cli.data, a, mode, out),
+        Command::Get(a) => entity::get(&cli.data, a, mode, out),
+        Command::Edit(a) => entity::edit(&cli.data, a, mode, out),
+        Command::Delete(a) => entity::delete(&cli.data, a, mode, out),
+        Command::List(a) => entity::list(&cli.data, a, mode, out),
+        Command::History(a) => entity::history(&cli.data, a, mode, out),
+        Command::Conflicts(a) => entity::conflicts(&cli.data, a, mode, out),
+        Command::Info(a) => entity::info(&cli.data, a, mode, out),
+    }
+}
+
+/// Writes `value` as one line of compact JSON.
+fn write_json(out: &mut dyn Write, value: &impl serde::Serialize) -> Result<(), CliError> {
+    let text = serde_json::to_string(value).map_err(|e| CliError::Output(e.into()))?;
+    writeln!(out, "{text}").map_err(CliError::Output)
+}
+
+/// Writes a line of text.
+fn write_line(out: &mut dyn Write, line: impl std::fmt::Display) -> Result<(), CliError> {
+    writeln!(out, "{line}").map_err(CliError::Output)
+}
