@@ -217,6 +217,10 @@ mod serde_bytes_vec {
     }
 }
 
+/// How long [`Store::open`] waits for a held directory lock before it
+/// reports [`StoreError::Locked`].
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Whether sled refused to open because the directory's lock file is held.
 ///
 /// sled 0.34 reports this as an `Io` error of kind `Other` whose message starts
@@ -472,8 +476,10 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     ///
     /// # Errors
+    /// [`StoreError::Locked`] when another process (or a live handle in this
+    /// one) still holds the directory after [`LOCK_WAIT`];
     /// [`StoreError::Sled`] when sled cannot open the directory (missing
-    /// permissions, another process holds it, damaged files);
+    /// permissions, damaged files);
     /// [`StoreError::UnsupportedFormat`] when a newer supamerge wrote it.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let mut config = sled::Config::new().path(path);
@@ -481,16 +487,26 @@ impl Store {
             Durability::Immediate => config.flush_every_ms(Some(500)),
             Durability::Buffered { flush_every_ms } => config.flush_every_ms(Some(flush_every_ms)),
         };
-        let db = config.open().map_err(|source| {
-            if is_lock_error(&source) {
-                StoreError::Locked {
-                    path: path.to_path_buf(),
-                    source,
+        // sled releases its directory lock from background threads a moment
+        // after the last handle is dropped (pending log writes hold the
+        // file), so a reopen in the same process can briefly see the lock.
+        // Retry for a bounded time before reporting `Locked`.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(source) if is_lock_error(&source) => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked {
+                            path: path.to_path_buf(),
+                            source,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-            } else {
-                StoreError::Sled { op: "open", source }
+                Err(source) => return Err(StoreError::Sled { op: "open", source }),
             }
-        })?;
+        };
         let tree = |name: &'static str| db.open_tree(name).map_err(StoreError::sled("open_tree"));
         let store = Store {
             meta: tree(trees::META)?,
