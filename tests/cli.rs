@@ -51,7 +51,12 @@ fn entity_round_trip_with_json_output() {
     let d = dir.path();
     let created = ok_json(
         d,
-        &["create", WS, "tasks", r#"{"title":"buy milk","n":1,"tags":["a"]}"#],
+        &[
+            "create",
+            WS,
+            "tasks",
+            r#"{"title":"buy milk","n":1,"tags":["a"]}"#,
+        ],
     );
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["collection"], "tasks");
@@ -64,7 +69,11 @@ fn entity_round_trip_with_json_output() {
     let edited = ok_json(d, &["edit", &id, r#"{"n":null,"done":true}"#]);
     assert_eq!(edited["change"].as_str().unwrap().len(), 64);
     let again = ok_json(d, &["edit", &id, r#"{"done":true}"#]);
-    assert_eq!(again["change"], Value::Null, "a no-op patch makes no change");
+    assert_eq!(
+        again["change"],
+        Value::Null,
+        "a no-op patch makes no change"
+    );
 
     let list = ok_json(d, &["list", "tasks"]);
     assert_eq!(
@@ -115,10 +124,22 @@ fn bad_input_exits_2_runtime_failures_exit_1() {
     let missing = "0190f3a4-7c1e-7b5a-9c7e-3f1d2a4b5c6d";
     for (args, want, needle) in [
         (vec!["get", "not-a-uuid"], 2, "invalid document id"),
-        (vec!["create", "nope", "tasks", "{}"], 2, "invalid workspace id"),
-        (vec!["create", WS, "9tasks", "{}"], 2, "invalid collection name"),
+        (
+            vec!["create", "nope", "tasks", "{}"],
+            2,
+            "invalid workspace id",
+        ),
+        (
+            vec!["create", WS, "9tasks", "{}"],
+            2,
+            "invalid collection name",
+        ),
         (vec!["create", WS, "tasks", "{oops"], 2, "not valid JSON"),
-        (vec!["create", WS, "tasks", "[1,2]"], 2, "must be a JSON object"),
+        (
+            vec!["create", WS, "tasks", "[1,2]"],
+            2,
+            "must be a JSON object",
+        ),
         (vec!["edit", missing, "\"x\""], 2, "must be a JSON object"),
         (vec!["list", "bad name"], 2, "invalid collection name"),
         (vec!["frobnicate"], 2, "unrecognized subcommand"),
@@ -141,7 +162,10 @@ fn bad_input_exits_2_runtime_failures_exit_1() {
 #[test]
 fn json_errors_are_machine_readable() {
     let dir = tempfile::tempdir().unwrap();
-    let out = run(dir.path(), &["--json", "get", "0190f3a4-7c1e-7b5a-9c7e-3f1d2a4b5c6d"]);
+    let out = run(
+        dir.path(),
+        &["--json", "get", "0190f3a4-7c1e-7b5a-9c7e-3f1d2a4b5c6d"],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     let err: Value = serde_json::from_slice(&out.stderr).unwrap();
