@@ -1,5 +1,7 @@
 //! supamerge: an offline-first, CRDT-based replication engine.
 
+#![warn(missing_docs)]
+
 #[doc(hidden)]
 pub mod cli;
 pub mod clock;

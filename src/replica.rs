@@ -276,7 +276,8 @@ impl ReplicaBuilder {
     /// Opens the replica.
     ///
     /// # Errors
-    /// [`StoreError`](crate::store::StoreError) when the directory cannot be opened or was written by a
+    /// [`StoreError`](crate::store::StoreError) when the directory cannot be
+    /// opened (`Locked` while another process holds it) or was written by a
     /// newer version.
     pub fn open(self) -> Result<Replica> {
         let store = Store::open(&self.path, self.durability)?;
