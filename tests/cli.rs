@@ -185,3 +185,11 @@ fn data_dir_from_environment() {
     let id = String::from_utf8(out.stdout).unwrap();
     assert_eq!(ok(dir.path(), &["list", "--ids-only", "tasks"]), id);
 }
+
+#[test]
+fn demo_command_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = ok_json(dir.path(), &["demo", "--burst", "20"]);
+    assert_eq!(report["converged"], true);
+    assert_eq!(report["replicas"], 3);
+}

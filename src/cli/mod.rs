@@ -1,8 +1,8 @@
 //! The `supamerge` command line: argument parsing, output and exit codes.
 //!
 //! The binary (`src/bin/supamerge.rs`) only calls [`main`]. Every command lives
-//! in its own module (`entity` for the entity commands); a new command adds a
-//! variant to [`Command`], a module, and one arm in [`run`].
+//! in its own module (`entity` for the entity commands, `demo`); a new command
+//! adds a variant to [`Command`], a module, and one arm in [`run`].
 //!
 //! Exit codes (documented in `docs/cli.md`):
 //! - `0` success;
@@ -11,6 +11,7 @@
 //! - `2` usage error or invalid input: unknown flag, malformed JSON, a JSON
 //!   value that is not an object, bad UUID, bad collection name.
 
+mod demo;
 mod entity;
 
 use std::io::Write;
@@ -57,6 +58,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the demo: replicas edit offline, sync through the embedded hub, converge.
+    Demo(demo::DemoArgs),
     /// Create an entity from a JSON object; prints its id.
     Create(entity::CreateArgs),
     /// Print an entity's value.
@@ -97,6 +100,12 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// The tokio runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The demo finished but its replicas did not converge.
+    #[error("the demo's replicas did not converge")]
+    DemoDiverged,
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
@@ -126,7 +135,8 @@ impl CliError {
     pub fn kind(&self) -> &'static str {
         match self {
             CliError::InvalidJson { .. } => "invalid_json",
-            CliError::Stdin { .. } | CliError::Output(_) => "io",
+            CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
+            CliError::DemoDiverged => "diverged",
             CliError::Supamerge(e) => match e {
                 Error::Id(_) => "invalid_input",
                 Error::Entity(EntityError::NotAnObject { .. }) => "invalid_input",
@@ -226,6 +236,7 @@ fn report_error(e: &CliError, mode: OutputMode) {
 /// A [`CliError`]; its [`CliError::exit_code`] is the process exit code.
 pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
+        Command::Demo(a) => demo::run(a, mode, out),
         Command::Create(a) => entity::create(&cli.data, a, mode, out),
         Command::Get(a) => entity::get(&cli.data, a, mode, out),
         Command::Edit(a) => entity::edit(&cli.data, a, mode, out),
