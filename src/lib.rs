@@ -17,6 +17,7 @@
 //! | [`sync`] | the wire types, one push/pull session as plain async functions, and the tokio [`SyncEngine`](sync::SyncEngine) deciding when to sync. |
 //! | [`remote`] | the [`Remote`](remote::Remote) contract and its implementations: the embedded `LocalHub`, a fault-injecting wrapper for tests, and the Supabase client. |
 //! | gateway | (feature `gateway`) a local PostgREST-compatible RPC server over a real PostgreSQL, so the Supabase path runs on one machine. |
+//! | [`demo`] | the demo scenario behind `supamerge demo`: replicas editing offline and converging through the embedded hub. |
 //! | `cli` | the `supamerge` command line (`src/bin/supamerge.rs` is a thin shell). |
 //!
 //! The on-disk layout is documented in `docs/storage.md`, the command line in
