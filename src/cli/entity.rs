@@ -64,7 +64,7 @@ fn parse_json(what: &'static str, text: &str) -> Result<Json, CliError> {
     serde_json::from_str(text).map_err(|source| CliError::InvalidJson { what, source })
 }
 
-fn open(data: &Path) -> Result<Replica, CliError> {
+pub(super) fn open(data: &Path) -> Result<Replica, CliError> {
     tracing::debug!(path = %data.display(), "opening replica");
     Ok(Replica::open(data)?)
 }

@@ -13,6 +13,7 @@
 
 mod demo;
 mod entity;
+mod sync;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -60,6 +61,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the demo: replicas edit offline, sync through the embedded hub, converge.
     Demo(demo::DemoArgs),
+    /// Push the outbox and pull every workspace once, against an embedded hub directory.
+    Sync(sync::SyncArgs),
+    /// Print the pending outbox, cursors, dead letters and last sync.
+    Status,
     /// Create an entity from a JSON object; prints its id.
     Create(entity::CreateArgs),
     /// Print an entity's value.
@@ -237,6 +242,8 @@ fn report_error(e: &CliError, mode: OutputMode) {
 pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(a) => demo::run(a, mode, out),
+        Command::Sync(a) => sync::sync(&cli.data, a, mode, out),
+        Command::Status => sync::status(&cli.data, mode, out),
         Command::Create(a) => entity::create(&cli.data, a, mode, out),
         Command::Get(a) => entity::get(&cli.data, a, mode, out),
         Command::Edit(a) => entity::edit(&cli.data, a, mode, out),
