@@ -26,6 +26,10 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +38,7 @@ use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
 use supamerge::store::OutboxEntry;
 use supamerge::sync::session::SyncConfig;
 use supamerge::sync::wire::HashHex;
-use supamerge::Replica;
+use supamerge::{DocId, Replica, WorkspaceId};
 
 use support::backend::{Backend, LocalHubBackend};
 use support::sync_util::*;
@@ -425,4 +429,130 @@ async fn case_multiple_workspaces_have_separate_cursors(b: &dyn Backend) {
     assert_eq!(only2.replica.get_json(&d2).expect("d2")["w"], 2);
     assert_converged(b, &w1, &[&both.replica, &only1.replica], &[]).await;
     assert_converged(b, &w2, &[&both.replica, &only2.replica], &[]).await;
+}
+
+// ----- a process killed in the middle of a sync ----------------------------------
+
+const KILL_ENV: &str = "SUPAMERGE_SYNC_KILL_CHILD_DIR";
+
+fn kill_ws() -> WorkspaceId {
+    WorkspaceId::from_random([9; 16])
+}
+
+fn kill_cfg() -> SyncConfig {
+    SyncConfig {
+        push_max_count: 3,
+        pull_limit: 4,
+        snapshot_threshold: 12,
+        ..SyncConfig::default()
+    }
+}
+
+/// The child half of [`killed_mid_sync_loses_nothing`]: edits and syncs a
+/// replica against a hub in the directory named by `KILL_ENV`, printing a
+/// line after every committed edit and every sync step, until killed.
+/// Without the variable (a normal `cargo test -- --ignored`) it does nothing.
+#[test]
+#[ignore = "child process of killed_mid_sync_loses_nothing"]
+fn kill_child_worker() {
+    let Ok(dir) = std::env::var(KILL_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let replica = Replica::open(dir.join("replica")).expect("open replica");
+        let hub = LocalHub::open(dir.join("hub")).expect("open hub");
+        let ws = kill_ws();
+        let cfg = kill_cfg();
+        let progress = |p: supamerge::sync::session::Progress| println!("progress {p:?}");
+        for step in 0..10_000 {
+            let id = replica
+                .create_json(ws, &notes(), &json!({"step": step, "n": 0}))
+                .expect("create");
+            println!("committed {id} 0");
+            for n in 1..=6 {
+                replica.patch_json(&id, &json!({"n": n})).expect("edit");
+                println!("committed {id} {n}");
+            }
+            let r = supamerge::sync::session::run(&replica, &hub, &cfg, &[ws], &progress).await;
+            println!("pass {:?}", r.map(|r| r.pushed));
+        }
+    });
+}
+
+/// SIGKILLs a child in the middle of its sync passes, several times at
+/// different points, then reopens the replica and the hub, finishes the
+/// sync, and checks: every edit the child reported committed is there, the
+/// hub stores every change exactly once, and a second replica converges.
+#[test]
+fn killed_mid_sync_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut committed: BTreeMap<DocId, u64> = BTreeMap::new();
+    for (round, kill_after) in [9usize, 31, 50, 77, 120].into_iter().enumerate() {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "kill_child_worker", "--nocapture", "--ignored"])
+            .arg("--test-threads=1")
+            .env(KILL_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let out = child.stdout.take().expect("child stdout");
+        let mut lines = 0;
+        for line in BufReader::new(out).lines() {
+            let line = line.expect("read child output");
+            if let Some(rest) = line.strip_prefix("committed ") {
+                let mut it = rest.split(' ');
+                let id: DocId = it.next().and_then(|s| s.parse().ok()).expect("doc id");
+                let n: u64 = it.next().and_then(|s| s.parse().ok()).expect("n");
+                let e = committed.entry(id).or_default();
+                *e = (*e).max(n);
+            }
+            if line.starts_with("committed ")
+                || line.starts_with("progress ")
+                || line.starts_with("pass ")
+            {
+                lines += 1;
+            }
+            if lines >= kill_after {
+                break;
+            }
+        }
+        child.kill().expect("SIGKILL the child");
+        let status = child.wait().expect("reap child");
+        assert!(!status.success(), "round {round}: the child was killed, not finished");
+    }
+    assert!(committed.len() >= 3, "the child made progress: {committed:?}");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let replica = Replica::open(dir.path().join("replica")).expect("reopen replica");
+        let hub = LocalHub::open(dir.path().join("hub")).expect("reopen hub");
+        let ws = kill_ws();
+        for (id, n) in &committed {
+            let j = replica.get_json(id).expect("committed entity survives");
+            assert!(j["n"].as_u64().expect("n") >= *n, "{id}: {j} lost edit {n}");
+        }
+        let cfg = kill_cfg();
+        for _ in 0..3 {
+            pass(&replica, &hub, &cfg, &[ws]).await.expect("finish the sync");
+        }
+        assert_eq!(replica.pending(), 0);
+        let fresh_dir = tempfile::tempdir().expect("temp dir");
+        let fresh = Replica::open(fresh_dir.path()).expect("fresh replica");
+        pass(&fresh, &hub, &cfg, &[ws]).await.expect("fresh replica syncs");
+        let backend = LocalHubBackend::with_hub(hub.clone());
+        assert_converged(&backend, &ws, &[&replica, &fresh], &[]).await;
+        assert_eq!(docs_of(&fresh, &ws).len(), docs_of(&replica, &ws).len());
+    });
 }

@@ -37,7 +37,7 @@ pub trait Backend: Send + Sync {
 pub struct LocalHubBackend {
     hub: LocalHub,
     next_ws: AtomicU64,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl LocalHubBackend {
@@ -48,7 +48,18 @@ impl LocalHubBackend {
         Self {
             hub,
             next_ws: AtomicU64::new(1),
-            _dir: dir,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A backend over an already opened hub (e.g. one reopened after a
+    /// killed process).
+    #[allow(dead_code)]
+    pub fn with_hub(hub: LocalHub) -> Self {
+        Self {
+            hub,
+            next_ws: AtomicU64::new(1),
+            _dir: None,
         }
     }
 
