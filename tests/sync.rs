@@ -34,11 +34,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
+use supamerge::remote::{Fault, LocalHub, Op, Remote};
 use supamerge::store::OutboxEntry;
-use supamerge::sync::session::SyncConfig;
-use supamerge::sync::wire::HashHex;
-use supamerge::{DocId, Replica, WorkspaceId};
+use supamerge::sync::backoff::Backoff;
+use supamerge::sync::session::{SyncConfig, SyncReport};
+use supamerge::sync::{SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncHandle, SyncState};
+use supamerge::{DocId, Origin, Replica, WorkspaceId};
+use tokio::sync::broadcast;
 
 use support::backend::{Backend, LocalHubBackend};
 use support::sync_util::*;
@@ -88,8 +90,14 @@ async fn case_clean_sync(b: &dyn Backend) {
     c.assert_converged(b, &[]).await;
     // The staged conflict is there, and the delete won over the edit.
     let conflicts = c.nodes[0].replica.conflicts(&d.task).expect("conflicts");
-    assert!(conflicts.iter().any(|x| x.path == "/title"), "{conflicts:?}");
-    assert!(view(&c.nodes[0].replica, &d.doomed).json.is_none(), "doomed is deleted");
+    assert!(
+        conflicts.iter().any(|x| x.path == "/title"),
+        "{conflicts:?}"
+    );
+    assert!(
+        view(&c.nodes[0].replica, &d.doomed).json.is_none(),
+        "doomed is deleted"
+    );
 }
 
 /// A push request lost on the way: the remote never saw it; the next pass
@@ -101,8 +109,15 @@ async fn case_dropped_push_request(b: &dyn Backend) {
     concurrent_edits(&c, &d, 0);
     let before = c.nodes[1].replica.pending();
     assert!(before > 0);
-    assert!(c.sync(1).await.is_err(), "the dropped request fails the pass");
-    assert_eq!(c.nodes[1].replica.pending(), before, "nothing acked on failure");
+    assert!(
+        c.sync(1).await.is_err(),
+        "the dropped request fails the pass"
+    );
+    assert_eq!(
+        c.nodes[1].replica.pending(),
+        before,
+        "nothing acked on failure"
+    );
     let t = c.sync_until_quiescent().await;
     assert_eq!(c.nodes[1].remote.remaining(Op::Push), 0);
     assert_eq!(t.already_present, 0, "the dropped request stored nothing");
@@ -118,7 +133,11 @@ async fn case_lost_push_response(b: &dyn Backend) {
     concurrent_edits(&c, &d, 0);
     let before = c.nodes[2].replica.pending();
     assert!(c.sync(2).await.is_err());
-    assert_eq!(c.nodes[2].replica.pending(), before, "nothing acked without a response");
+    assert_eq!(
+        c.nodes[2].replica.pending(),
+        before,
+        "nothing acked without a response"
+    );
     let retry = c.sync(2).await.expect("retry succeeds");
     let first_batch = before.min(c.cfg.push_max_count);
     assert_eq!(retry.already_present, first_batch, "{retry:?}");
@@ -158,8 +177,10 @@ async fn case_delayed_pulls_reorder_delivery(b: &dyn Backend) {
         for (i, n) in c.nodes.iter().enumerate() {
             for k in 0..3u64 {
                 let ms = ((i as u64 * 7 + k * 13 + round as u64 * 5) % 30) + 1;
-                n.remote.inject(Op::Pull, Fault::Delay(Duration::from_millis(ms)));
-                n.remote.inject(Op::Push, Fault::Delay(Duration::from_millis(31 - ms)));
+                n.remote
+                    .inject(Op::Pull, Fault::Delay(Duration::from_millis(ms)));
+                n.remote
+                    .inject(Op::Push, Fault::Delay(Duration::from_millis(31 - ms)));
             }
         }
         let mut t = Totals::default();
@@ -200,7 +221,10 @@ async fn case_too_large_splits_batch(b: &dyn Backend) {
     let r = c.sync(1).await.expect("the split batches go through");
     assert_eq!(r.pushed, pending, "{r:?}");
     assert_eq!(r.dead_lettered, 0);
-    assert_eq!(r.push_batches, 5, "full, left, left-left, left-right, right: {r:?}");
+    assert_eq!(
+        r.push_batches, 5,
+        "full, left, left-left, left-right, right: {r:?}"
+    );
     c.sync_until_quiescent().await;
     c.assert_converged(b, &[]).await;
 }
@@ -252,7 +276,10 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
     concurrent_edits(&c, &d, 0);
     let r = c.sync(1).await.expect("the pass succeeds");
     assert_eq!(r.dead_lettered, 2, "{r:?}");
-    assert!(r.pushed > 0, "entries behind the bad ones went through: {r:?}");
+    assert!(
+        r.pushed > 0,
+        "entries behind the bad ones went through: {r:?}"
+    );
     assert_eq!(c.nodes[1].replica.pending(), 0);
     let dead = c.nodes[1].replica.dead_letters().expect("dead letters");
     assert_eq!(dead.len(), 2);
@@ -265,7 +292,9 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
     c.sync_until_quiescent().await;
     c.assert_converged(b, &[0, 2, 0]).await;
     let stored = b.stored_changes(&c.ws).await;
-    assert!(!stored.iter().any(|(_, h)| h.0 == [0x5a; 32] || h.0 == [0x17; 32]));
+    assert!(!stored
+        .iter()
+        .any(|(_, h)| h.0 == [0x5a; 32] || h.0 == [0x17; 32]));
 }
 
 /// A node edits while offline for several rounds, then comes back.
@@ -279,7 +308,10 @@ async fn case_offline_then_online(b: &dyn Backend) {
         c.round(&mut t).await;
     }
     assert_eq!(t.failures, 3, "node 2 failed every round: {t:?}");
-    assert!(c.nodes[2].replica.pending() > 0, "offline edits wait in the outbox");
+    assert!(
+        c.nodes[2].replica.pending() > 0,
+        "offline edits wait in the outbox"
+    );
     c.nodes[2].remote.set_offline(false);
     c.sync_until_quiescent().await;
     c.assert_converged(b, &[]).await;
@@ -315,11 +347,17 @@ async fn case_bootstrap_from_snapshots(b: &dyn Backend) {
             a.replica.patch_json(id, &json!({"n": n})).expect("edit");
         }
     }
-    let ra = pass(&a.replica, a.remote.as_ref(), &cfg, &[ws]).await.expect("A syncs");
+    let ra = pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
     assert_eq!(ra.snapshots_uploaded, 3, "{ra:?}");
     // A tail after the snapshots.
-    a.replica.patch_json(&ids[0], &json!({"tail": true})).expect("edit");
-    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws]).await.expect("A syncs");
+    a.replica
+        .patch_json(&ids[0], &json!({"tail": true}))
+        .expect("edit");
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
     let total = b.stored_changes(&ws).await.len();
 
     let bnode = Node::new(b.remote_for(1).await);
@@ -327,13 +365,24 @@ async fn case_bootstrap_from_snapshots(b: &dyn Backend) {
         .await
         .expect("B bootstraps");
     assert!(rb.snapshots_loaded > 0, "{rb:?}");
-    assert!(rb.pulled < total, "B pulled {} of {total} changes", rb.pulled);
+    assert!(
+        rb.pulled < total,
+        "B pulled {} of {total} changes",
+        rb.pulled
+    );
     assert_eq!(bnode.replica.get_json(&ids[0]).expect("doc")["tail"], true);
     assert_converged(b, &ws, &[&a.replica, &bnode.replica], &[]).await;
     // And B keeps syncing normally afterwards.
-    bnode.replica.patch_json(&ids[1], &json!({"from_b": 1})).expect("edit");
-    pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws]).await.expect("B syncs");
-    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws]).await.expect("A syncs");
+    bnode
+        .replica
+        .patch_json(&ids[1], &json!({"from_b": 1}))
+        .expect("edit");
+    pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("B syncs");
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
     assert_converged(b, &ws, &[&a.replica, &bnode.replica], &[]).await;
 }
 
@@ -359,30 +408,44 @@ async fn case_bootstrap_interrupted_resumes(b: &dyn Backend) {
             a.replica.patch_json(id, &json!({"n": n})).expect("edit");
         }
     }
-    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws]).await.expect("A syncs");
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
     // Tails on every document, some only partly covered by snapshots.
     for (i, id) in ids.iter().enumerate() {
         for n in 0..(i + 2) {
             a.replica.patch_json(id, &json!({"tail": n})).expect("edit");
         }
     }
-    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws]).await.expect("A syncs");
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
 
     let bnode = Node::new(b.remote_for(1).await);
     bnode.remote.inject(Op::Pull, Fault::Delay(Duration::ZERO));
     bnode.remote.inject(Op::Pull, Fault::ServerError);
-    assert!(pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws]).await.is_err());
-    let mid = bnode.replica.cursor(&ws).expect("cursor").expect("first page kept");
+    assert!(pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws])
+        .await
+        .is_err());
+    let mid = bnode
+        .replica
+        .cursor(&ws)
+        .expect("cursor")
+        .expect("first page kept");
     assert!(!mid.bootstrapped && !mid.cursor.is_empty(), "{mid:?}");
     bnode.remote.fail_next(Op::GetSnapshots, 1);
-    assert!(pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws]).await.is_err());
+    assert!(pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws])
+        .await
+        .is_err());
     // Meanwhile A writes more and uploads newer snapshots.
     for id in &ids {
         for n in 0..11 {
             a.replica.patch_json(id, &json!({"late": n})).expect("edit");
         }
     }
-    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws]).await.expect("A syncs");
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
     let rb = pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws])
         .await
         .expect("B resumes");
@@ -406,25 +469,53 @@ async fn case_multiple_workspaces_have_separate_cursors(b: &dyn Backend) {
     let both = Node::new(b.remote_for(0).await);
     let only2 = Node::new(b.remote_for(1).await);
     let only1 = Node::new(b.remote_for(2).await);
-    let d1 = both.replica.create_json(w1, &notes(), &json!({"w": 1})).expect("create");
-    let d2 = both.replica.create_json(w2, &notes(), &json!({"w": 2})).expect("create");
+    let d1 = both
+        .replica
+        .create_json(w1, &notes(), &json!({"w": 1}))
+        .expect("create");
+    let d2 = both
+        .replica
+        .create_json(w2, &notes(), &json!({"w": 2}))
+        .expect("create");
     for n in 0..5 {
-        both.replica.patch_json(&d1, &json!({"n": n})).expect("edit");
+        both.replica
+            .patch_json(&d1, &json!({"n": n}))
+            .expect("edit");
     }
-    let e2 = only2.replica.create_json(w2, &notes(), &json!({"by": "only2"})).expect("create");
+    let e2 = only2
+        .replica
+        .create_json(w2, &notes(), &json!({"by": "only2"}))
+        .expect("create");
     for _ in 0..3 {
-        pass(&both.replica, both.remote.as_ref(), &cfg, &[w1, w2]).await.expect("sync");
-        pass(&only2.replica, only2.remote.as_ref(), &cfg, &[w2]).await.expect("sync");
-        pass(&only1.replica, only1.remote.as_ref(), &cfg, &[w1]).await.expect("sync");
+        pass(&both.replica, both.remote.as_ref(), &cfg, &[w1, w2])
+            .await
+            .expect("sync");
+        pass(&only2.replica, only2.remote.as_ref(), &cfg, &[w2])
+            .await
+            .expect("sync");
+        pass(&only1.replica, only1.remote.as_ref(), &cfg, &[w1])
+            .await
+            .expect("sync");
     }
-    let c1 = both.replica.cursor(&w1).expect("cursor").expect("w1 cursor");
-    let c2 = both.replica.cursor(&w2).expect("cursor").expect("w2 cursor");
+    let c1 = both
+        .replica
+        .cursor(&w1)
+        .expect("cursor")
+        .expect("w1 cursor");
+    let c2 = both
+        .replica
+        .cursor(&w2)
+        .expect("cursor")
+        .expect("w2 cursor");
     assert_ne!(c1.cursor, c2.cursor, "cursors are per workspace");
     assert_eq!(b.stored_changes(&w1).await.len(), 6);
     assert_eq!(b.stored_changes(&w2).await.len(), 2);
     assert!(only1.replica.cursor(&w2).expect("cursor").is_none());
     assert!(docs_of(&only1.replica, &w2).is_empty());
-    assert!(only2.replica.get_json(&d1).is_err(), "w1 never reached only2");
+    assert!(
+        only2.replica.get_json(&d1).is_err(),
+        "w1 never reached only2"
+    );
     assert_eq!(both.replica.get_json(&e2).expect("e2")["by"], "only2");
     assert_eq!(only2.replica.get_json(&d2).expect("d2")["w"], 2);
     assert_converged(b, &w1, &[&both.replica, &only1.replica], &[]).await;
@@ -526,9 +617,15 @@ fn killed_mid_sync_loses_nothing() {
         }
         child.kill().expect("SIGKILL the child");
         let status = child.wait().expect("reap child");
-        assert!(!status.success(), "round {round}: the child was killed, not finished");
+        assert!(
+            !status.success(),
+            "round {round}: the child was killed, not finished"
+        );
     }
-    assert!(committed.len() >= 3, "the child made progress: {committed:?}");
+    assert!(
+        committed.len() >= 3,
+        "the child made progress: {committed:?}"
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -545,14 +642,345 @@ fn killed_mid_sync_loses_nothing() {
         }
         let cfg = kill_cfg();
         for _ in 0..3 {
-            pass(&replica, &hub, &cfg, &[ws]).await.expect("finish the sync");
+            pass(&replica, &hub, &cfg, &[ws])
+                .await
+                .expect("finish the sync");
         }
         assert_eq!(replica.pending(), 0);
         let fresh_dir = tempfile::tempdir().expect("temp dir");
         let fresh = Replica::open(fresh_dir.path()).expect("fresh replica");
-        pass(&fresh, &hub, &cfg, &[ws]).await.expect("fresh replica syncs");
+        pass(&fresh, &hub, &cfg, &[ws])
+            .await
+            .expect("fresh replica syncs");
         let backend = LocalHubBackend::with_hub(hub.clone());
         assert_converged(&backend, &ws, &[&replica, &fresh], &[]).await;
         assert_eq!(docs_of(&fresh, &ws).len(), docs_of(&replica, &ws).len());
     });
+}
+
+// ----- the engine, under paused tokio time ---------------------------------------
+
+/// A replica with a running engine over a faulty LocalHub.
+struct Rig {
+    _backend: LocalHubBackend,
+    node: Node,
+    ws: WorkspaceId,
+    handle: SyncHandle,
+    events: broadcast::Receiver<SyncEvent>,
+}
+
+async fn rig(
+    configure: impl FnOnce(SyncEngineBuilder) -> SyncEngineBuilder,
+    faults: &[(Op, Fault)],
+) -> Rig {
+    let backend = LocalHubBackend::new().await;
+    let ws = backend.new_workspace(1).await;
+    let node = Node::new(backend.remote_for(0).await);
+    for (op, f) in faults {
+        node.remote.inject(*op, f.clone());
+    }
+    let remote: Arc<dyn Remote> = node.remote.clone();
+    let builder = SyncEngine::builder(node.replica.clone(), remote)
+        .with_workspaces([ws])
+        .with_seed(7)
+        .with_interval(None)
+        .with_sync_on_start(false);
+    let handle = configure(builder).spawn();
+    let events = handle.events();
+    Rig {
+        _backend: backend,
+        node,
+        ws,
+        handle,
+        events,
+    }
+}
+
+impl Rig {
+    fn commit(&self, k: usize) -> DocId {
+        let id = self
+            .node
+            .replica
+            .create_json(self.ws, &notes(), &json!({"k": k}))
+            .expect("create");
+        self.node
+            .replica
+            .patch_json(&id, &json!({"edited": true}))
+            .expect("edit");
+        id
+    }
+
+    /// The next pass outcome announced on the broadcast.
+    async fn next_outcome(&mut self) -> Result<SyncReport, SyncError> {
+        loop {
+            match self.events.recv().await.expect("engine events") {
+                SyncEvent::Finished(r) => return Ok(r),
+                SyncEvent::Failed(e) => return Err(e),
+                _ => {}
+            }
+        }
+    }
+
+    async fn wait_state(&self, want: SyncState) {
+        let mut st = self.handle.status();
+        st.wait_for(|s| s.state == want)
+            .await
+            .expect("status channel");
+    }
+
+    /// Passes run so far: every pass pulls exactly one page here.
+    fn passes(&self) -> usize {
+        self.node.remote.calls(Op::Pull)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_debounced_commits_coalesce_into_one_pass() {
+    let mut r = rig(|b| b.with_debounce(Duration::from_millis(250)), &[]).await;
+    for k in 0..4 {
+        r.commit(k);
+    }
+    let report = r.next_outcome().await.expect("one pass");
+    assert_eq!(report.pushed, 8, "{report:?}");
+    assert_eq!(report.push_batches, 1);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(r.passes(), 1, "eight commits, one pass");
+    assert_eq!(r.handle.status().borrow().pending, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_sync_now_returns_the_report() {
+    let r = rig(|b| b.with_debounce(Duration::from_secs(3600)), &[]).await;
+    r.commit(0);
+    let report = r.handle.sync_now().await.expect("pass");
+    assert_eq!(report.pushed, 2);
+    assert_eq!(report.pulled, 2, "its own changes come back once");
+    let st = r.handle.status().borrow().clone();
+    assert_eq!(st.state, SyncState::Idle);
+    assert_eq!(st.pending, 0);
+    assert!(st.last_success_ms.is_some());
+}
+
+/// Regression: every `sync_now` queued during a pass used to run a pass of
+/// its own; triggers during a pass must coalesce into one more pass.
+#[tokio::test(start_paused = true)]
+async fn engine_triggers_during_a_pass_coalesce_into_one_more() {
+    let mut r = rig(
+        |b| b.with_debounce(Duration::from_millis(100)),
+        &[(Op::Push, Fault::Delay(Duration::from_secs(5)))],
+    )
+    .await;
+    r.commit(0);
+    let h = r.handle.clone();
+    let first = tokio::spawn(async move { h.sync_now().await });
+    // Spin (time stays paused while the runtime is busy) until the pass has
+    // taken its batch and sits in the delayed push.
+    while r.node.remote.calls(Op::Push) == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(r.handle.status().borrow().state, SyncState::Syncing);
+    // During the pass: a local commit and three manual triggers.
+    r.commit(1);
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        let h = r.handle.clone();
+        more.push(tokio::spawn(async move { h.sync_now().await }));
+    }
+    tokio::task::yield_now().await;
+    let first = first.await.expect("join").expect("first pass");
+    let mut later = Vec::new();
+    for m in more {
+        later.push(m.await.expect("join").expect("second pass"));
+    }
+    assert!(
+        later.windows(2).all(|w| w[0] == w[1]),
+        "one pass answered all three: {later:?}"
+    );
+    // The push loop drains the outbox until empty, so the commit made during
+    // the first pass is pushed by it or by the next one, never lost.
+    assert_eq!(first.pushed + later[0].pushed, 4, "{first:?} {later:?}");
+    assert_eq!(r.node.replica.pending(), 0);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let mut finished = 0;
+    while let Ok(e) = r.events.try_recv() {
+        finished += usize::from(matches!(e, SyncEvent::Finished(_)));
+    }
+    assert_eq!(finished, 2);
+    assert_eq!(r.passes(), 2, "four triggers during a pass: one more pass");
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_backs_off_with_growing_delays_then_recovers() {
+    let mut r = rig(
+        |b| {
+            b.with_backoff(Backoff::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ))
+            .with_sync_on_start(true)
+        },
+        &[
+            (Op::Pull, Fault::DropRequest),
+            (Op::Pull, Fault::DropRequest),
+            (Op::Pull, Fault::ServerError),
+            (Op::Pull, Fault::ServerError),
+        ],
+    )
+    .await;
+    r.commit(0);
+    assert_eq!(r.node.replica.pending(), 2);
+    let mut failed_at = Vec::new();
+    let mut states = Vec::new();
+    let report = loop {
+        match r.next_outcome().await {
+            Ok(report) => break report,
+            Err(e) => {
+                assert!(
+                    matches!(
+                        e,
+                        SyncError::Failed {
+                            retryable: true,
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                );
+                failed_at.push(tokio::time::Instant::now());
+                let st = r.handle.status().borrow().clone();
+                assert_eq!(st.pending, 0, "the push half succeeded: {st:?}");
+                assert!(st.last_error.is_some());
+                states.push(st.state);
+            }
+        }
+    };
+    let done_at = tokio::time::Instant::now();
+    assert_eq!(
+        states,
+        [
+            SyncState::Offline,
+            SyncState::Offline,
+            SyncState::Error,
+            SyncState::Error
+        ]
+    );
+    failed_at.push(done_at);
+    // Delay k is within [ceil/2, ceil], ceil = 1 s · 2^k: it grows.
+    for k in 0..4u32 {
+        let gap = failed_at[k as usize + 1] - failed_at[k as usize];
+        let ceil = Duration::from_secs(1 << k);
+        assert!(gap >= ceil / 2 && gap <= ceil, "delay {k}: {gap:?}");
+    }
+    assert_eq!(report.pushed, 0, "pushed in the first, failed, pass");
+    let st = r.handle.status().borrow().clone();
+    assert_eq!(st.state, SyncState::Idle);
+    assert!(
+        st.last_success_ms.is_some() && st.last_error.is_none(),
+        "{st:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_auth_failure_waits_for_fresh_credentials() {
+    let mut r = rig(
+        |b| {
+            b.with_sync_on_start(true)
+                .with_interval(Some(Duration::from_secs(30)))
+                .with_debounce(Duration::from_millis(100))
+        },
+        &[(Op::Push, Fault::Unauthenticated)],
+    )
+    .await;
+    r.commit(0);
+    let e = r.next_outcome().await.expect_err("auth fails");
+    assert!(matches!(e, SyncError::Failed { auth: true, .. }), "{e:?}");
+    assert_eq!(r.handle.status().borrow().state, SyncState::Error);
+    // Neither backoff, interval nor local commits retry.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    r.commit(1);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(r.node.remote.calls(Op::Push), 1, "no automatic retry");
+    assert_eq!(r.handle.status().borrow().pending, 4);
+    r.handle.credentials_updated().await;
+    let report = r.next_outcome().await.expect("with fresh credentials");
+    assert_eq!(report.pushed, 4);
+    let st = r.handle.status().borrow().clone();
+    assert_eq!((st.state, st.pending), (SyncState::Idle, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_notify_online_retries_at_once() {
+    let mut r = rig(
+        |b| {
+            b.with_backoff(Backoff::new(
+                Duration::from_secs(3600),
+                Duration::from_secs(7200),
+            ))
+            .with_sync_on_start(true)
+        },
+        &[(Op::Push, Fault::DropRequest)],
+    )
+    .await;
+    r.commit(0);
+    r.next_outcome().await.expect_err("offline");
+    assert_eq!(r.handle.status().borrow().state, SyncState::Offline);
+    let failed_at = tokio::time::Instant::now();
+    r.handle.notify_online().await;
+    let report = r.next_outcome().await.expect("back online");
+    assert_eq!(report.pushed, 2);
+    assert!(
+        tokio::time::Instant::now() - failed_at < Duration::from_secs(1800),
+        "retried before the backoff's earliest delay"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_shutdown_lets_the_running_pass_finish() {
+    let r = rig(|b| b, &[(Op::Push, Fault::Delay(Duration::from_secs(5)))]).await;
+    r.commit(0);
+    let h = r.handle.clone();
+    let running = tokio::spawn(async move { h.sync_now().await });
+    r.wait_state(SyncState::Syncing).await;
+    r.handle.shutdown().await;
+    let report = running
+        .await
+        .expect("join")
+        .expect("the running pass finished");
+    assert_eq!(report.pushed, 2);
+    assert_eq!(r.node.replica.pending(), 0);
+    assert!(matches!(r.handle.sync_now().await, Err(SyncError::Stopped)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn engine_announces_doc_changed_from_remote_pulls() {
+    let mut r = rig(|b| b, &[]).await;
+    let other = Node::new(Arc::new(r._backend.hub().clone()));
+    let id = other
+        .replica
+        .create_json(r.ws, &notes(), &json!({"from": "other"}))
+        .expect("create");
+    pass(
+        &other.replica,
+        other.remote.as_ref(),
+        &SyncConfig::default(),
+        &[r.ws],
+    )
+    .await
+    .expect("other pushes");
+    let report = r.handle.sync_now().await.expect("pull");
+    assert_eq!(report.applied, 1);
+    let mut seen = false;
+    while let Ok(e) = r.events.try_recv() {
+        if let SyncEvent::DocChanged { id: got, origin } = e {
+            assert_eq!((got, origin), (id, Origin::Remote));
+            seen = true;
+        }
+    }
+    assert!(
+        seen,
+        "DocChanged {{ origin: Remote }} on the engine's broadcast"
+    );
+    assert_eq!(
+        r.node.replica.get_json(&id).expect("pulled")["from"],
+        "other"
+    );
 }

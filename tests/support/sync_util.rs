@@ -194,7 +194,9 @@ impl Cluster {
 }
 
 /// Awaits every future concurrently (tiny `join_all`, no extra crate).
-pub async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn futures_join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));
@@ -217,7 +219,9 @@ pub async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<It
         }
     })
     .await;
-    out.into_iter().map(|o| o.expect("every future finished")).collect()
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
 }
 
 /// The documents of `ws` a replica holds.
@@ -301,12 +305,24 @@ pub async fn assert_converged(
         *counts.entry(*s).or_default() += 1;
     }
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "{}: stored more than once: {twice:?}", b.name());
+    assert!(
+        twice.is_empty(),
+        "{}: stored more than once: {twice:?}",
+        b.name()
+    );
     let on_server: BTreeSet<_> = counts.into_keys().collect();
     let missing: Vec<_> = all_changes.difference(&on_server).collect();
-    assert!(missing.is_empty(), "{}: committed but not on the server: {missing:?}", b.name());
+    assert!(
+        missing.is_empty(),
+        "{}: committed but not on the server: {missing:?}",
+        b.name()
+    );
     let extra: Vec<_> = on_server.difference(&all_changes).collect();
-    assert!(extra.is_empty(), "{}: on the server but on no replica: {extra:?}", b.name());
+    assert!(
+        extra.is_empty(),
+        "{}: on the server but on no replica: {extra:?}",
+        b.name()
+    );
 }
 
 /// The documents of the shared workload.
@@ -380,7 +396,11 @@ pub fn concurrent_edits(c: &Cluster, d: &Docs, round: usize) {
                     .expect("edit doomed");
             }
         }
-        r.create_json(c.ws, &notes(), &json!({"title": format!("new by {i} r{round}")}))
-            .expect("create");
+        r.create_json(
+            c.ws,
+            &notes(),
+            &json!({"title": format!("new by {i} r{round}")}),
+        )
+        .expect("create");
     }
 }
