@@ -37,7 +37,8 @@ pub fn notes() -> Collection {
 pub struct Node {
     pub replica: Replica,
     pub remote: Arc<FaultyRemote>,
-    pub dir: tempfile::TempDir,
+    /// Keeps the replica's directory alive.
+    _dir: tempfile::TempDir,
 }
 
 impl Node {
@@ -48,7 +49,7 @@ impl Node {
         Self {
             replica,
             remote: Arc::new(FaultyRemote::new(remote)),
-            dir,
+            _dir: dir,
         }
     }
 }
@@ -167,15 +168,6 @@ impl Cluster {
             }
         }
         panic!("no quiescence after 40 rounds: {totals:?}");
-    }
-
-    /// Every document of the workspace held by any node.
-    pub fn doc_ids(&self) -> BTreeSet<DocId> {
-        let mut ids = BTreeSet::new();
-        for n in &self.nodes {
-            ids.extend(docs_of(&n.replica, &self.ws));
-        }
-        ids
     }
 
     /// Invariants after quiescence: identical heads, JSON and conflicts on
