@@ -8,6 +8,9 @@
 //! a reader never sees seq n+1 before seq n. Deduplication is by
 //! (workspace, document, hash); the hash is recomputed from the bytes.
 //!
+//! A push is flushed to disk before it is answered (the client deletes its
+//! outbox entries on the answer).
+//!
 //! Trees: `changes` (ws ‖ seq BE → change), `dedup` (ws ‖ doc ‖ hash → seq),
 //! `counters` (ws → last seq), `snapshots` (ws ‖ doc → snapshot).
 
@@ -251,6 +254,11 @@ impl LocalHub {
                     message: "hub transaction aborted".into(),
                 },
             })?;
+        // Durable before acknowledged: the client deletes its outbox entries
+        // on this answer, so a crash after it must not lose the changes.
+        if !writes.is_empty() {
+            self.flush()?;
+        }
         Ok(PushResponse {
             v: WIRE_VERSION,
             results,
@@ -346,6 +354,7 @@ impl LocalHub {
             .snapshots
             .insert(snapshot_key(&s.workspace, &s.doc_id), v)
             .map_err(sled_err("write snapshot"))?;
+        self.flush()?;
         Ok(SnapshotOutcome::Stored)
     }
 

@@ -363,6 +363,26 @@ struct EngineTask {
     events: broadcast::Sender<SyncEvent>,
 }
 
+/// What the engine loop knows between passes.
+struct Triggers {
+    /// `sync_now` callers waiting for the next pass's outcome.
+    waiters: Vec<oneshot::Sender<Result<SyncReport, SyncError>>>,
+    /// A pass is wanted (trigger seen, or the last pass failed).
+    dirty: bool,
+    /// When the debounce of local commits ends.
+    debounce_at: Option<Instant>,
+    /// When the backoff after a failure ends.
+    retry_at: Option<Instant>,
+    /// Credentials were refused: no automatic pass until they are updated.
+    auth_paused: bool,
+}
+
+/// Whether the engine loop goes on.
+enum Flow {
+    Continue,
+    Stop,
+}
+
 async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -372,63 +392,103 @@ async fn sleep_opt(at: Option<Instant>) {
 
 impl EngineTask {
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, sync_on_start: bool) {
-        let mut waiters: Vec<oneshot::Sender<Result<SyncReport, SyncError>>> = Vec::new();
-        let mut dirty = sync_on_start;
-        let mut debounce_at: Option<Instant> = None;
-        let mut retry_at: Option<Instant> = None;
-        let mut auth_paused = false;
+        let mut t = Triggers {
+            waiters: Vec::new(),
+            dirty: sync_on_start,
+            debounce_at: None,
+            retry_at: None,
+            auth_paused: false,
+        };
         let mut next_tick = self.interval.map(|d| Instant::now() + d);
         loop {
-            let due = !waiters.is_empty() || (dirty && !auth_paused && retry_at.is_none());
+            // Every command queued while the last pass ran is one trigger:
+            // take them all before deciding, so they coalesce into one pass.
+            while let Ok(cmd) = cmds.try_recv() {
+                if let Flow::Stop = self.on_cmd(cmd, &mut t) {
+                    return;
+                }
+            }
+            let due = !t.waiters.is_empty() || (t.dirty && !t.auth_paused && t.retry_at.is_none());
             if due {
+                // This pass pushes every commit announced so far.
+                t.debounce_at = None;
                 let result = self.pass().await;
-                dirty = false;
+                t.dirty = false;
                 match &result {
                     Ok(_) => {
                         self.backoff.reset();
-                        retry_at = None;
+                        t.retry_at = None;
                     }
-                    Err(SyncError::Failed { auth: true, .. }) => auth_paused = true,
+                    Err(SyncError::Failed { auth: true, .. }) => t.auth_paused = true,
                     Err(_) => {
                         let delay = self.backoff.next_delay(self.rng.gen());
                         tracing::info!(
                             delay_ms = delay.as_millis() as u64,
                             "sync failed; backing off"
                         );
-                        retry_at = Some(Instant::now() + delay);
-                        dirty = true;
+                        t.retry_at = Some(Instant::now() + delay);
+                        t.dirty = true;
                     }
                 }
-                for w in waiters.drain(..) {
+                for w in t.waiters.drain(..) {
                     let _ = w.send(result.clone());
                 }
                 continue;
             }
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
-                    Some(Cmd::SyncNow(tx)) => waiters.push(tx),
-                    Some(Cmd::LocalCommit) => {
-                        if debounce_at.is_none() {
-                            debounce_at = Some(Instant::now() + self.debounce);
+                    Some(cmd) => {
+                        if let Flow::Stop = self.on_cmd(cmd, &mut t) {
+                            return;
                         }
-                    }
-                    Some(Cmd::Online) => { retry_at = None; dirty = true; }
-                    Some(Cmd::CredentialsUpdated) => { auth_paused = false; retry_at = None; dirty = true; }
-                    Some(Cmd::Shutdown(tx)) => {
-                        for w in waiters.drain(..) { let _ = w.send(Err(SyncError::Stopped)); }
-                        let _ = tx.send(());
-                        return;
                     }
                     None => return,
                 },
-                _ = sleep_opt(debounce_at) => { debounce_at = None; dirty = true; }
-                _ = sleep_opt(retry_at) => { retry_at = None; }
+                _ = sleep_opt(t.debounce_at) => { t.debounce_at = None; t.dirty = true; }
+                _ = sleep_opt(t.retry_at) => { t.retry_at = None; }
                 _ = sleep_opt(next_tick) => {
                     next_tick = self.interval.map(|d| Instant::now() + d);
-                    dirty = true;
+                    t.dirty = true;
                 }
             }
         }
+    }
+
+    /// Records one command in the trigger state.
+    fn on_cmd(&self, cmd: Cmd, t: &mut Triggers) -> Flow {
+        match cmd {
+            Cmd::SyncNow(tx) => t.waiters.push(tx),
+            Cmd::LocalCommit => {
+                // Keep the pending count current while no pass runs (offline,
+                // backing off, waiting for credentials).
+                let pending = self.replica.pending();
+                self.status.send_if_modified(|s| {
+                    let changed = s.pending != pending;
+                    s.pending = pending;
+                    changed
+                });
+                if t.debounce_at.is_none() {
+                    t.debounce_at = Some(Instant::now() + self.debounce);
+                }
+            }
+            Cmd::Online => {
+                t.retry_at = None;
+                t.dirty = true;
+            }
+            Cmd::CredentialsUpdated => {
+                t.auth_paused = false;
+                t.retry_at = None;
+                t.dirty = true;
+            }
+            Cmd::Shutdown(tx) => {
+                for w in t.waiters.drain(..) {
+                    let _ = w.send(Err(SyncError::Stopped));
+                }
+                let _ = tx.send(());
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
     }
 
     async fn pass(&mut self) -> Result<SyncReport, SyncError> {

@@ -1,0 +1,3 @@
+//! Helpers of the sync integration tests (see `tests/sync.rs`).
+pub mod backend;
+pub mod sync_util;
