@@ -276,7 +276,9 @@ pub async fn pull(
             last_sync_ms: 0,
             bootstrapped: false,
         });
-    let bootstrap = !rec.bootstrapped && cfg.bootstrap_from_snapshots;
+    // An interrupted bootstrap must finish as one (its pages skipped changes
+    // covered by snapshots), even if bootstrapping was switched off since.
+    let bootstrap = !rec.bootstrapped && (cfg.bootstrap_from_snapshots || !rec.cursor.is_empty());
     let mut received = 0;
     loop {
         let page = remote
