@@ -32,7 +32,7 @@ fn two_entities(dir: &std::path::Path) -> (DocId, DocId) {
 
 /// Overwrites one value with raw sled, behind the replica's back.
 fn overwrite(dir: &std::path::Path, tree: &str, key: &[u8], value: &[u8]) {
-    let db = sled::open(dir).unwrap();
+    let db = open_raw(dir);
     let t = db.open_tree(tree).unwrap();
     assert!(
         t.get(key).unwrap().is_some(),
@@ -122,7 +122,7 @@ fn damaged_doc_record_is_corrupt_and_isolated() {
 fn unknown_format_byte_is_unsupported_format() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = two_entities(dir.path());
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let t = db.open_tree(trees::CHUNKS).unwrap();
     let mut v = t.get(keys::chunk(&a, 0)).unwrap().unwrap().to_vec();
     v[0] = 42; // a format from the future
@@ -229,4 +229,20 @@ fn replica_with_100k_documents_opens_without_loading_them() {
     assert_eq!(r.pending(), 1 + 1);
     let rec: DocRecord = r.store().get_doc(&ids[7]).unwrap().unwrap();
     assert_eq!(rec.next_chunk, 2);
+}
+
+/// Opens the directory with raw sled, waiting for the lock of a just-dropped
+/// replica: sled releases it from background threads a moment after the
+/// last handle is dropped.
+fn open_raw(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", dir.display()),
+        }
+    }
 }
