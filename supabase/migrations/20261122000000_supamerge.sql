@@ -1,0 +1,669 @@
+-- supamerge: the server side of the sync protocol, for Supabase (PostgreSQL 15+).
+--
+-- Deploy as it is: `supabase db push`, or
+--   psql "$DATABASE_URL" -v ON_ERROR_STOP=1 --single-transaction -f 20261122000000_supamerge.sql
+-- On a plain PostgreSQL apply supabase/local/supabase_standin.sql first (roles
+-- and auth.uid()); never apply the stand-in to a Supabase project.
+--
+-- Contents:
+--   tables     workspaces (with the per-workspace sequence counter),
+--              workspace_members, changes, snapshots — RLS on all of them;
+--   RPC        supamerge_create_workspace, supamerge_add_member,
+--              supamerge_leave_workspace, supamerge_push, supamerge_pull,
+--              supamerge_put_snapshot, supamerge_get_snapshots
+--              (each returns one jsonb document; bytes travel as base64 text);
+--   private    schema supamerge_private: access checks, cursor parsing and the
+--              Automerge change-chunk verification (not exposed by the API).
+--
+-- Gap-free cursor: supamerge_push locks the workspace row (FOR UPDATE) and takes
+-- its sequence numbers from workspaces.next_seq, so within a workspace commit
+-- order equals seq order and `seq > cursor` never skips a late committer.
+-- See docs/operations.md.
+
+-- ---------------------------------------------------------------------------
+-- Tables
+-- ---------------------------------------------------------------------------
+
+create table public.workspaces (
+  id          uuid primary key,
+  name        text not null check (char_length(name) between 1 and 200),
+  -- NULL when created with the service role.
+  created_by  uuid,
+  created_at  timestamptz not null default now(),
+  -- The next sequence number of this workspace's change log. The row is locked
+  -- by every push: this is what makes the pull cursor gap-free.
+  next_seq    bigint not null default 1 check (next_seq > 0)
+);
+
+create table public.workspace_members (
+  workspace_id uuid not null references public.workspaces (id) on delete cascade,
+  -- auth.users(id) on Supabase; no foreign key so the schema also runs on a
+  -- plain PostgreSQL with the stand-in.
+  user_id      uuid not null,
+  role         text not null check (role in ('owner', 'writer', 'reader')),
+  added_at     timestamptz not null default now(),
+  primary key (workspace_id, user_id)
+);
+-- RLS filters on user_id.
+create index workspace_members_user_id_idx on public.workspace_members (user_id, workspace_id);
+
+create table public.changes (
+  workspace_id uuid not null references public.workspaces (id) on delete cascade,
+  seq          bigint not null check (seq > 0),
+  doc_id       uuid not null,
+  collection   text not null check (collection ~ '^[A-Za-z][A-Za-z0-9_.-]{0,63}$'),
+  change_hash  bytea not null check (octet_length(change_hash) = 32),
+  bytes        bytea not null,
+  -- NULL when pushed with the service role.
+  pushed_by    uuid,
+  pushed_at    timestamptz not null default now(),
+  -- Pull order and the RLS filter column in one index.
+  primary key (workspace_id, seq),
+  -- Deduplication: a re-pushed change is stored once.
+  unique (workspace_id, doc_id, change_hash)
+);
+
+create table public.snapshots (
+  workspace_id uuid not null references public.workspaces (id) on delete cascade,
+  doc_id       uuid not null,
+  collection   text not null check (collection ~ '^[A-Za-z][A-Za-z0-9_.-]{0,63}$'),
+  -- JSON array of 64-character lower-case hex change hashes.
+  heads        jsonb not null check (jsonb_typeof(heads) = 'array'),
+  -- The snapshot holds every change of this document with seq <= covers_seq.
+  covers_seq   bigint not null check (covers_seq >= 0),
+  bytes        bytea not null,
+  updated_by   uuid,
+  updated_at   timestamptz not null default now(),
+  primary key (workspace_id, doc_id)
+);
+
+-- ---------------------------------------------------------------------------
+-- Privileges and row-level security
+-- ---------------------------------------------------------------------------
+-- Clients never write tables directly: every write goes through the RPC
+-- functions, which verify hashes and take sequence numbers. Members may read
+-- their workspaces' rows (RLS); anon may do nothing.
+
+revoke all on table public.workspaces, public.workspace_members, public.changes, public.snapshots
+  from anon, authenticated, public;
+grant select on table public.workspaces, public.workspace_members, public.changes, public.snapshots
+  to authenticated;
+
+alter table public.workspaces enable row level security;
+alter table public.workspace_members enable row level security;
+alter table public.changes enable row level security;
+alter table public.snapshots enable row level security;
+
+-- A user sees their own memberships (no policy refers back to workspaces, so
+-- there is no recursion).
+create policy workspace_members_select_own on public.workspace_members
+  for select to authenticated
+  using (user_id = (select auth.uid()));
+
+create policy workspaces_select_member on public.workspaces
+  for select to authenticated
+  using (id in (select m.workspace_id from public.workspace_members m
+                where m.user_id = (select auth.uid())));
+
+create policy changes_select_member on public.changes
+  for select to authenticated
+  using (workspace_id in (select m.workspace_id from public.workspace_members m
+                          where m.user_id = (select auth.uid())));
+
+create policy snapshots_select_member on public.snapshots
+  for select to authenticated
+  using (workspace_id in (select m.workspace_id from public.workspace_members m
+                          where m.user_id = (select auth.uid())));
+
+-- ---------------------------------------------------------------------------
+-- Private helpers (schema not exposed by the API)
+-- ---------------------------------------------------------------------------
+
+create schema if not exists supamerge_private;
+revoke all on schema supamerge_private from public;
+grant usage on schema supamerge_private to authenticated, service_role;
+
+-- Whether the request runs as the service role (PostgREST set the role from
+-- a verified JWT's role claim).
+create or replace function supamerge_private.is_service_role() returns boolean
+language sql stable set search_path = '' as $$
+  select coalesce(current_setting('role', true), '') = 'service_role'
+$$;
+
+-- Checks that the caller may act on a workspace and returns their role
+-- ('owner' | 'writer' | 'reader', or 'service_role').
+-- p_need: 'read', 'write' or 'owner'. An unknown workspace and a workspace the
+-- caller is not a member of raise the identical error: nothing leaks.
+create or replace function supamerge_private.require_access(p_workspace uuid, p_need text)
+returns text
+language plpgsql stable security definer set search_path = '' as $$
+declare
+  v_uid  uuid := auth.uid();
+  v_role text;
+begin
+  if supamerge_private.is_service_role() then
+    if exists (select 1 from public.workspaces w where w.id = p_workspace) then
+      return 'service_role';
+    end if;
+    raise exception 'workspace not found or access denied' using errcode = '42501';
+  end if;
+  if v_uid is null then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  select m.role into v_role
+    from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = v_uid;
+  if v_role is null then
+    raise exception 'workspace not found or access denied' using errcode = '42501';
+  end if;
+  if p_need = 'write' and v_role = 'reader' then
+    raise exception 'readers cannot write to this workspace' using errcode = '42501';
+  end if;
+  if p_need = 'owner' and v_role <> 'owner' then
+    raise exception 'only an owner of the workspace can do this' using errcode = '42501';
+  end if;
+  return v_role;
+end
+$$;
+
+-- Parses a cursor: '' or NULL is the start (0), otherwise the decimal seq of
+-- the last change the client has.
+create or replace function supamerge_private.parse_cursor(p_cursor text) returns bigint
+language plpgsql immutable set search_path = '' as $$
+begin
+  if p_cursor is null or p_cursor = '' then
+    return 0;
+  end if;
+  if p_cursor !~ '^[0-9]{1,18}$' then
+    raise exception 'invalid cursor %: expected the decimal cursor this server issued', left(p_cursor, 40)
+      using errcode = '22023';
+  end if;
+  return p_cursor::bigint;
+end
+$$;
+
+-- Whether text is canonical standard base64 (so decode() cannot fail).
+create or replace function supamerge_private.is_base64(p_text text) returns boolean
+language sql immutable strict set search_path = '' as $$
+  select length(p_text) % 4 = 0 and p_text ~ '^[A-Za-z0-9+/]*={0,2}$'
+$$;
+
+-- Base64 without the line breaks encode() inserts every 76 characters.
+create or replace function supamerge_private.to_base64(p_bytes bytea) returns text
+language sql immutable strict set search_path = '' as $$
+  select translate(encode(p_bytes, 'base64'), E'\n', '')
+$$;
+
+-- Verifies an Automerge change chunk against the claimed hash:
+--   magic 85 6f 4a 83 ‖ checksum (4) ‖ type (1 = change) ‖ uleb128 length ‖ contents,
+--   hash = SHA-256(type ‖ length ‖ contents), checksum = the hash's first 4 bytes.
+-- Returns NULL when valid, else the reason (the same rules as src/sync/chunk.rs).
+create or replace function supamerge_private.change_chunk_problem(p_bytes bytea, p_claimed bytea)
+returns text
+language plpgsql immutable strict set search_path = '' as $$
+declare
+  v_total int := octet_length(p_bytes);
+  v_len   bigint := 0;
+  v_shift int := 0;
+  v_i     int := 9;  -- 0-based offset of the first length byte
+  v_b     int;
+  v_hash  bytea;
+begin
+  if v_total < 10 or substring(p_bytes from 1 for 4) <> '\x856f4a83'::bytea then
+    return 'not an Automerge chunk (bad magic or too short)';
+  end if;
+  if get_byte(p_bytes, 8) <> 1 then
+    return format('chunk type %s is not an uncompressed change (type 1)', get_byte(p_bytes, 8));
+  end if;
+  loop
+    if v_i >= v_total or v_shift > 56 then
+      return 'truncated or malformed chunk: bad length prefix';
+    end if;
+    v_b := get_byte(p_bytes, v_i);
+    v_len := v_len | ((v_b & 127)::bigint << v_shift);
+    v_i := v_i + 1;
+    exit when v_b & 128 = 0;
+    v_shift := v_shift + 7;
+  end loop;
+  if v_len <> v_total - v_i then
+    return format('truncated or malformed chunk: length says %s, %s bytes follow', v_len, v_total - v_i);
+  end if;
+  v_hash := sha256(substring(p_bytes from 9));
+  if substring(v_hash from 1 for 4) <> substring(p_bytes from 5 for 4) then
+    return 'checksum mismatch';
+  end if;
+  if v_hash <> p_claimed then
+    return format('hash mismatch: the bytes hash to %s', encode(v_hash, 'hex'));
+  end if;
+  return null;
+end
+$$;
+
+revoke all on all functions in schema supamerge_private from public, anon;
+grant execute on all functions in schema supamerge_private to authenticated, service_role;
+
+-- ---------------------------------------------------------------------------
+-- RPC: workspaces and members
+-- ---------------------------------------------------------------------------
+
+-- Creates a workspace with a client-chosen id (workspaces can be created
+-- offline); the caller becomes its owner. Retrying by the owner is harmless
+-- ("created": false). Any other existing id: 23505 "workspace id unavailable",
+-- nothing more.
+create or replace function public.supamerge_create_workspace(p_workspace uuid, p_name text)
+returns jsonb
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_uid  uuid := auth.uid();
+  v_name text := btrim(coalesce(p_name, ''));
+  v_rows int;
+begin
+  if v_uid is null and not supamerge_private.is_service_role() then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  if p_workspace is null then
+    raise exception 'p_workspace is required' using errcode = '22023';
+  end if;
+  if char_length(v_name) not between 1 and 200 then
+    raise exception 'workspace name must be 1 to 200 characters' using errcode = '22023';
+  end if;
+  insert into public.workspaces (id, name, created_by)
+  values (p_workspace, v_name, v_uid)
+  on conflict (id) do nothing;
+  get diagnostics v_rows = row_count;
+  if v_rows = 0 then
+    if v_uid is not null and exists (
+      select 1 from public.workspace_members m
+       where m.workspace_id = p_workspace and m.user_id = v_uid and m.role = 'owner') then
+      return jsonb_build_object('workspace_id', p_workspace, 'created', false);
+    end if;
+    raise exception 'workspace id unavailable' using errcode = '23505';
+  end if;
+  if v_uid is not null then
+    insert into public.workspace_members (workspace_id, user_id, role)
+    values (p_workspace, v_uid, 'owner');
+  end if;
+  return jsonb_build_object('workspace_id', p_workspace, 'created', true);
+end
+$$;
+
+-- Adds a member or changes their role (owners only). Roles: owner, writer
+-- (push, snapshots), reader (pull only).
+create or replace function public.supamerge_add_member(p_workspace uuid, p_user uuid, p_role text)
+returns jsonb
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_old text;
+begin
+  perform supamerge_private.require_access(p_workspace, 'owner');
+  if p_user is null then
+    raise exception 'p_user is required' using errcode = '22023';
+  end if;
+  if p_role is null or p_role not in ('owner', 'writer', 'reader') then
+    raise exception 'invalid role %: expected owner, writer or reader', left(coalesce(p_role, 'NULL'), 40)
+      using errcode = '22023';
+  end if;
+  select m.role into v_old from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = p_user
+   for update;
+  if v_old = 'owner' and p_role <> 'owner' and (
+    select count(*) from public.workspace_members m
+     where m.workspace_id = p_workspace and m.role = 'owner') = 1 then
+    raise exception 'a workspace needs at least one owner: make another member owner first';
+  end if;
+  insert into public.workspace_members (workspace_id, user_id, role)
+  values (p_workspace, p_user, p_role)
+  on conflict (workspace_id, user_id) do update set role = excluded.role;
+  return jsonb_build_object('workspace_id', p_workspace, 'user_id', p_user, 'role', p_role);
+end
+$$;
+
+-- The caller leaves a workspace. The last owner cannot leave while other
+-- members remain. A workspace nobody is a member of keeps its data.
+create or replace function public.supamerge_leave_workspace(p_workspace uuid)
+returns jsonb
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_uid  uuid := auth.uid();
+  v_role text;
+begin
+  if v_uid is null then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  select m.role into v_role from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = v_uid
+   for update;
+  if v_role is null then
+    raise exception 'workspace not found or access denied' using errcode = '42501';
+  end if;
+  if v_role = 'owner'
+     and (select count(*) from public.workspace_members m
+           where m.workspace_id = p_workspace and m.role = 'owner') = 1
+     and exists (select 1 from public.workspace_members m
+                  where m.workspace_id = p_workspace and m.user_id <> v_uid) then
+    raise exception 'the last owner cannot leave while other members remain: make another member owner first';
+  end if;
+  delete from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = v_uid;
+  return jsonb_build_object('workspace_id', p_workspace, 'left', true);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- RPC: changes
+-- ---------------------------------------------------------------------------
+
+-- Stores a batch of changes: {"v":1,"results":[...]} with one outcome per item,
+-- in order: {"status":"stored","seq":N} | {"status":"already_present"} |
+-- {"status":"rejected","reason":"..."}.
+-- Items: {"doc_id": uuid, "collection": text, "hash": 64 hex, "bytes": base64}.
+-- Item-level integrity failures reject that item only; a structurally invalid
+-- batch raises (HTTP 400) and stores nothing; more than 1000 items or more
+-- than 1 MiB of change bytes raises PT413 (HTTP 413: split and retry).
+create or replace function public.supamerge_push(p_workspace uuid, p_changes jsonb)
+returns jsonb
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  c_max_items constant int := 1000;
+  -- base64 characters of 1 MiB of bytes.
+  c_max_b64   constant bigint := 1398104;
+  v_uid     uuid := auth.uid();
+  v_count   int;
+  v_b64_sum bigint := 0;
+  v_item    jsonb;
+  v_idx     int;
+  v_seq     bigint;
+  v_first   bigint;
+  v_results jsonb[] := '{}';
+  v_coll    text;
+  v_hash    text;
+  v_b64     text;
+  v_bytes   bytea;
+  v_reason  text;
+  v_rows    int;
+begin
+  perform supamerge_private.require_access(p_workspace, 'write');
+  if p_changes is null or jsonb_typeof(p_changes) <> 'array' then
+    raise exception 'p_changes must be a JSON array of changes' using errcode = '22023';
+  end if;
+  v_count := jsonb_array_length(p_changes);
+  if v_count > c_max_items then
+    raise sqlstate 'PT413' using
+      message = format('batch of %s changes exceeds the limit of %s: split it', v_count, c_max_items);
+  end if;
+
+  -- Structure first: a malformed batch stores nothing.
+  for v_idx in 0 .. v_count - 1 loop
+    v_item := p_changes -> v_idx;
+    if jsonb_typeof(v_item) is distinct from 'object' then
+      raise exception 'change % is not a JSON object', v_idx using errcode = '22023';
+    end if;
+    if jsonb_typeof(v_item -> 'doc_id') is distinct from 'string'
+       or jsonb_typeof(v_item -> 'collection') is distinct from 'string'
+       or jsonb_typeof(v_item -> 'hash') is distinct from 'string'
+       or jsonb_typeof(v_item -> 'bytes') is distinct from 'string' then
+      raise exception 'change % must have the string fields doc_id, collection, hash and bytes', v_idx
+        using errcode = '22023';
+    end if;
+    if (v_item ->> 'doc_id') !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' then
+      raise exception 'change %: doc_id % is not a UUID', v_idx, left(v_item ->> 'doc_id', 40)
+        using errcode = '22P02';
+    end if;
+    v_b64_sum := v_b64_sum + length(v_item ->> 'bytes');
+  end loop;
+  if v_b64_sum > c_max_b64 then
+    raise sqlstate 'PT413' using
+      message = format('batch of about %s change bytes exceeds the limit of 1 MiB: split it', v_b64_sum / 4 * 3);
+  end if;
+  if v_count = 0 then
+    return jsonb_build_object('v', 1, 'results', '[]'::jsonb);
+  end if;
+
+  -- Serialise pushes per workspace: commit order = seq order (gap-free cursor).
+  select w.next_seq into v_seq from public.workspaces w where w.id = p_workspace for update;
+  v_first := v_seq;
+
+  for v_idx in 0 .. v_count - 1 loop
+    v_item := p_changes -> v_idx;
+    v_coll := v_item ->> 'collection';
+    v_hash := lower(v_item ->> 'hash');
+    v_b64 := v_item ->> 'bytes';
+    v_reason := null;
+    if v_coll !~ '^[A-Za-z][A-Za-z0-9_.-]{0,63}$' then
+      v_reason := 'invalid collection name: 1 to 64 characters, a letter first, then letters, digits, _ . or -';
+    elsif v_hash !~ '^[0-9a-f]{64}$' then
+      v_reason := 'invalid hash: expected 64 hex characters';
+    elsif not supamerge_private.is_base64(v_b64) then
+      v_reason := 'bytes are not valid standard base64';
+    else
+      v_bytes := decode(v_b64, 'base64');
+      v_reason := supamerge_private.change_chunk_problem(v_bytes, decode(v_hash, 'hex'));
+    end if;
+    if v_reason is not null then
+      v_results := v_results || jsonb_build_object('status', 'rejected', 'reason', v_reason);
+      continue;
+    end if;
+    insert into public.changes (workspace_id, seq, doc_id, collection, change_hash, bytes, pushed_by)
+    values (p_workspace, v_seq, (v_item ->> 'doc_id')::uuid, v_coll, decode(v_hash, 'hex'), v_bytes, v_uid)
+    on conflict (workspace_id, doc_id, change_hash) do nothing;
+    get diagnostics v_rows = row_count;
+    if v_rows = 1 then
+      v_results := v_results || jsonb_build_object('status', 'stored', 'seq', v_seq);
+      v_seq := v_seq + 1;
+    else
+      v_results := v_results || jsonb_build_object('status', 'already_present');
+    end if;
+  end loop;
+
+  if v_seq <> v_first then
+    update public.workspaces w set next_seq = v_seq where w.id = p_workspace;
+  end if;
+  return jsonb_build_object('v', 1, 'results', to_jsonb(v_results));
+end
+$$;
+
+-- Reads the changes after a cursor:
+-- {"v":1,"changes":[{"seq","doc_id","collection","hash","bytes"}],"next_cursor":"N","has_more":bool}.
+-- At most p_limit (clamped to 1..1000) changes and about 2 MiB of bytes per
+-- page. With p_skip_snapshotted, changes covered by their document's current
+-- snapshot are left out (bootstrap: the client fetches snapshots instead).
+-- SECURITY INVOKER and STABLE: RLS applies, and every statement here reads the
+-- snapshot of the calling query.
+create or replace function public.supamerge_pull(
+  p_workspace uuid, p_cursor text, p_limit int, p_skip_snapshotted boolean default false)
+returns jsonb
+language plpgsql stable security invoker set search_path = '' as $$
+declare
+  c_budget constant bigint := 2097152;
+  v_after  bigint;
+  v_limit  int := least(greatest(coalesce(p_limit, 1000), 1), 1000);
+  v_skip   boolean := coalesce(p_skip_snapshotted, false);
+  v_page   jsonb;
+  v_kept   bigint;
+  v_seen   bigint;
+  v_last   bigint;
+  v_max    bigint;
+  v_next   bigint;
+begin
+  perform supamerge_private.require_access(p_workspace, 'read');
+  v_after := supamerge_private.parse_cursor(p_cursor);
+
+  with candidates as (
+    select c.seq, c.doc_id, c.collection, c.change_hash, c.bytes
+      from public.changes c
+     where c.workspace_id = p_workspace
+       and c.seq > v_after
+       and (not v_skip or not exists (
+             select 1 from public.snapshots s
+              where s.workspace_id = p_workspace and s.doc_id = c.doc_id and s.covers_seq >= c.seq))
+     order by c.seq
+     limit v_limit + 1
+  ), numbered as (
+    select cand.*,
+           row_number() over w as rn,
+           coalesce(sum(octet_length(cand.bytes)) over (w rows between unbounded preceding and 1 preceding), 0)
+             as bytes_before
+      from candidates cand
+    window w as (order by cand.seq)
+  ), kept as (
+    select * from numbered n where n.rn <= v_limit and (n.rn = 1 or n.bytes_before < c_budget)
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+             'seq', k.seq,
+             'doc_id', k.doc_id,
+             'collection', k.collection,
+             'hash', encode(k.change_hash, 'hex'),
+             'bytes', supamerge_private.to_base64(k.bytes)) order by k.seq), '[]'::jsonb),
+         count(*),
+         max(k.seq),
+         (select count(*) from numbered),
+         (select max(c2.seq) from public.changes c2 where c2.workspace_id = p_workspace)
+    into v_page, v_kept, v_last, v_seen, v_max
+    from kept k;
+
+  if v_seen > v_kept then
+    v_next := v_last;
+  else
+    -- Everything up to the newest visible change was returned or skipped.
+    v_next := greatest(v_after, coalesce(v_max, 0));
+  end if;
+  return jsonb_build_object(
+    'v', 1,
+    'changes', v_page,
+    'next_cursor', case when v_next = v_after then coalesce(p_cursor, '') else v_next::text end,
+    'has_more', v_seen > v_kept);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- RPC: snapshots
+-- ---------------------------------------------------------------------------
+
+-- Offers a document snapshot ({"status":"stored"|"superseded"}): one row per
+-- document, replaced only by a snapshot covering more of the log. Writers only.
+create or replace function public.supamerge_put_snapshot(
+  p_workspace uuid, p_doc_id uuid, p_collection text, p_heads jsonb, p_covers text, p_bytes text)
+returns jsonb
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+  v_covers bigint;
+  v_last   bigint;
+  v_heads  jsonb;
+  v_bytes  bytea;
+  v_rows   int;
+begin
+  perform supamerge_private.require_access(p_workspace, 'write');
+  if p_doc_id is null then
+    raise exception 'p_doc_id is required' using errcode = '22023';
+  end if;
+  if p_collection is null or p_collection !~ '^[A-Za-z][A-Za-z0-9_.-]{0,63}$' then
+    raise exception 'invalid collection name' using errcode = '22023';
+  end if;
+  if p_heads is null or jsonb_typeof(p_heads) <> 'array' or jsonb_array_length(p_heads) > 1000
+     or exists (select 1 from jsonb_array_elements(p_heads) h
+                 where jsonb_typeof(h) <> 'string' or lower(h #>> '{}') !~ '^[0-9a-f]{64}$') then
+    raise exception 'p_heads must be a JSON array of 64-character hex change hashes' using errcode = '22023';
+  end if;
+  select coalesce(jsonb_agg(to_jsonb(lower(h #>> '{}'))), '[]'::jsonb) into v_heads
+    from jsonb_array_elements(p_heads) h;
+  v_covers := supamerge_private.parse_cursor(p_covers);
+  if p_bytes is null or not supamerge_private.is_base64(p_bytes) then
+    raise exception 'p_bytes must be standard base64' using errcode = '22023';
+  end if;
+  v_bytes := decode(p_bytes, 'base64');
+  if octet_length(v_bytes) < 8 or substring(v_bytes from 1 for 4) <> '\x856f4a83'::bytea then
+    raise exception 'p_bytes is not an Automerge document' using errcode = '22023';
+  end if;
+  select w.next_seq - 1 into v_last from public.workspaces w where w.id = p_workspace;
+  if v_covers > v_last then
+    raise exception 'snapshot claims to cover position %, beyond the end of the log (%)', v_covers, v_last
+      using errcode = '22023';
+  end if;
+  insert into public.snapshots as s
+         (workspace_id, doc_id, collection, heads, covers_seq, bytes, updated_by)
+  values (p_workspace, p_doc_id, p_collection, v_heads, v_covers, v_bytes, auth.uid())
+  on conflict (workspace_id, doc_id) do update
+     set collection = excluded.collection,
+         heads = excluded.heads,
+         covers_seq = excluded.covers_seq,
+         bytes = excluded.bytes,
+         updated_by = excluded.updated_by,
+         updated_at = now()
+   where s.covers_seq < excluded.covers_seq;
+  get diagnostics v_rows = row_count;
+  return jsonb_build_object('status', case when v_rows = 1 then 'stored' else 'superseded' end);
+end
+$$;
+
+-- Reads a page of snapshots in doc_id order:
+-- {"v":1,"snapshots":[{"doc_id","collection","heads","covers","bytes"}],"has_more":bool}.
+-- At most p_limit (clamped to 1..1000) snapshots and about 2 MiB per page.
+create or replace function public.supamerge_get_snapshots(
+  p_workspace uuid, p_after uuid default null, p_limit int default 100)
+returns jsonb
+language plpgsql stable security invoker set search_path = '' as $$
+declare
+  c_budget constant bigint := 2097152;
+  v_limit  int := least(greatest(coalesce(p_limit, 100), 1), 1000);
+  v_page   jsonb;
+  v_kept   bigint;
+  v_seen   bigint;
+begin
+  perform supamerge_private.require_access(p_workspace, 'read');
+  with candidates as (
+    select s.doc_id, s.collection, s.heads, s.covers_seq, s.bytes
+      from public.snapshots s
+     where s.workspace_id = p_workspace
+       and (p_after is null or s.doc_id > p_after)
+     order by s.doc_id
+     limit v_limit + 1
+  ), numbered as (
+    select cand.*,
+           row_number() over w as rn,
+           coalesce(sum(octet_length(cand.bytes)) over (w rows between unbounded preceding and 1 preceding), 0)
+             as bytes_before
+      from candidates cand
+    window w as (order by cand.doc_id)
+  ), kept as (
+    select * from numbered n where n.rn <= v_limit and (n.rn = 1 or n.bytes_before < c_budget)
+  )
+  select coalesce(jsonb_agg(jsonb_build_object(
+             'doc_id', k.doc_id,
+             'collection', k.collection,
+             'heads', k.heads,
+             'covers', k.covers_seq::text,
+             'bytes', supamerge_private.to_base64(k.bytes)) order by k.doc_id), '[]'::jsonb),
+         count(*),
+         (select count(*) from numbered)
+    into v_page, v_kept, v_seen
+    from kept k;
+  return jsonb_build_object('v', 1, 'snapshots', v_page, 'has_more', v_seen > v_kept);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Function privileges: authenticated users (and the service role) only.
+-- ---------------------------------------------------------------------------
+
+revoke execute on function
+  public.supamerge_create_workspace(uuid, text),
+  public.supamerge_add_member(uuid, uuid, text),
+  public.supamerge_leave_workspace(uuid),
+  public.supamerge_push(uuid, jsonb),
+  public.supamerge_pull(uuid, text, int, boolean),
+  public.supamerge_put_snapshot(uuid, uuid, text, jsonb, text, text),
+  public.supamerge_get_snapshots(uuid, uuid, int)
+  from public, anon;
+
+grant execute on function
+  public.supamerge_create_workspace(uuid, text),
+  public.supamerge_add_member(uuid, uuid, text),
+  public.supamerge_leave_workspace(uuid),
+  public.supamerge_push(uuid, jsonb),
+  public.supamerge_pull(uuid, text, int, boolean),
+  public.supamerge_put_snapshot(uuid, uuid, text, jsonb, text, text),
+  public.supamerge_get_snapshots(uuid, uuid, int)
+  to authenticated, service_role;
+
+-- PostgREST caches the schema: tell it to reload (harmless elsewhere).
+notify pgrst, 'reload schema';
