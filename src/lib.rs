@@ -104,6 +104,8 @@ pub mod conflict;
 pub mod demo;
 pub mod entity;
 pub mod error;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod id;
 pub mod remote;
 pub mod replica;

@@ -132,6 +132,10 @@ pub trait Remote: Send + Sync {
 
 pub mod faulty;
 pub mod local_hub;
+pub mod supabase;
 
 pub use faulty::{Fault, FaultyRemote, Op};
 pub use local_hub::LocalHub;
+pub use supabase::{
+    AccessTokenProvider, MemberRole, StaticToken, SupabaseRemote, SupabaseRemoteBuilder,
+};

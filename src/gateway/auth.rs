@@ -1,0 +1,253 @@
+//! Request authentication the way Supabase's gateway and PostgREST do it:
+//! the `apikey` header must be a configured key; an `Authorization: Bearer`
+//! JWT (HS256, exp/nbf/iat with 30 s leeway) selects the role and claims;
+//! without one the request runs as `anon`.
+
+use axum::http::HeaderMap;
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde_json::{json, Value};
+
+use super::api_error::ApiError;
+use super::config::GatewayConfig;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
+pub const JWT_LEEWAY_SECS: u64 = 30;
+
+/// The database role and claims a request runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The role to switch to (`anon`, `authenticated`, `service_role`, ...).
+    pub role: String,
+    /// The claims for `request.jwt.claims` (`{"role":"anon"}` without a JWT).
+    pub claims: Value,
+    /// Whether a JWT (or the service key) authenticated the request: decides
+    /// whether 42501 is answered 403 (yes) or 401 (no).
+    pub authenticated: bool,
+}
+
+/// Compares secrets without an early exit.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn anon() -> Caller {
+    Caller {
+        role: "anon".into(),
+        claims: json!({"role": "anon"}),
+        authenticated: false,
+    }
+}
+
+fn service() -> Caller {
+    Caller {
+        role: "service_role".into(),
+        claims: json!({"role": "service_role"}),
+        authenticated: true,
+    }
+}
+
+fn unauthorized(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(401, code, message)
+}
+
+/// Authenticates a request from its headers.
+///
+/// # Errors
+/// A 401 [`ApiError`]: no or unknown `apikey`, or a bearer token that is not
+/// a valid JWT (bad signature, expired, not yet valid, malformed).
+pub fn authenticate(headers: &HeaderMap, config: &GatewayConfig) -> Result<Caller, ApiError> {
+    let Some(apikey) = header_str(headers, "apikey") else {
+        return Err(
+            unauthorized("PGRST_NO_APIKEY", "No API key found in request")
+                .with_hint("No `apikey` request header was found."),
+        );
+    };
+    let is_service_key = config
+        .service_key
+        .as_deref()
+        .is_some_and(|k| same_secret(apikey, k));
+    if !is_service_key && !same_secret(apikey, &config.anon_key) {
+        return Err(unauthorized("PGRST_INVALID_APIKEY", "Invalid API key")
+            .with_hint("Double check your anon or service key."));
+    }
+    let bearer = match header_str(headers, "authorization") {
+        None => None,
+        Some(v) => {
+            let mut parts = v.splitn(2, ' ');
+            let scheme = parts.next().unwrap_or("");
+            let token = parts.next().unwrap_or("").trim();
+            if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+                return Err(unauthorized(
+                    "PGRST301",
+                    "Invalid Authorization header: expected `Bearer <token>`",
+                ));
+            }
+            Some(token)
+        }
+    };
+    match bearer {
+        None if is_service_key => Ok(service()),
+        None => Ok(anon()),
+        // The keys themselves may be sent as bearer tokens (supabase-js does
+        // that when no user is signed in).
+        Some(t) if same_secret(t, &config.anon_key) => Ok(anon()),
+        Some(t)
+            if config
+                .service_key
+                .as_deref()
+                .is_some_and(|k| same_secret(t, k)) =>
+        {
+            Ok(service())
+        }
+        Some(t) => verify_jwt(t, &config.jwt_secret, now_unix()),
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Verifies an HS256 JWT and returns the caller it describes.
+///
+/// # Errors
+/// 401 PGRST303 for an expired / not yet valid / future-issued token, 401
+/// PGRST301 for anything else wrong with it.
+pub fn verify_jwt(token: &str, secret: &str, now: u64) -> Result<Caller, ApiError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = JWT_LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => unauthorized("PGRST303", "JWT expired"),
+        ErrorKind::ImmatureSignature => unauthorized("PGRST303", "JWT not yet valid"),
+        ErrorKind::InvalidSignature => unauthorized("PGRST301", "JWSError JWSInvalidSignature"),
+        ErrorKind::InvalidAlgorithm => {
+            unauthorized("PGRST301", "JWSError JWSInvalidAlgorithm: expected HS256")
+        }
+        _ => unauthorized("PGRST301", format!("Invalid JWT: {e}")),
+    })?;
+    let claims = data.claims;
+    if !claims.is_object() {
+        return Err(unauthorized(
+            "PGRST301",
+            "Invalid JWT: the claims are not an object",
+        ));
+    }
+    if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
+        if iat > now + JWT_LEEWAY_SECS {
+            return Err(unauthorized("PGRST303", "JWT issued at future"));
+        }
+    }
+    let role = match claims.get("role") {
+        None | Some(Value::Null) => "anon".to_owned(),
+        Some(Value::String(r)) if !r.is_empty() => r.clone(),
+        Some(_) => {
+            return Err(unauthorized(
+                "PGRST301",
+                "Invalid JWT: the role claim must be a non-empty string",
+            ))
+        }
+    };
+    Ok(Caller {
+        role,
+        claims,
+        authenticated: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn token(claims: Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn config() -> GatewayConfig {
+        GatewayConfig::new("postgres://x@h/db", SECRET, "anon-key").with_service_key("svc-key")
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn apikey_is_required_and_checked() {
+        let c = config();
+        assert_eq!(authenticate(&headers(&[]), &c).unwrap_err().status, 401);
+        assert_eq!(
+            authenticate(&headers(&[("apikey", "nope")]), &c)
+                .unwrap_err()
+                .message,
+            "Invalid API key"
+        );
+        let anon = authenticate(&headers(&[("apikey", "anon-key")]), &c).unwrap();
+        assert_eq!(anon.role, "anon");
+        assert!(!anon.authenticated);
+        let svc = authenticate(&headers(&[("apikey", "svc-key")]), &c).unwrap();
+        assert_eq!(svc.role, "service_role");
+        let anon_bearer = authenticate(
+            &headers(&[("apikey", "anon-key"), ("authorization", "Bearer anon-key")]),
+            &c,
+        )
+        .unwrap();
+        assert_eq!(anon_bearer.role, "anon");
+    }
+
+    #[test]
+    fn jwt_rules() {
+        let now = 2_000_000_000;
+        let ok = token(
+            json!({"sub": "u", "role": "authenticated", "exp": now + 60, "iat": now}),
+            SECRET,
+        );
+        let caller = verify_jwt(&ok, SECRET, now).unwrap();
+        assert_eq!(caller.role, "authenticated");
+        assert_eq!(caller.claims["sub"], "u");
+
+        let forged = token(
+            json!({"role": "authenticated"}),
+            "another-secret-another-secret-xx",
+        );
+        assert_eq!(
+            verify_jwt(&forged, SECRET, now).unwrap_err().code,
+            "PGRST301"
+        );
+
+        let future = token(json!({"role": "authenticated", "iat": now + 600}), SECRET);
+        assert_eq!(
+            verify_jwt(&future, SECRET, now).unwrap_err().message,
+            "JWT issued at future"
+        );
+        let no_role = token(json!({"sub": "u"}), SECRET);
+        assert_eq!(verify_jwt(&no_role, SECRET, now).unwrap().role, "anon");
+        assert_eq!(verify_jwt("garbage", SECRET, now).unwrap_err().status, 401);
+    }
+}

@@ -1,0 +1,344 @@
+//! `POST /rpc/<function>`: finds the function in `pg_proc`, fills its named
+//! parameters from the JSON body the way PostgREST does
+//! (`jsonb_to_record(body) AS _(p_a type, ...)`, so each value goes through
+//! its SQL type's input), and runs it in one transaction with the caller's
+//! role and claims.
+
+use std::collections::BTreeSet;
+
+use deadpool_postgres::{Pool, PoolError};
+use serde_json::{Map, Value};
+use tokio_postgres::types::Json;
+
+use super::api_error::ApiError;
+use super::auth::Caller;
+
+/// The only schema exposed (PostgREST's `db-schemas` default on Supabase).
+pub const EXPOSED_SCHEMA: &str = "public";
+
+/// One input parameter of a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Param {
+    /// Its name (`None` for unnamed parameters).
+    name: Option<String>,
+    /// Its type as SQL text (`format_type`).
+    sql_type: String,
+    /// Whether it has a default (may be left out).
+    has_default: bool,
+}
+
+/// What the gateway needs to know to call a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Function {
+    name: String,
+    params: Vec<Param>,
+    /// VOLATILE functions run read-write; others in a read-only transaction.
+    volatile: bool,
+    returns_set: bool,
+    returns_void: bool,
+}
+
+impl Function {
+    /// Whether the function takes the whole body (one unnamed json/jsonb parameter).
+    fn takes_whole_body(&self) -> bool {
+        self.params.len() == 1
+            && self.params[0].name.is_none()
+            && matches!(self.params[0].sql_type.as_str(), "json" | "jsonb")
+    }
+
+    /// Whether the body's keys fit this function's named parameters.
+    fn accepts(&self, keys: &BTreeSet<&str>) -> bool {
+        let names: BTreeSet<&str> = self
+            .params
+            .iter()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        keys.iter().all(|k| names.contains(k))
+            && self
+                .params
+                .iter()
+                .all(|p| p.has_default || p.name.as_deref().is_some_and(|n| keys.contains(n)))
+    }
+}
+
+/// Quotes an identifier for SQL text.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+const LOOKUP_SQL: &str = "\
+select p.proname::text, p.proargnames, \
+       array(select format_type(t, null) from unnest(p.proargtypes::oid[]) with ordinality u(t, i) order by i), \
+       p.proargmodes::text[], p.pronargdefaults::int, p.provolatile::text, p.proretset, \
+       p.prorettype = 'void'::regtype \
+  from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
+ where n.nspname = $1 and p.proname = $2 and p.prokind = 'f'";
+
+const ROLE_SETTINGS_SQL: &str = "\
+select unnest(s.setconfig) from pg_catalog.pg_db_role_setting s \
+  join pg_catalog.pg_roles r on r.oid = s.setrole \
+ where r.rolname = $1 \
+   and s.setdatabase in (0, (select d.oid from pg_catalog.pg_database d where d.datname = current_database())) \
+ order by s.setdatabase";
+
+fn row_to_function(row: &tokio_postgres::Row) -> Result<Function, tokio_postgres::Error> {
+    let name: String = row.try_get(0)?;
+    let arg_names: Option<Vec<String>> = row.try_get(1)?;
+    let types: Vec<String> = row.try_get(2)?;
+    let modes: Option<Vec<String>> = row.try_get(3)?;
+    let n_defaults: i32 = row.try_get(4)?;
+    let volatility: String = row.try_get(5)?;
+    let returns_set: bool = row.try_get(6)?;
+    let returns_void: bool = row.try_get(7)?;
+    // proargnames covers every argument (IN and OUT) when proargmodes is set;
+    // proargtypes only the IN ones.
+    let in_names: Vec<Option<String>> = match (&arg_names, &modes) {
+        (Some(names), Some(modes)) => names
+            .iter()
+            .zip(modes)
+            .filter(|(_, m)| matches!(m.as_str(), "i" | "b" | "v"))
+            .map(|(n, _)| Some(n.clone()).filter(|n| !n.is_empty()))
+            .collect(),
+        (Some(names), None) => names
+            .iter()
+            .map(|n| Some(n.clone()).filter(|n| !n.is_empty()))
+            .collect(),
+        (None, _) => vec![None; types.len()],
+    };
+    let first_default = types
+        .len()
+        .saturating_sub(usize::try_from(n_defaults).unwrap_or(0));
+    let params = types
+        .into_iter()
+        .enumerate()
+        .map(|(i, sql_type)| Param {
+            name: in_names.get(i).cloned().flatten(),
+            sql_type,
+            has_default: i >= first_default,
+        })
+        .collect();
+    Ok(Function {
+        name,
+        params,
+        volatile: volatility == "v",
+        returns_set,
+        returns_void,
+    })
+}
+
+/// The SQL that calls `f` with the body's keys as named arguments; `$1` is
+/// the body as jsonb.
+fn call_sql(f: &Function, keys: &BTreeSet<&str>) -> String {
+    let target = format!("{}.{}", quote_ident(EXPOSED_SCHEMA), quote_ident(&f.name));
+    let (args, from) = if f.takes_whole_body() {
+        ("$1::jsonb".to_owned(), String::new())
+    } else {
+        let used: Vec<&Param> = f
+            .params
+            .iter()
+            .filter(|p| p.name.as_deref().is_some_and(|n| keys.contains(n)))
+            .collect();
+        let args = used
+            .iter()
+            .filter_map(|p| p.name.as_deref())
+            .map(|n| format!("{q} := _.{q}", q = quote_ident(n)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = used
+            .iter()
+            .filter_map(|p| {
+                p.name
+                    .as_deref()
+                    .map(|n| format!("{} {}", quote_ident(n), p.sql_type))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let from = if used.is_empty() {
+            String::new()
+        } else {
+            format!(" from jsonb_to_record($1::jsonb) as _({columns})")
+        };
+        (args, from)
+    };
+    if f.returns_void {
+        format!("select null::jsonb from (select {target}({args}){from}) as _v")
+    } else if f.returns_set {
+        if from.is_empty() {
+            format!(
+                "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb) from {target}({args}) as _r"
+            )
+        } else {
+            format!(
+                "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb){from}, lateral {target}({args}) as _r"
+            )
+        }
+    } else {
+        format!("select to_jsonb({target}({args})){from}")
+    }
+}
+
+/// The result of a call: the JSON to answer, or nothing (void functions, 204).
+pub type CallResult = Option<Value>;
+
+/// Calls `function` with `body` as `caller`, in one transaction.
+///
+/// # Errors
+/// PostgREST-style [`ApiError`]s: PGRST102 (body), PGRST202 (no such
+/// function), PGRST003 (pool timeout), or the database error, mapped.
+pub async fn call(
+    pool: &Pool,
+    caller: &Caller,
+    function: &str,
+    body: &[u8],
+    path: &str,
+) -> Result<CallResult, ApiError> {
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(400, "PGRST102", "Empty or invalid json").with_details(e.to_string())
+        })?
+    };
+    let auth = caller.authenticated;
+    let pg = |e: tokio_postgres::Error| ApiError::from_pg(&e, auth);
+    let mut client = pool.get().await.map_err(|e| match e {
+        PoolError::Timeout(_) => ApiError::new(
+            504,
+            "PGRST003",
+            "Timed out acquiring connection from connection pool.",
+        ),
+        other => ApiError::new(503, "PGRST000", "Could not connect with the database")
+            .with_details(other.to_string()),
+    })?;
+
+    let lookup = client.prepare_cached(LOOKUP_SQL).await.map_err(pg)?;
+    let candidates = client
+        .query(&lookup, &[&EXPOSED_SCHEMA, &function])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(row_to_function)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pg)?;
+    let keys: BTreeSet<&str> = match &body {
+        Value::Object(m) => m.keys().map(String::as_str).collect(),
+        _ => BTreeSet::new(),
+    };
+    let chosen = candidates
+        .iter()
+        .filter(|f| match &body {
+            Value::Object(_) => f.accepts(&keys) || f.takes_whole_body(),
+            _ => f.takes_whole_body(),
+        })
+        .max_by_key(|f| f.params.len());
+    let Some(f) = chosen else {
+        if !body.is_object() && !candidates.is_empty() {
+            return Err(ApiError::new(400, "PGRST102", "Empty or invalid json")
+                .with_details("the body of an RPC call must be a JSON object of named arguments"));
+        }
+        let list = keys.iter().copied().collect::<Vec<_>>().join(", ");
+        return Err(ApiError::new(
+            404,
+            "PGRST202",
+            format!("Could not find the function {EXPOSED_SCHEMA}.{function}({list}) in the schema cache"),
+        )
+        .with_details(format!(
+            "Searched for the function {EXPOSED_SCHEMA}.{function} with parameters {list} or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+        ))
+        .with_hint("If a new function was created in the database with this name and parameters, try reloading the schema cache."));
+    };
+
+    let settings_stmt = client.prepare_cached(ROLE_SETTINGS_SQL).await.map_err(pg)?;
+    let role_settings: Vec<String> = client
+        .query(&settings_stmt, &[&caller.role])
+        .await
+        .map_err(pg)?
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<Result<_, _>>()
+        .map_err(pg)?;
+
+    let sql = call_sql(f, &keys);
+    let tx = client
+        .build_transaction()
+        .read_only(!f.volatile)
+        .start()
+        .await
+        .map_err(pg)?;
+    let claims = caller.claims.to_string();
+    tx.execute(
+        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+                set_config('request.method', 'POST', true), set_config('request.path', $3, true)",
+        &[&caller.role, &claims, &path],
+    )
+    .await
+    .map_err(|e| {
+        // An unknown or forbidden role in a valid JWT: PostgREST answers 401.
+        let mut err = ApiError::from_pg(&e, auth);
+        if err.code == "22023" || err.code == "42501" {
+            err.status = 401;
+        }
+        err
+    })?;
+    for setting in &role_settings {
+        if let Some((k, v)) = setting.split_once('=') {
+            tx.execute("select set_config($1, $2, true)", &[&k, &v])
+                .await
+                .map_err(pg)?;
+        }
+    }
+    let stmt = tx.prepare_cached(&sql).await.map_err(pg)?;
+    let row = tx.query_one(&stmt, &[&Json(&body)]).await.map_err(pg)?;
+    let result: Option<Json<Value>> = row.try_get(0).map_err(pg)?;
+    tx.commit().await.map_err(pg)?;
+    if f.returns_void {
+        return Ok(None);
+    }
+    Ok(Some(result.map(|j| j.0).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(params: &[(&str, &str, bool)]) -> Function {
+        Function {
+            name: "fn".into(),
+            params: params
+                .iter()
+                .map(|(n, t, d)| Param {
+                    name: Some(n.to_string()).filter(|n| !n.is_empty()),
+                    sql_type: t.to_string(),
+                    has_default: *d,
+                })
+                .collect(),
+            volatile: true,
+            returns_set: false,
+            returns_void: false,
+        }
+    }
+
+    #[test]
+    fn overload_matching() {
+        let pull = f(&[("p_ws", "uuid", false), ("p_limit", "integer", true)]);
+        assert!(pull.accepts(&["p_ws"].into()));
+        assert!(pull.accepts(&["p_ws", "p_limit"].into()));
+        assert!(!pull.accepts(&["p_limit"].into()));
+        assert!(!pull.accepts(&["p_ws", "nope"].into()));
+        assert!(f(&[("", "jsonb", false)]).takes_whole_body());
+    }
+
+    #[test]
+    fn call_sql_shapes() {
+        let pull = f(&[("p_ws", "uuid", false), ("p\"x", "integer", true)]);
+        assert_eq!(
+            call_sql(&pull, &["p_ws"].into()),
+            "select to_jsonb(\"public\".\"fn\"(\"p_ws\" := _.\"p_ws\")) from jsonb_to_record($1::jsonb) as _(\"p_ws\" uuid)"
+        );
+        assert!(call_sql(&pull, &["p\"x", "p_ws"].into()).contains("\"p\"\"x\" integer"));
+        assert_eq!(
+            call_sql(&f(&[]), &BTreeSet::new()),
+            "select to_jsonb(\"public\".\"fn\"())"
+        );
+    }
+}
