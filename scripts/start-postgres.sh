@@ -4,6 +4,9 @@
 # (a superuser URL; the tests create one database per test from a template).
 #
 # Usage:  eval "$(scripts/start-postgres.sh)"
+# When it had to start a private cluster it also prints
+#   export SUPAMERGE_TEST_PG_STARTED=<data dir>
+# (stop it with: pg_ctl -D <data dir> stop, as the postgres user when root).
 #
 # In order, it uses the first that works:
 #   1. $SUPAMERGE_TEST_DATABASE_URL, when it is already set and answers;
@@ -104,4 +107,6 @@ as_owner "$PGBIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t 60 \
   -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DATA -c max_connections=200 -c fsync=off -c full_page_writes=off" \
   start >&2
 answers "$(URL "$PORT")" || { log "the private cluster does not answer; see $DATA/server.log"; exit 1; }
+# Tells scripts/test.sh that this run started the server (it stops it after).
+echo "export SUPAMERGE_TEST_PG_STARTED=$DATA"
 emit "$(URL "$PORT")"
