@@ -95,7 +95,10 @@ async fn supabase_js_rpc_works_against_the_gateway() {
     // supabase-js surfaces PostgREST's error JSON unchanged.
     assert_eq!(v["foreign"]["status"], 403, "{v}");
     assert_eq!(v["foreign"]["error"]["code"], "42501");
-    assert_eq!(v["foreign"]["error"]["message"], "workspace not found or access denied");
+    assert_eq!(
+        v["foreign"]["error"]["message"],
+        "workspace not found or access denied"
+    );
     assert_eq!(v["anon"]["status"], 401, "{v}");
     assert_eq!(v["anon"]["data"], Value::Null);
     assert_eq!(fx.db.change_count().await, 3);
