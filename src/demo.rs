@@ -159,6 +159,9 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
         let sync = SyncEngine::builder(replica.clone(), remote.clone())
             .with_workspaces([ws])
             .with_interval(None)
+            // The demo decides when each replica is online: no sync on its own
+            // after local commits (else "offline" edits could sync early).
+            .with_debounce(Duration::from_secs(24 * 3600))
             .with_sync_on_start(false)
             .spawn();
         peers.push(Peer {
