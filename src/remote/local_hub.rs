@@ -117,17 +117,7 @@ impl LocalHub {
             .flush_every_ms(Some(200))
             .open()
             .map_err(sled_err("open hub"))?;
-        let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
-        Ok(Self {
-            inner: Arc::new(HubInner {
-                changes: t("changes")?,
-                dedup: t("dedup")?,
-                counters: t("counters")?,
-                snapshots: t("snapshots")?,
-                db,
-                push_lock: Mutex::new(()),
-            }),
-        })
+        Self::from_db(db)
     }
 
     /// A hub in a fresh temporary directory (removed when the process exits
@@ -140,6 +130,10 @@ impl LocalHub {
             .temporary(true)
             .open()
             .map_err(sled_err("open hub"))?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self, RemoteError> {
         let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
         Ok(Self {
             inner: Arc::new(HubInner {
