@@ -1,0 +1,917 @@
+//! The shared harness of the property tests: case counts, a world of
+//! replicas on one backend, a readable action language, quiescence and the
+//! convergence assertions of DESIGN.md §2 (invariants 1–5).
+//!
+//! Every property test binary includes this module with `mod common;` and uses
+//! a part of it, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use automerge::transaction::Transactable;
+use automerge::{ChangeHash, ObjType, ReadDoc, ScalarValue};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
+use serde_json::{json, Value as Json};
+use supamerge::clock::ManualClock;
+use supamerge::conflict::Conflict;
+use supamerge::entity::EntityError;
+use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
+use supamerge::replica::RemoteChange;
+use supamerge::store::CursorRecord;
+use supamerge::sync::session::{self, SyncConfig};
+use supamerge::sync::wire::{
+    ChangeEnvelope, Cursor, HashHex, PullRequest, PushOutcome, PushRequest, WIRE_VERSION,
+};
+use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
+
+// ----- configuration -------------------------------------------------------
+
+/// The number of cases: `PROPTEST_CASES` when set, `default` otherwise (an
+/// explicit `cases` in a config would override proptest's own env lookup).
+pub fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// A proptest config with `cases(default)` cases whose failing seeds are kept
+/// in `regressions` (a path relative to the crate root, under
+/// `proptest-regressions/`).
+pub fn config(default: u32, regressions: &'static str) -> ProptestConfig {
+    ProptestConfig {
+        cases: cases(default),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
+        // Shrinking replays whole worlds: bound it so a failure reports in
+        // minutes, not hours.
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    }
+}
+
+/// A single-threaded tokio runtime for one case (blocking work still goes to
+/// tokio's blocking pool).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+// ----- the action language ---------------------------------------------------
+
+/// Entity slots: the few shared entities of a world. A slot gets its id when
+/// some replica first creates it.
+pub const SLOTS: usize = 3;
+
+/// The scalar keys of an entity (the structured ones are `body`, `tags`,
+/// `likes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Title,
+    Done,
+    Prio,
+    Note,
+}
+
+impl Key {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Key::Title => "title",
+            Key::Done => "done",
+            Key::Prio => "prio",
+            Key::Note => "note",
+        }
+    }
+}
+
+/// A scalar value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Str(&'static str),
+    Int(i64),
+    Bool(bool),
+    Null,
+}
+
+impl Scalar {
+    pub fn json(&self) -> Json {
+        match self {
+            Scalar::Str(s) => json!(s),
+            Scalar::Int(i) => json!(i),
+            Scalar::Bool(b) => json!(b),
+            Scalar::Null => Json::Null,
+        }
+    }
+
+    fn automerge(&self) -> ScalarValue {
+        match self {
+            Scalar::Str(s) => ScalarValue::Str((*s).into()),
+            Scalar::Int(i) => ScalarValue::Int(*i),
+            Scalar::Bool(b) => ScalarValue::Boolean(*b),
+            Scalar::Null => ScalarValue::Null,
+        }
+    }
+}
+
+/// Which remote call a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Push,
+    Pull,
+}
+
+/// A fault for a replica's remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The request never reaches the server.
+    DropRequest,
+    /// The server commits, the answer is lost.
+    DropResponse,
+    /// The request is delivered twice.
+    Duplicate,
+    /// The call is delayed (reorders concurrent syncs).
+    Delay(u8),
+    /// A 5xx without doing anything.
+    ServerError,
+}
+
+/// One step of a scenario. `r` is a replica index, `slot` an entity slot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Creates the entity of `slot` (when nobody has yet).
+    Create { r: usize, slot: usize },
+    /// Writes a scalar to a shared key (a JSON merge patch; `Null` as a raw
+    /// put, since a merge patch's null deletes).
+    Put {
+        r: usize,
+        slot: usize,
+        key: Key,
+        value: Scalar,
+    },
+    /// Deletes a scalar key.
+    DeleteKey { r: usize, slot: usize, key: Key },
+    /// Inserts into the `tags` list (index modulo length + 1).
+    ListInsert {
+        r: usize,
+        slot: usize,
+        at: usize,
+        value: i64,
+    },
+    /// Deletes from the `tags` list (index modulo length).
+    ListDelete { r: usize, slot: usize, at: usize },
+    /// Splices the `body` text (positions modulo length).
+    Splice {
+        r: usize,
+        slot: usize,
+        at: usize,
+        del: usize,
+        text: &'static str,
+    },
+    /// Increments the `likes` counter.
+    Increment { r: usize, slot: usize, by: i64 },
+    /// Deletes the entity (tombstone).
+    DeleteEntity { r: usize, slot: usize },
+    /// Pushes at most `max` outbox entries in one request.
+    PushSome { r: usize, max: usize },
+    /// Pulls one page (of `pull_limit`) and applies it with its cursor.
+    PullPage { r: usize },
+    /// A whole sync pass (push, pull every page, snapshots).
+    Sync { r: usize },
+    /// Every replica runs a pass at the same time.
+    SyncAll,
+    /// Injects `fault` into the remote call `call` of replica `r`, after
+    /// `after` calls of that kind go through unharmed (a fault in the middle
+    /// of a multi-page pull or a multi-batch push).
+    Fault {
+        r: usize,
+        call: Call,
+        fault: FaultKind,
+        after: usize,
+    },
+    /// Drops replica `r` (whatever it was doing is lost) and reopens it from
+    /// its directory (same device, new actor id, as every open does).
+    Restart { r: usize },
+    /// Moves replica `r`'s clock back by `ms`.
+    ClockBack { r: usize, ms: i64 },
+}
+
+pub fn key() -> impl Strategy<Value = Key> {
+    prop_oneof![
+        Just(Key::Title),
+        Just(Key::Done),
+        Just(Key::Prio),
+        Just(Key::Note)
+    ]
+}
+
+pub fn scalar() -> impl Strategy<Value = Scalar> {
+    prop_oneof![
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(Scalar::Str),
+        (-3i64..4).prop_map(Scalar::Int),
+        any::<bool>().prop_map(Scalar::Bool),
+        Just(Scalar::Null),
+    ]
+}
+
+fn fault_kind() -> impl Strategy<Value = FaultKind> {
+    prop_oneof![
+        Just(FaultKind::DropRequest),
+        Just(FaultKind::DropResponse),
+        Just(FaultKind::Duplicate),
+        (1u8..20).prop_map(FaultKind::Delay),
+        Just(FaultKind::ServerError),
+    ]
+}
+
+/// Entity edits only (no sync, no faults).
+pub fn edit(n: usize) -> impl Strategy<Value = Action> {
+    let r = 0..n;
+    let slot = 0..SLOTS;
+    prop_oneof![
+        3 => (r.clone(), slot.clone()).prop_map(|(r, slot)| Action::Create { r, slot }),
+        6 => (r.clone(), slot.clone(), key(), scalar())
+            .prop_map(|(r, slot, key, value)| Action::Put { r, slot, key, value }),
+        1 => (r.clone(), slot.clone(), key()).prop_map(|(r, slot, key)| Action::DeleteKey { r, slot, key }),
+        2 => (r.clone(), slot.clone(), 0usize..8, 0i64..10)
+            .prop_map(|(r, slot, at, value)| Action::ListInsert { r, slot, at, value }),
+        1 => (r.clone(), slot.clone(), 0usize..8).prop_map(|(r, slot, at)| Action::ListDelete { r, slot, at }),
+        2 => (r.clone(), slot.clone(), 0usize..8, 0usize..3, prop::sample::select(vec!["x", "yz", ""]))
+            .prop_map(|(r, slot, at, del, text)| Action::Splice { r, slot, at, del, text }),
+        2 => (r.clone(), slot.clone(), -2i64..4).prop_map(|(r, slot, by)| Action::Increment { r, slot, by }),
+        1 => (r, slot).prop_map(|(r, slot)| Action::DeleteEntity { r, slot }),
+    ]
+}
+
+/// Any action: edits, sync steps, faults, restarts, clock moves.
+pub fn action(n: usize) -> impl Strategy<Value = Action> {
+    let r = 0..n;
+    prop_oneof![
+        14 => edit(n),
+        2 => (r.clone(), 1usize..4).prop_map(|(r, max)| Action::PushSome { r, max }),
+        2 => r.clone().prop_map(|r| Action::PullPage { r }),
+        3 => r.clone().prop_map(|r| Action::Sync { r }),
+        1 => Just(Action::SyncAll),
+        3 => (r.clone(), prop_oneof![Just(Call::Push), Just(Call::Pull)], fault_kind(), 0usize..3)
+            .prop_map(|(r, call, fault, after)| Action::Fault { r, call, fault, after }),
+        1 => r.clone().prop_map(|r| Action::Restart { r }),
+        1 => (r, 1i64..3_600_000).prop_map(|(r, ms)| Action::ClockBack { r, ms }),
+    ]
+}
+
+/// A world size, per-replica clock offsets (±1 h) and an action list.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub offsets: Vec<i64>,
+    pub actions: Vec<Action>,
+}
+
+pub fn scenario(
+    replicas: std::ops::RangeInclusive<usize>,
+    len: std::ops::Range<usize>,
+    act: fn(usize) -> BoxedStrategy<Action>,
+) -> impl Strategy<Value = Scenario> {
+    replicas.prop_flat_map(move |n| {
+        (
+            prop::collection::vec(-3_600_000i64..=3_600_000, n),
+            prop::collection::vec(act(n), len.clone()),
+        )
+            .prop_map(|(offsets, actions)| Scenario { offsets, actions })
+    })
+}
+
+pub fn any_action(n: usize) -> BoxedStrategy<Action> {
+    action(n).boxed()
+}
+
+pub fn edit_or_sync(n: usize) -> BoxedStrategy<Action> {
+    prop_oneof![
+        6 => edit(n),
+        1 => (0..n).prop_map(|r| Action::Sync { r }),
+        1 => (0..n, 1usize..4).prop_map(|(r, max)| Action::PushSome { r, max }),
+        1 => (0..n).prop_map(|r| Action::PullPage { r }),
+    ]
+    .boxed()
+}
+
+// ----- backends ---------------------------------------------------------------
+
+/// What a backend stores, for "stored exactly once".
+#[async_trait]
+pub trait Stored: Send + Sync {
+    /// Every stored (doc, hash) of `ws`, one row per stored copy.
+    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)>;
+}
+
+#[async_trait]
+impl Stored for LocalHub {
+    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
+        self.stored_hashes(ws).expect("list hub changes")
+    }
+}
+
+/// A fresh workspace id.
+pub fn new_workspace() -> WorkspaceId {
+    WorkspaceId::from_random(rand::random())
+}
+
+pub fn collection() -> Collection {
+    Collection::new("tasks").expect("collection name")
+}
+
+// ----- the world -----------------------------------------------------------------
+
+/// A replica with its directory, clock and remotes.
+pub struct Node {
+    pub path: PathBuf,
+    /// `None` only inside a restart.
+    pub replica: Option<Replica>,
+    /// The backend as this replica's user.
+    pub base: Arc<dyn Remote>,
+    /// `base` with the scripted faults.
+    pub faulty: Arc<FaultyRemote>,
+    pub clock: ManualClock,
+    /// Clock offset from the world's time (skew).
+    pub offset: i64,
+    /// Opens so far (seeds the actor id, so failures replay exactly).
+    pub opens: u64,
+    pub index: usize,
+}
+
+impl Node {
+    pub fn replica(&self) -> &Replica {
+        self.replica.as_ref().expect("replica is open")
+    }
+
+    fn open(&mut self) {
+        self.opens += 1;
+        let replica = Replica::builder(&self.path)
+            .with_clock(Arc::new(self.clock.clone()))
+            .with_seed((self.index as u64) << 32 | self.opens)
+            .open()
+            .expect("open replica");
+        self.replica = Some(replica);
+    }
+}
+
+/// Several replicas sharing one workspace on one backend.
+pub struct World {
+    _dir: tempfile::TempDir,
+    pub ws: WorkspaceId,
+    pub nodes: Vec<Node>,
+    pub slots: [Option<DocId>; SLOTS],
+    /// Every change a replica reported as committed.
+    pub committed: BTreeSet<(DocId, HashHex)>,
+    /// The world's time (ms); every replica's clock is this plus its offset.
+    pub now: i64,
+    pub cfg: SyncConfig,
+}
+
+const START_MS: i64 = 1_790_000_000_000;
+
+fn no_progress(_: session::Progress) {}
+
+impl World {
+    /// `remotes.len()` replicas (replica `i` talks through `remotes[i]`) with
+    /// the given clock offsets, in workspace `ws`.
+    pub fn new(ws: WorkspaceId, remotes: Vec<Arc<dyn Remote>>, offsets: &[i64]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes = remotes
+            .into_iter()
+            .enumerate()
+            .map(|(i, base)| {
+                let offset = offsets.get(i).copied().unwrap_or(0);
+                let mut node = Node {
+                    path: dir.path().join(format!("replica-{i}")),
+                    replica: None,
+                    faulty: Arc::new(FaultyRemote::new(base.clone())),
+                    base,
+                    clock: ManualClock::new(START_MS + offset),
+                    offset,
+                    opens: 0,
+                    index: i,
+                };
+                node.open();
+                node
+            })
+            .collect();
+        Self {
+            _dir: dir,
+            ws,
+            nodes,
+            slots: [None; SLOTS],
+            committed: BTreeSet::new(),
+            now: START_MS,
+            cfg: SyncConfig {
+                push_max_count: 3,
+                pull_limit: 3,
+                // Snapshots and bootstrap take part too.
+                snapshot_threshold: 6,
+                ..SyncConfig::default()
+            },
+        }
+    }
+
+    fn tick(&mut self) {
+        self.now += 17;
+        for n in &self.nodes {
+            n.clock.set(self.now + n.offset);
+        }
+    }
+
+    fn commit(&mut self, id: DocId, hash: Option<ChangeHash>) {
+        if let Some(h) = hash {
+            self.committed.insert((id, HashHex::from_change_hash(&h)));
+        }
+    }
+
+    /// The entity of `slot` when replica `r` can edit it (it exists there
+    /// and is not deleted).
+    fn editable(&self, r: usize, slot: usize) -> Option<DocId> {
+        let id = self.slots[slot]?;
+        match self.nodes[r].replica().get_json(&id) {
+            Ok(_) => Some(id),
+            Err(Error::Entity(EntityError::NotFound { .. } | EntityError::Deleted { .. })) => None,
+            Err(e) => panic!("replica {r}: reading {id}: {e}"),
+        }
+    }
+
+    /// Applies one action. Edits that do not apply (the entity is not there
+    /// yet, or deleted) are skipped; sync failures are expected under faults.
+    pub async fn step(&mut self, a: &Action) {
+        self.tick();
+        match a {
+            Action::Create { r, slot } => {
+                if self.slots[*slot].is_some() {
+                    return;
+                }
+                let rep = self.nodes[*r].replica().clone();
+                let id = rep
+                    .create_json(
+                        self.ws,
+                        &collection(),
+                        &json!({"title": format!("slot {slot}"), "prio": 0}),
+                    )
+                    .expect("create");
+                let heads = rep.heads(&id).expect("heads");
+                assert_eq!(heads.len(), 1, "a new entity has one change");
+                self.commit(id, Some(heads[0]));
+                let (_, h) = rep
+                    .transact(&id, |tx, data| {
+                        let body = tx.put_object(data, "body", ObjType::Text)?;
+                        tx.splice_text(&body, 0, 0, "ab")?;
+                        tx.put_object(data, "tags", ObjType::List)?;
+                        tx.put(data, "likes", ScalarValue::counter(0))?;
+                        Ok(())
+                    })
+                    .expect("structure");
+                self.commit(id, h);
+                self.slots[*slot] = Some(id);
+            }
+            Action::Put {
+                r,
+                slot,
+                key,
+                value,
+            } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let rep = self.nodes[*r].replica();
+                let h = if *value == Scalar::Null {
+                    let v = value.automerge();
+                    rep.transact(&id, |tx, data| tx.put(data, key.as_str(), v))
+                        .expect("put null")
+                        .1
+                } else {
+                    rep.patch_json(&id, &json!({ key.as_str(): value.json() }))
+                        .expect("patch")
+                };
+                self.commit(id, h);
+            }
+            Action::DeleteKey { r, slot, key } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let (_, h) = self.nodes[*r]
+                    .replica()
+                    .transact(&id, |tx, data| {
+                        if tx.get(data, key.as_str())?.is_some() {
+                            tx.delete(data, key.as_str())?;
+                        }
+                        Ok(())
+                    })
+                    .expect("delete key");
+                self.commit(id, h);
+            }
+            Action::ListInsert { r, slot, at, value } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let (_, h) = self.nodes[*r]
+                    .replica()
+                    .transact(&id, |tx, data| {
+                        if let Some((_, tags)) = tx.get(data, "tags")? {
+                            let i = at % (tx.length(&tags) + 1);
+                            tx.insert(&tags, i, *value)?;
+                        }
+                        Ok(())
+                    })
+                    .expect("list insert");
+                self.commit(id, h);
+            }
+            Action::ListDelete { r, slot, at } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let (_, h) = self.nodes[*r]
+                    .replica()
+                    .transact(&id, |tx, data| {
+                        if let Some((_, tags)) = tx.get(data, "tags")? {
+                            let len = tx.length(&tags);
+                            if len > 0 {
+                                tx.delete(&tags, at % len)?;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .expect("list delete");
+                self.commit(id, h);
+            }
+            Action::Splice {
+                r,
+                slot,
+                at,
+                del,
+                text,
+            } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let (_, h) = self.nodes[*r]
+                    .replica()
+                    .transact(&id, |tx, data| {
+                        if let Some((_, body)) = tx.get(data, "body")? {
+                            let len = tx.length(&body);
+                            let pos = at % (len + 1);
+                            let del = (*del).min(len - pos);
+                            tx.splice_text(&body, pos, del as isize, text)?;
+                        }
+                        Ok(())
+                    })
+                    .expect("splice");
+                self.commit(id, h);
+            }
+            Action::Increment { r, slot, by } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let (_, h) = self.nodes[*r]
+                    .replica()
+                    .transact(&id, |tx, data| {
+                        if tx.get(data, "likes")?.is_some() {
+                            tx.increment(data, "likes", *by)?;
+                        }
+                        Ok(())
+                    })
+                    .expect("increment");
+                self.commit(id, h);
+            }
+            Action::DeleteEntity { r, slot } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let h = self.nodes[*r].replica().delete(&id).expect("delete");
+                self.commit(id, Some(h));
+            }
+            Action::PushSome { r, max } => {
+                let n = &self.nodes[*r];
+                let _ = push_some(n.replica(), n.faulty.as_ref(), *max).await;
+            }
+            Action::PullPage { r } => {
+                let n = &self.nodes[*r];
+                let _ = pull_page(n.replica(), n.faulty.as_ref(), &self.cfg, self.ws).await;
+            }
+            Action::Sync { r } => {
+                let n = &self.nodes[*r];
+                let _ = session::run(
+                    n.replica(),
+                    n.faulty.as_ref(),
+                    &self.cfg,
+                    &[self.ws],
+                    &no_progress,
+                )
+                .await;
+            }
+            Action::SyncAll => {
+                let wss = [self.ws];
+                let futs = self.nodes.iter().map(|n| {
+                    session::run(
+                        n.replica(),
+                        n.faulty.as_ref(),
+                        &self.cfg,
+                        &wss,
+                        &no_progress,
+                    )
+                });
+                let _ = join_all(futs).await;
+            }
+            Action::Fault {
+                r,
+                call,
+                fault,
+                after,
+            } => {
+                let op = match call {
+                    Call::Push => Op::Push,
+                    Call::Pull => Op::Pull,
+                };
+                let f = &self.nodes[*r].faulty;
+                for _ in 0..*after {
+                    f.inject(op, Fault::Delay(Duration::ZERO));
+                }
+                f.inject(
+                    op,
+                    match fault {
+                        FaultKind::DropRequest => Fault::DropRequest,
+                        FaultKind::DropResponse => Fault::DropResponse,
+                        FaultKind::Duplicate => Fault::Duplicate,
+                        FaultKind::Delay(ms) => Fault::Delay(Duration::from_millis(u64::from(*ms))),
+                        FaultKind::ServerError => Fault::ServerError,
+                    },
+                );
+            }
+            Action::Restart { r } => self.restart(*r),
+            Action::ClockBack { r, ms } => {
+                self.nodes[*r].offset -= ms;
+                self.nodes[*r].clock.set(self.now + self.nodes[*r].offset);
+            }
+        }
+    }
+
+    /// Drops replica `r` and reopens it from the same directory.
+    pub fn restart(&mut self, r: usize) {
+        let n = &mut self.nodes[r];
+        n.replica = None;
+        n.open();
+    }
+
+    /// Runs every action in order.
+    pub async fn run(&mut self, actions: &[Action]) {
+        for a in actions {
+            self.step(a).await;
+        }
+    }
+
+    /// Faults off; passes of every replica, one after the other, until a
+    /// whole round moves nothing. Every pass must succeed.
+    pub async fn quiesce(&mut self) {
+        for round in 0..12 {
+            let mut moved = false;
+            for (i, n) in self.nodes.iter().enumerate() {
+                let report = session::run(
+                    n.replica(),
+                    n.base.as_ref(),
+                    &self.cfg,
+                    &[self.ws],
+                    &no_progress,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: sync of replica {i} failed: {e}"));
+                if report.pushed + report.already_present + report.applied + report.dead_lettered
+                    > 0
+                {
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence after 12 rounds");
+    }
+
+    /// Every document id any replica holds in the workspace, plus the slots.
+    pub fn doc_ids(&self) -> BTreeSet<DocId> {
+        let mut ids: BTreeSet<DocId> = self.slots.iter().flatten().copied().collect();
+        for n in &self.nodes {
+            for d in n.replica().store().docs() {
+                let (id, rec) = d.expect("read doc record");
+                if rec.workspace == self.ws {
+                    ids.insert(id);
+                }
+            }
+        }
+        ids
+    }
+
+    /// DESIGN.md §2 after quiescence: identical views everywhere; every
+    /// committed change on every replica and stored exactly once; nothing on
+    /// the server that no replica has; outboxes, early arrivals and dead
+    /// letters empty.
+    pub async fn assert_converged(&self, server: &dyn Stored) {
+        let ids = self.doc_ids();
+        let replicas: Vec<&Replica> = self.nodes.iter().map(Node::replica).collect();
+        assert_same_views(&replicas, &ids);
+        let mut held = BTreeSet::new();
+        for (i, r) in replicas.iter().enumerate() {
+            assert_eq!(r.pending(), 0, "replica {i}: outbox not empty");
+            assert_eq!(r.pending_remote(), 0, "replica {i}: early arrivals left");
+            let dead = r.dead_letters().expect("dead letters");
+            assert!(dead.is_empty(), "replica {i}: dead letters {dead:?}");
+            for id in &ids {
+                held.extend(change_hashes(r, id).into_iter().map(|h| (*id, h)));
+            }
+        }
+        for (id, h) in &self.committed {
+            for (i, r) in replicas.iter().enumerate() {
+                let has = r
+                    .with_doc(id, |d| d.get_change_by_hash(&h.to_change_hash()).is_some())
+                    .unwrap_or(false);
+                assert!(has, "replica {i} lacks committed change {h} of {id}");
+            }
+        }
+        let stored = server.stored(&self.ws).await;
+        let mut counts: BTreeMap<(DocId, HashHex), usize> = BTreeMap::new();
+        for s in &stored {
+            *counts.entry(*s).or_default() += 1;
+        }
+        let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "stored more than once: {twice:?}");
+        let on_server: BTreeSet<_> = counts.into_keys().collect();
+        let lost: Vec<_> = self.committed.difference(&on_server).collect();
+        assert!(lost.is_empty(), "committed but not on the server: {lost:?}");
+        let extra: Vec<_> = on_server.difference(&held).collect();
+        assert!(extra.is_empty(), "on the server but on no replica: {extra:?}");
+        let missing: Vec<_> = held.difference(&on_server).collect();
+        assert!(
+            missing.is_empty(),
+            "on a replica but not on the server: {missing:?}"
+        );
+    }
+}
+
+/// Pushes at most `max` outbox entries in one request and acknowledges what
+/// the remote confirmed (what `session::push` does for one batch).
+pub async fn push_some(replica: &Replica, remote: &dyn Remote, max: usize) -> Result<(), Error> {
+    let batch = replica.peek(max, usize::MAX)?;
+    let Some(first) = batch.first() else {
+        return Ok(());
+    };
+    let ws = first.workspace;
+    let batch: Vec<_> = batch.into_iter().filter(|e| e.workspace == ws).collect();
+    let resp = remote
+        .push(PushRequest {
+            v: WIRE_VERSION,
+            workspace: ws,
+            changes: batch
+                .iter()
+                .map(|e| ChangeEnvelope {
+                    doc_id: e.doc_id,
+                    collection: e.collection.clone(),
+                    hash: HashHex(e.hash),
+                    bytes: e.bytes.clone(),
+                })
+                .collect(),
+        })
+        .await?;
+    for (e, outcome) in batch.iter().zip(resp.results) {
+        match outcome {
+            PushOutcome::Stored { .. } | PushOutcome::AlreadyPresent => {
+                replica.ack(&[ChangeHash(e.hash)])?;
+            }
+            PushOutcome::Rejected { reason } => {
+                replica.dead_letter(&ChangeHash(e.hash), &reason)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pulls one page after the stored cursor and applies it together with the
+/// new cursor (one page of `session::pull`, bootstrap mode included).
+pub async fn pull_page(
+    replica: &Replica,
+    remote: &dyn Remote,
+    cfg: &SyncConfig,
+    ws: WorkspaceId,
+) -> Result<(), Error> {
+    let rec = replica.cursor(&ws)?.unwrap_or(CursorRecord {
+        cursor: String::new(),
+        last_sync_ms: 0,
+        bootstrapped: false,
+    });
+    let bootstrap = !rec.bootstrapped && (cfg.bootstrap_from_snapshots || !rec.cursor.is_empty());
+    let page = remote
+        .pull(PullRequest {
+            v: WIRE_VERSION,
+            workspace: ws,
+            cursor: Cursor(rec.cursor.clone()),
+            limit: cfg.pull_limit,
+            skip_snapshotted: bootstrap,
+        })
+        .await?;
+    let changes: Vec<RemoteChange> = page
+        .changes
+        .into_iter()
+        .map(|c| RemoteChange::from_envelope(ws, c.change))
+        .collect();
+    let next = CursorRecord {
+        cursor: page.next_cursor.0,
+        ..rec
+    };
+    replica.apply_remote(changes, Some((ws, next)))?;
+    Ok(())
+}
+
+/// Awaits every future concurrently.
+pub async fn join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+// ----- views ---------------------------------------------------------------------
+
+/// Every change hash a replica holds for a document (none when absent).
+pub fn change_hashes(r: &Replica, id: &DocId) -> Vec<HashHex> {
+    r.with_doc(id, |d| {
+        d.get_changes(&[])
+            .iter()
+            .map(|c| HashHex::from_change_hash(&c.hash()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// A document as every replica must see it after convergence.
+#[derive(Debug, PartialEq)]
+pub struct DocView {
+    pub heads: Vec<ChangeHash>,
+    /// `None` when deleted or never created (only early arrivals).
+    pub json: Option<Json>,
+    /// Every conflicted field with its candidates and the winner.
+    pub conflicts: Vec<Conflict>,
+}
+
+pub fn view(r: &Replica, id: &DocId) -> DocView {
+    let mut heads = match r.heads(id) {
+        Ok(h) => h,
+        Err(Error::Entity(EntityError::NotFound { .. })) => Vec::new(),
+        Err(e) => panic!("heads of {id}: {e}"),
+    };
+    heads.sort();
+    let json = match r.get_json(id) {
+        Ok(j) => Some(j),
+        Err(Error::Entity(EntityError::Deleted { .. } | EntityError::NotFound { .. })) => None,
+        Err(e) => panic!("read {id}: {e}"),
+    };
+    let conflicts = match r.conflicts(id) {
+        Ok(c) => c,
+        Err(Error::Entity(EntityError::NotFound { .. })) => Vec::new(),
+        Err(e) => panic!("conflicts of {id}: {e}"),
+    };
+    DocView {
+        heads,
+        json,
+        conflicts,
+    }
+}
+
+/// Identical heads, JSON (every field resolved) and conflict lists (every
+/// candidate, every winner) on every replica for every document.
+pub fn assert_same_views(replicas: &[&Replica], ids: &BTreeSet<DocId>) {
+    for id in ids {
+        let first = view(replicas[0], id);
+        for (i, r) in replicas.iter().enumerate().skip(1) {
+            let v = view(r, id);
+            assert_eq!(v, first, "replica {i} differs from replica 0 on {id}");
+        }
+    }
+}
