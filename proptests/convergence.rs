@@ -32,7 +32,7 @@ proptest! {
     #![proptest_config(config(48, "proptest-regressions/convergence.txt"))]
 
     #[test]
-    fn replicas_converge(s in scenario(2..=5, 1..40, any_action)) {
+    fn replicas_converge(s in scenario(2..=5, 1..60, any_action)) {
         run(&s);
     }
 }

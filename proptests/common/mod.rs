@@ -430,10 +430,41 @@ impl World {
         }
     }
 
+    /// Replica `r` creates the entity of `slot`: a JSON object with scalar
+    /// keys, then a text, a list and a counter.
+    fn create(&mut self, r: usize, slot: usize) -> DocId {
+        let rep = self.nodes[r].replica().clone();
+        let id = rep
+            .create_json(
+                self.ws,
+                &collection(),
+                &json!({"title": format!("slot {slot}"), "prio": 0}),
+            )
+            .expect("create");
+        let heads = rep.heads(&id).expect("heads");
+        assert_eq!(heads.len(), 1, "a new entity has one change");
+        self.commit(id, Some(heads[0]));
+        let (_, h) = rep
+            .transact(&id, |tx, data| {
+                let body = tx.put_object(data, "body", ObjType::Text)?;
+                tx.splice_text(&body, 0, 0, "ab")?;
+                tx.put_object(data, "tags", ObjType::List)?;
+                tx.put(data, "likes", ScalarValue::counter(0))?;
+                Ok(())
+            })
+            .expect("structure");
+        self.commit(id, h);
+        self.slots[slot] = Some(id);
+        id
+    }
+
     /// The entity of `slot` when replica `r` can edit it (it exists there
-    /// and is not deleted).
-    fn editable(&self, r: usize, slot: usize) -> Option<DocId> {
-        let id = self.slots[slot]?;
+    /// and is not deleted). An edit of a slot nobody created yet creates it
+    /// first (squeezing random input into a valid action).
+    fn editable(&mut self, r: usize, slot: usize) -> Option<DocId> {
+        let Some(id) = self.slots[slot] else {
+            return Some(self.create(r, slot));
+        };
         match self.nodes[r].replica().get_json(&id) {
             Ok(_) => Some(id),
             Err(Error::Entity(EntityError::NotFound { .. } | EntityError::Deleted { .. })) => None,
@@ -447,31 +478,9 @@ impl World {
         self.tick();
         match a {
             Action::Create { r, slot } => {
-                if self.slots[*slot].is_some() {
-                    return;
+                if self.slots[*slot].is_none() {
+                    self.create(*r, *slot);
                 }
-                let rep = self.nodes[*r].replica().clone();
-                let id = rep
-                    .create_json(
-                        self.ws,
-                        &collection(),
-                        &json!({"title": format!("slot {slot}"), "prio": 0}),
-                    )
-                    .expect("create");
-                let heads = rep.heads(&id).expect("heads");
-                assert_eq!(heads.len(), 1, "a new entity has one change");
-                self.commit(id, Some(heads[0]));
-                let (_, h) = rep
-                    .transact(&id, |tx, data| {
-                        let body = tx.put_object(data, "body", ObjType::Text)?;
-                        tx.splice_text(&body, 0, 0, "ab")?;
-                        tx.put_object(data, "tags", ObjType::List)?;
-                        tx.put(data, "likes", ScalarValue::counter(0))?;
-                        Ok(())
-                    })
-                    .expect("structure");
-                self.commit(id, h);
-                self.slots[*slot] = Some(id);
             }
             Action::Put {
                 r,
