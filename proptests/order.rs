@@ -81,13 +81,22 @@ fn deliver(changes: &[RemoteChange], d: &Delivery, dir: &std::path::Path) -> Rep
         }
     }
     items.shuffle(&mut rng);
-    let open = || Replica::builder(dir).with_seed(d.seed).open().expect("open");
+    let open = || {
+        Replica::builder(dir)
+            .with_seed(d.seed)
+            .open()
+            .expect("open")
+    };
     let mut replica = open();
     while !items.is_empty() {
         let n = rng.gen_range(1..=d.max_batch).min(items.len());
         let batch: Vec<RemoteChange> = items.drain(..n).collect();
         let report = replica.apply_remote(batch, None).expect("apply");
-        assert!(report.rejected.is_empty(), "rejected: {:?}", report.rejected);
+        assert!(
+            report.rejected.is_empty(),
+            "rejected: {:?}",
+            report.rejected
+        );
         if rng.gen_range(0..1000) < d.restart_per_mille {
             drop(replica);
             replica = open();
@@ -116,8 +125,16 @@ fn run(s: &Scenario, deliveries: &[Delivery]) {
             .map(|(i, d)| deliver(&changes, d, &dir.path().join(format!("fresh-{i}"))))
             .collect();
         for (i, r) in fresh.iter().enumerate() {
-            assert_eq!(r.pending_remote(), 0, "fresh replica {i}: early arrivals left");
-            assert_eq!(r.pending(), 0, "fresh replica {i}: applying queued an upload");
+            assert_eq!(
+                r.pending_remote(),
+                0,
+                "fresh replica {i}: early arrivals left"
+            );
+            assert_eq!(
+                r.pending(),
+                0,
+                "fresh replica {i}: applying queued an upload"
+            );
         }
         let mut all: Vec<&Replica> = vec![world.nodes[0].replica()];
         all.extend(fresh.iter());

@@ -68,11 +68,14 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// An entity's JSON object.
+type Object = Map<String, Json>;
+
 /// What the store must hold.
 #[derive(Debug, Default)]
 struct Model {
     /// Per slot: the id and the JSON (`None` once deleted).
-    entities: [Option<(DocId, Option<Map<String, Json>>)>; ENTITIES],
+    entities: [Option<(DocId, Option<Object>)>; ENTITIES],
     /// Outbox hashes, oldest first.
     outbox: Vec<ChangeHash>,
     dead: Vec<ChangeHash>,

@@ -756,7 +756,10 @@ impl World {
         let lost: Vec<_> = self.committed.difference(&on_server).collect();
         assert!(lost.is_empty(), "committed but not on the server: {lost:?}");
         let extra: Vec<_> = on_server.difference(&held).collect();
-        assert!(extra.is_empty(), "on the server but on no replica: {extra:?}");
+        assert!(
+            extra.is_empty(),
+            "on the server but on no replica: {extra:?}"
+        );
         let missing: Vec<_> = held.difference(&on_server).collect();
         assert!(
             missing.is_empty(),
@@ -839,9 +842,7 @@ pub async fn pull_page(
 }
 
 /// Awaits every future concurrently.
-pub async fn join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
+pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut set: Vec<_> = futs.into_iter().map(Box::pin).collect();
     let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
     std::future::poll_fn(|cx| {
