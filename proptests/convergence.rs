@@ -10,7 +10,6 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use proptest::prelude::*;
 use supamerge::remote::{LocalHub, Remote};
 
 fn run(s: &Scenario) {
@@ -28,11 +27,12 @@ fn run(s: &Scenario) {
     });
 }
 
-proptest! {
-    #![proptest_config(config(48, "proptest-regressions/convergence.txt"))]
-
-    #[test]
-    fn replicas_converge(s in scenario(2..=5, 1..60, any_action)) {
-        run(&s);
-    }
+#[test]
+fn replicas_converge() {
+    check(
+        config(48, "proptest-regressions/convergence.txt"),
+        scenario(2..=5, 1..60, any_action),
+        run,
+        minimize_scenario,
+    );
 }

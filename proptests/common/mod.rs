@@ -24,8 +24,10 @@ use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
 use supamerge::replica::RemoteChange;
 use supamerge::store::CursorRecord;
 use supamerge::sync::session::{self, SyncConfig};
+use supamerge::remote::RemoteError;
 use supamerge::sync::wire::{
-    ChangeEnvelope, Cursor, HashHex, PullRequest, PushOutcome, PushRequest, WIRE_VERSION,
+    ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PushOutcome, PushRequest,
+    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload, WIRE_VERSION,
 };
 use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
 
@@ -51,6 +53,115 @@ pub fn config(default: u32, regressions: &'static str) -> ProptestConfig {
         // minutes, not hours.
         max_shrink_iters: 2_000,
         ..ProptestConfig::default()
+    }
+}
+
+/// Runs a property with proptest (random cases, persisted seeds, shrinking);
+/// on failure, shrinks the counterexample further with `minimize` (proptest
+/// deletes each element of a vector once, left to right; an action list,
+/// where actions depend on what came before, needs repeated passes) and
+/// fails with both.
+pub fn check<T, S>(
+    cfg: ProptestConfig,
+    strategy: S,
+    test: impl Fn(&T),
+    minimize: impl Fn(T, &dyn Fn(&T) -> bool) -> T,
+) where
+    T: std::fmt::Debug + Clone,
+    S: Strategy<Value = T>,
+{
+    let mut runner = proptest::test_runner::TestRunner::new(cfg);
+    let result = runner.run(&strategy, |v| {
+        test(&v);
+        Ok(())
+    });
+    match result {
+        Ok(()) => {}
+        Err(proptest::test_runner::TestError::Fail(reason, value)) => {
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let fails = |v: &T| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(v))).is_err()
+            };
+            let min = minimize(value.clone(), &fails);
+            std::panic::set_hook(hook);
+            // Replay the minimal case with the hook back, for its message.
+            let msg = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(&min)))
+                .err()
+                .map(|e| {
+                    e.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default()
+                })
+                .unwrap_or_else(|| "(passed on replay: flaky?)".into());
+            panic!(
+                "property failed: {reason}\nproptest's shrunk input: {value:#?}\n\n\
+                 minimal failing input: {min:#?}\nwhich fails with: {msg}\n{runner}"
+            );
+        }
+        Err(e) => panic!("{e}\n{runner}"),
+    }
+}
+
+/// Repeated deletion passes (halving chunk sizes) over the actions, dropping
+/// unused replicas and zeroing clock offsets, until nothing more goes while
+/// the scenario still fails (bounded number of runs).
+pub fn minimize_scenario(mut s: Scenario, fails: &dyn Fn(&Scenario) -> bool) -> Scenario {
+    let mut budget = 400usize;
+    let try_it = |c: &Scenario, budget: &mut usize| {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        fails(c)
+    };
+    loop {
+        let mut progress = false;
+        // Fewer replicas.
+        let mut r = s.offsets.len();
+        while r > 0 && s.offsets.len() > 2 {
+            r -= 1;
+            if let Some(c) = s.without_replica(r) {
+                if try_it(&c, &mut budget) {
+                    s = c;
+                    progress = true;
+                }
+            }
+        }
+        // Fewer actions.
+        let mut k = (s.actions.len() / 2).max(1);
+        loop {
+            let mut i = 0;
+            while i < s.actions.len() {
+                let mut c = s.clone();
+                c.actions.drain(i..(i + k).min(s.actions.len()));
+                if try_it(&c, &mut budget) {
+                    s = c;
+                    progress = true;
+                } else {
+                    i += k;
+                }
+            }
+            if k == 1 {
+                break;
+            }
+            k /= 2;
+        }
+        // No clock skew.
+        for i in 0..s.offsets.len() {
+            if s.offsets[i] != 0 {
+                let mut c = s.clone();
+                c.offsets[i] = 0;
+                if try_it(&c, &mut budget) {
+                    s = c;
+                    progress = true;
+                }
+            }
+        }
+        if !progress || budget == 0 {
+            return s;
+        }
     }
 }
 
@@ -197,6 +308,11 @@ pub enum Action {
     /// Drops replica `r` (whatever it was doing is lost) and reopens it from
     /// its directory (same device, new actor id, as every open does).
     Restart { r: usize },
+    /// Replica `r` runs a sync pass and its process dies right after the
+    /// `after`-th successful `call` of the pass answered (at the first
+    /// point the pass waits for anything after that: before it persisted
+    /// what the answer told it); then it restarts.
+    Crash { r: usize, call: Call, after: usize },
     /// Moves replica `r`'s clock back by `ms`.
     ClockBack { r: usize, ms: i64 },
 }
@@ -260,6 +376,8 @@ pub fn action(n: usize) -> impl Strategy<Value = Action> {
         3 => (r.clone(), prop_oneof![Just(Call::Push), Just(Call::Pull)], fault_kind(), 0usize..3)
             .prop_map(|(r, call, fault, after)| Action::Fault { r, call, fault, after }),
         1 => r.clone().prop_map(|r| Action::Restart { r }),
+        2 => (r.clone(), prop_oneof![Just(Call::Push), Just(Call::Pull)], 0usize..3)
+            .prop_map(|(r, call, after)| Action::Crash { r, call, after }),
         1 => (r, 1i64..3_600_000).prop_map(|(r, ms)| Action::ClockBack { r, ms }),
     ]
 }
@@ -269,6 +387,76 @@ pub fn action(n: usize) -> impl Strategy<Value = Action> {
 pub struct Scenario {
     pub offsets: Vec<i64>,
     pub actions: Vec<Action>,
+}
+
+impl Action {
+    /// The replica the action is about (`None`: every replica).
+    pub fn replica(&self) -> Option<usize> {
+        match self {
+            Action::Create { r, .. }
+            | Action::Put { r, .. }
+            | Action::DeleteKey { r, .. }
+            | Action::ListInsert { r, .. }
+            | Action::ListDelete { r, .. }
+            | Action::Splice { r, .. }
+            | Action::Increment { r, .. }
+            | Action::DeleteEntity { r, .. }
+            | Action::PushSome { r, .. }
+            | Action::PullPage { r }
+            | Action::Sync { r }
+            | Action::Fault { r, .. }
+            | Action::Restart { r }
+            | Action::Crash { r, .. }
+            | Action::ClockBack { r, .. } => Some(*r),
+            Action::SyncAll => None,
+        }
+    }
+
+    /// The same action about replica `to`.
+    pub fn with_replica(&self, to: usize) -> Action {
+        let mut a = self.clone();
+        match &mut a {
+            Action::Create { r, .. }
+            | Action::Put { r, .. }
+            | Action::DeleteKey { r, .. }
+            | Action::ListInsert { r, .. }
+            | Action::ListDelete { r, .. }
+            | Action::Splice { r, .. }
+            | Action::Increment { r, .. }
+            | Action::DeleteEntity { r, .. }
+            | Action::PushSome { r, .. }
+            | Action::PullPage { r }
+            | Action::Sync { r }
+            | Action::Fault { r, .. }
+            | Action::Restart { r }
+            | Action::Crash { r, .. }
+            | Action::ClockBack { r, .. } => *r = to,
+            Action::SyncAll => {}
+        }
+        a
+    }
+}
+
+impl Scenario {
+    /// The scenario without replica `gone` and its actions (`None` when
+    /// fewer than two replicas would remain).
+    pub fn without_replica(&self, gone: usize) -> Option<Scenario> {
+        if self.offsets.len() <= 2 {
+            return None;
+        }
+        let mut offsets = self.offsets.clone();
+        offsets.remove(gone);
+        let actions = self
+            .actions
+            .iter()
+            .filter_map(|a| match a.replica() {
+                Some(r) if r == gone => None,
+                Some(r) if r > gone => Some(a.with_replica(r - 1)),
+                _ => Some(a.clone()),
+            })
+            .collect();
+        Some(Scenario { offsets, actions })
+    }
 }
 
 pub fn scenario(
@@ -324,6 +512,78 @@ pub fn collection() -> Collection {
     Collection::new("tasks").expect("collection name")
 }
 
+// ----- crashes ---------------------------------------------------------------
+
+/// A remote that signals "the process dies now" right after an armed call
+/// answered successfully.
+pub struct Crashy {
+    inner: Arc<dyn Remote>,
+    armed: std::sync::Mutex<Option<(Call, usize, tokio::sync::oneshot::Sender<()>)>>,
+}
+
+impl Crashy {
+    pub fn new(inner: Arc<dyn Remote>) -> Self {
+        Self {
+            inner,
+            armed: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Arms a crash after the `after`-th next successful `call`; the
+    /// receiver resolves at that moment.
+    pub fn arm(&self, call: Call, after: usize) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        *self.armed.lock().expect("lock") = Some((call, after, tx));
+        rx
+    }
+
+    pub fn disarm(&self) {
+        *self.armed.lock().expect("lock") = None;
+    }
+
+    fn answered(&self, call: Call) {
+        let mut armed = self.armed.lock().expect("lock");
+        if let Some((c, n, _)) = armed.as_mut() {
+            if *c == call {
+                if *n == 0 {
+                    if let Some((_, _, tx)) = armed.take() {
+                        let _ = tx.send(());
+                    }
+                } else {
+                    *n -= 1;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Remote for Crashy {
+    async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
+        let r = self.inner.push(req).await;
+        if r.is_ok() {
+            self.answered(Call::Push);
+        }
+        r
+    }
+
+    async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
+        let r = self.inner.pull(req).await;
+        if r.is_ok() {
+            self.answered(Call::Pull);
+        }
+        r
+    }
+
+    async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
+        self.inner.put_snapshot(snap).await
+    }
+
+    async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
+        self.inner.get_snapshots(query).await
+    }
+}
+
 // ----- the world -----------------------------------------------------------------
 
 /// A replica with its directory, clock and remotes.
@@ -335,6 +595,8 @@ pub struct Node {
     pub base: Arc<dyn Remote>,
     /// `base` with the scripted faults.
     pub faulty: Arc<FaultyRemote>,
+    /// `faulty` with the scripted crashes: what the replica talks to.
+    pub remote: Arc<Crashy>,
     pub clock: ManualClock,
     /// Clock offset from the world's time (skew).
     pub offset: i64,
@@ -386,10 +648,12 @@ impl World {
             .enumerate()
             .map(|(i, base)| {
                 let offset = offsets.get(i).copied().unwrap_or(0);
+                let faulty = Arc::new(FaultyRemote::new(base.clone()));
                 let mut node = Node {
                     path: dir.path().join(format!("replica-{i}")),
                     replica: None,
-                    faulty: Arc::new(FaultyRemote::new(base.clone())),
+                    remote: Arc::new(Crashy::new(faulty.clone())),
+                    faulty,
                     base,
                     clock: ManualClock::new(START_MS + offset),
                     offset,
@@ -600,17 +864,17 @@ impl World {
             }
             Action::PushSome { r, max } => {
                 let n = &self.nodes[*r];
-                let _ = push_some(n.replica(), n.faulty.as_ref(), *max).await;
+                let _ = push_some(n.replica(), n.remote.as_ref(), *max).await;
             }
             Action::PullPage { r } => {
                 let n = &self.nodes[*r];
-                let _ = pull_page(n.replica(), n.faulty.as_ref(), &self.cfg, self.ws).await;
+                let _ = pull_page(n.replica(), n.remote.as_ref(), &self.cfg, self.ws).await;
             }
             Action::Sync { r } => {
                 let n = &self.nodes[*r];
                 let _ = session::run(
                     n.replica(),
-                    n.faulty.as_ref(),
+                    n.remote.as_ref(),
                     &self.cfg,
                     &[self.ws],
                     &no_progress,
@@ -622,7 +886,7 @@ impl World {
                 let futs = self.nodes.iter().map(|n| {
                     session::run(
                         n.replica(),
-                        n.faulty.as_ref(),
+                        n.remote.as_ref(),
                         &self.cfg,
                         &wss,
                         &no_progress,
@@ -656,6 +920,30 @@ impl World {
                 );
             }
             Action::Restart { r } => self.restart(*r),
+            Action::Crash { r, call, after } => {
+                let n = &self.nodes[*r];
+                let crash = n.remote.arm(*call, *after);
+                let wss = [self.ws];
+                let pass = session::run(
+                    n.replica(),
+                    n.remote.as_ref(),
+                    &self.cfg,
+                    &wss,
+                    &no_progress,
+                );
+                let crashed = tokio::select! {
+                    biased;
+                    Ok(()) = crash => true,
+                    _ = pass => false,
+                };
+                n.remote.disarm();
+                if crashed {
+                    // The pass is dropped at its first wait after the answer;
+                    // a store write it had already started still completes
+                    // (as an fsync would), then the reopen gets the lock.
+                    self.restart(*r);
+                }
+            }
             Action::ClockBack { r, ms } => {
                 self.nodes[*r].offset -= ms;
                 self.nodes[*r].clock.set(self.now + self.nodes[*r].offset);
