@@ -81,6 +81,26 @@ pub struct Conflict {
     pub winner: usize,
 }
 
+/// Which writer a one-shot resolution keeps ([`crate::Replica::keep_local`],
+/// [`crate::Replica::keep_remote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A value written by this replica (any actor it has committed with).
+    Local,
+    /// A value written by another replica.
+    Remote,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        })
+    }
+}
+
 /// A read view of a document in which every field reads as its
 /// last-writer-wins winner: what typed reads (autosurgeon `hydrate`) see.
 #[derive(Debug, Clone, Copy)]

@@ -107,6 +107,8 @@ pub mod error;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod id;
+pub mod migrate;
+pub mod pointer;
 pub mod remote;
 pub mod replica;
 pub mod store;
@@ -114,4 +116,5 @@ pub mod sync;
 
 pub use error::{Error, Result};
 pub use id::{Collection, DocId, WorkspaceId};
+pub use migrate::Migration;
 pub use replica::{Origin, Replica, ReplicaBuilder, ReplicaEvent};
