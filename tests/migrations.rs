@@ -214,8 +214,12 @@ async fn migrations_chain_each_built_on_the_previous_one() {
         .iter()
         .find(|h| h.actor == migration_actor(&tasks(), 2).to_hex_string())
         .unwrap();
-    assert_eq!(v2c.deps, [v1c.hash.clone()], "v2 builds on v1");
-    assert_eq!(v1c.deps, [hist[0].hash.clone()], "v1 builds on creation");
+    assert_eq!(v2c.deps, std::slice::from_ref(&v1c.hash), "v2 builds on v1");
+    assert_eq!(
+        v1c.deps,
+        std::slice::from_ref(&hist[0].hash),
+        "v1 builds on creation"
+    );
 
     for r in [a, c, b, a] {
         sync(r, &hub).await;
