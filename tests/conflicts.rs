@@ -533,3 +533,17 @@ fn concurrent_list_inserts_are_both_kept_in_the_same_order() {
     assert_eq!(b.get_json(&id).unwrap()["tags"], tags);
     assert!(a.conflicts(&id).unwrap().is_empty());
 }
+
+#[test]
+fn a_field_removed_on_one_replica_and_written_on_another_keeps_the_write() {
+    let (base, a, b, id) = pair(json!({"note": "old"}));
+    let (a, b) = (&a.replica, &b.replica);
+    base.set(T0 + 100);
+    a.patch_json(&id, &json!({"note": null})).unwrap();
+    b.patch_json(&id, &json!({"note": "new"})).unwrap();
+    sync_all(&[a, b]);
+    for r in [a, b] {
+        assert_eq!(r.get_json(&id).unwrap()["note"], "new");
+        assert!(r.conflicts(&id).unwrap().is_empty());
+    }
+}
