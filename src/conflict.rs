@@ -8,6 +8,12 @@
 //! causally later write replaces the earlier value anyway, so only truly
 //! concurrent values ever compete here. Every replica holding the same changes
 //! computes the same winner.
+//!
+//! Every concurrent value stays readable ([`crate::Replica::conflicts`]) until
+//! an app resolves the field with [`crate::Replica::resolve`],
+//! [`crate::Replica::keep_local`] or [`crate::Replica::keep_remote`]: one new,
+//! causally later write. There is deliberately no automatic "local wins"
+//! policy (see `docs/conflicts.md`).
 
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, Prop, ReadDoc, Value};
 use serde::{Deserialize, Serialize};

@@ -1203,7 +1203,11 @@ impl Replica {
         let mut changed = false;
         for m in self.inner.migrations.for_collection(&collection) {
             let ds = self.get_loaded(&mut st, id)?;
-            if migrate::migration_change(&ds.doc, &collection, m.version()).is_some() {
+            // Only migrations write `_meta.schema` after creation, each on
+            // top of the previous one: a version >= v means v is there.
+            if entity::schema_version(&ds.doc) >= m.version()
+                || migrate::migration_change(&ds.doc, &collection, m.version()).is_some()
+            {
                 continue;
             }
             let change = migrate::build_change(&ds.doc, id, m)?;
