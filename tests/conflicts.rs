@@ -277,6 +277,23 @@ fn no_local_or_remote_candidate_is_a_typed_error() {
         a.get_json(&id).unwrap()["v"],
         winner.candidates[winner.winner].value
     );
+
+    // Three candidates, A's the overall winner: keep_remote on A takes the
+    // LWW winner among the other two (C's, written later than B's).
+    base.set(T0 + 1_000);
+    b.patch_json(&id, &json!({"v": "b2"})).unwrap();
+    base.set(T0 + 2_000);
+    c.patch_json(&id, &json!({"v": "c2"})).unwrap();
+    base.set(T0 + 3_000);
+    a.patch_json(&id, &json!({"v": "a2"})).unwrap();
+    sync_all(&[a, b, c]);
+    // b2 and c2 did not see A's resolution (a2 replaced it): three candidates.
+    assert_eq!(a.conflicts(&id).unwrap()[0].candidates.len(), 3);
+    assert_eq!(a.get_json(&id).unwrap()["v"], "a2");
+    a.keep_remote(&id, "/v").unwrap();
+    assert_eq!(a.get_json(&id).unwrap()["v"], "c2");
+    b.keep_local(&id, "/v").unwrap();
+    assert_eq!(b.get_json(&id).unwrap()["v"], "b2");
 }
 
 #[test]
