@@ -1201,12 +1201,38 @@ impl Replica {
         }
         let collection = ds.record.collection.clone();
         let mut changed = false;
-        for m in self.inner.migrations.for_collection(&collection) {
-            let ds = self.get_loaded(&mut st, id)?;
+        let outcome = self.apply_migrations(&mut st, id, &collection, &mut changed);
+        if changed {
+            // Also when a later migration failed: the earlier ones are
+            // committed and subscribers must hear of them.
+            self.emit(ReplicaEvent::DocChanged {
+                id: *id,
+                origin: Origin::Local,
+            });
+            outcome?;
+            self.maybe_compact(&mut st, id)?;
+        } else {
+            outcome?;
+        }
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok((entity::schema_version(&ds.doc), changed))
+    }
+
+    /// Commits each missing migration of `collection` to `id`, in version
+    /// order; sets `changed` as soon as one is committed.
+    fn apply_migrations(
+        &self,
+        st: &mut State,
+        id: &DocId,
+        collection: &Collection,
+        changed: &mut bool,
+    ) -> Result<()> {
+        for m in self.inner.migrations.for_collection(collection) {
+            let ds = self.get_loaded(st, id)?;
             // Only migrations write `_meta.schema` after creation, each on
             // top of the previous one: a version >= v means v is there.
             if entity::schema_version(&ds.doc) >= m.version()
-                || migrate::migration_change(&ds.doc, &collection, m.version()).is_some()
+                || migrate::migration_change(&ds.doc, collection, m.version()).is_some()
             {
                 continue;
             }
@@ -1232,17 +1258,9 @@ impl Replica {
                 return Err(e);
             }
             ds.max_ts = heads_max_ts(&ds.doc);
-            changed = true;
+            *changed = true;
         }
-        if changed {
-            self.maybe_compact(&mut st, id)?;
-            self.emit(ReplicaEvent::DocChanged {
-                id: *id,
-                origin: Origin::Local,
-            });
-        }
-        let ds = self.get_loaded(&mut st, id)?;
-        Ok((entity::schema_version(&ds.doc), changed))
+        Ok(())
     }
 
     // ----- outbox ---------------------------------------------------------

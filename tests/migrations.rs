@@ -328,6 +328,7 @@ fn a_failing_migration_is_a_typed_error_and_changes_nothing() {
     let id = r
         .create_json(ws(), &tasks(), &json!({"title": "t"}))
         .unwrap();
+    let mut events = r.subscribe();
     assert!(matches!(
         r.migrate_collection(&tasks()),
         Err(Error::Migration(MigrationError::Failed { version: 2, .. }))
@@ -335,6 +336,14 @@ fn a_failing_migration_is_a_typed_error_and_changes_nothing() {
     assert_eq!(r.info(&id).unwrap().schema, 1);
     assert_eq!(r.pending(), 2);
     assert!(r.get_json(&id).unwrap().get("half").is_none());
+    assert_eq!(
+        events.try_recv().unwrap(),
+        ReplicaEvent::DocChanged {
+            id,
+            origin: Origin::Local
+        },
+        "v1 was committed: subscribers hear of it"
+    );
 }
 
 #[test]
