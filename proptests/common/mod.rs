@@ -20,16 +20,16 @@ use serde_json::{json, Value as Json};
 use supamerge::clock::ManualClock;
 use supamerge::conflict::Conflict;
 use supamerge::entity::EntityError;
+use supamerge::remote::RemoteError;
 use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
 use supamerge::replica::RemoteChange;
 use supamerge::store::CursorRecord;
 use supamerge::sync::session::{self, SyncConfig};
-use supamerge::remote::RemoteError;
 use supamerge::sync::wire::{
-    ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PushOutcome, PushRequest,
-    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload, WIRE_VERSION,
+    ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PushOutcome, PushRequest, PushResponse,
+    SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload, WIRE_VERSION,
 };
-use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
+use supamerge::{Collection, DocId, Error, Migration, Replica, WorkspaceId};
 
 // ----- configuration -------------------------------------------------------
 
@@ -80,9 +80,8 @@ pub fn check<T, S>(
         Err(proptest::test_runner::TestError::Fail(reason, value)) => {
             let hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(|_| {}));
-            let fails = |v: &T| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(v))).is_err()
-            };
+            let fails =
+                |v: &T| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(v))).is_err();
             let min = minimize(value.clone(), &fails);
             std::panic::set_hook(hook);
             // Replay the minimal case with the hook back, for its message.
@@ -288,6 +287,9 @@ pub enum Action {
     Increment { r: usize, slot: usize, by: i64 },
     /// Deletes the entity (tombstone).
     DeleteEntity { r: usize, slot: usize },
+    /// Runs the registered schema migrations (the same on every replica) on
+    /// the entity, when the replica has it (deleted or not).
+    Migrate { r: usize, slot: usize },
     /// Pushes at most `max` outbox entries in one request.
     PushSome { r: usize, max: usize },
     /// Pulls one page (of `pull_limit`) and applies it with its cursor.
@@ -360,7 +362,8 @@ pub fn edit(n: usize) -> impl Strategy<Value = Action> {
         2 => (r.clone(), slot.clone(), 0usize..8, 0usize..3, prop::sample::select(vec!["x", "yz", ""]))
             .prop_map(|(r, slot, at, del, text)| Action::Splice { r, slot, at, del, text }),
         2 => (r.clone(), slot.clone(), -2i64..4).prop_map(|(r, slot, by)| Action::Increment { r, slot, by }),
-        1 => (r, slot).prop_map(|(r, slot)| Action::DeleteEntity { r, slot }),
+        1 => (r.clone(), slot.clone()).prop_map(|(r, slot)| Action::DeleteEntity { r, slot }),
+        2 => (r, slot).prop_map(|(r, slot)| Action::Migrate { r, slot }),
     ]
 }
 
@@ -401,6 +404,7 @@ impl Action {
             | Action::Splice { r, .. }
             | Action::Increment { r, .. }
             | Action::DeleteEntity { r, .. }
+            | Action::Migrate { r, .. }
             | Action::PushSome { r, .. }
             | Action::PullPage { r }
             | Action::Sync { r }
@@ -424,6 +428,7 @@ impl Action {
             | Action::Splice { r, .. }
             | Action::Increment { r, .. }
             | Action::DeleteEntity { r, .. }
+            | Action::Migrate { r, .. }
             | Action::PushSome { r, .. }
             | Action::PullPage { r }
             | Action::Sync { r }
@@ -510,6 +515,20 @@ pub fn new_workspace() -> WorkspaceId {
 
 pub fn collection() -> Collection {
     Collection::new("tasks").expect("collection name")
+}
+
+// ----- migrations --------------------------------------------------------------
+
+/// The schema version the registered migrations lead to.
+pub const MIGRATIONS: u64 = 2;
+
+/// The migrations every replica registers: v1 adds a field, v2 writes a
+/// field users write too (it loses to their concurrent writes).
+pub fn migrations() -> Vec<Migration> {
+    vec![
+        Migration::new(collection(), 1, |tx, data| tx.put(data, "status", "open")),
+        Migration::new(collection(), 2, |tx, data| tx.put(data, "prio", 1)),
+    ]
 }
 
 // ----- crashes ---------------------------------------------------------------
@@ -612,7 +631,11 @@ impl Node {
 
     fn open(&mut self) {
         self.opens += 1;
-        let replica = Replica::builder(&self.path)
+        let mut builder = Replica::builder(&self.path);
+        for m in migrations() {
+            builder = builder.with_migration(m);
+        }
+        let replica = builder
             .with_clock(Arc::new(self.clock.clone()))
             .with_seed((self.index as u64) << 32 | self.opens)
             .open()
@@ -862,6 +885,32 @@ impl World {
                 let h = self.nodes[*r].replica().delete(&id).expect("delete");
                 self.commit(id, Some(h));
             }
+            Action::Migrate { r, slot } => {
+                let Some(id) = self.slots[*slot] else {
+                    return;
+                };
+                let rep = self.nodes[*r].replica();
+                let before: BTreeSet<[u8; 32]> = rep
+                    .peek(usize::MAX, usize::MAX)
+                    .expect("peek")
+                    .iter()
+                    .map(|e| e.hash)
+                    .collect();
+                match rep.migrate(&id) {
+                    Ok(v) => assert_eq!(v, MIGRATIONS, "schema version after migrating"),
+                    Err(Error::Entity(EntityError::NotFound { .. })) => return,
+                    Err(e) => panic!("replica {r}: migrating {id}: {e}"),
+                }
+                let new: Vec<_> = rep
+                    .peek(usize::MAX, usize::MAX)
+                    .expect("peek")
+                    .into_iter()
+                    .filter(|e| !before.contains(&e.hash))
+                    .collect();
+                for e in new {
+                    self.committed.insert((e.doc_id, HashHex(e.hash)));
+                }
+            }
             Action::PushSome { r, max } => {
                 let n = &self.nodes[*r];
                 let _ = push_some(n.replica(), n.remote.as_ref(), *max).await;
@@ -1023,6 +1072,42 @@ impl World {
             assert!(dead.is_empty(), "replica {i}: dead letters {dead:?}");
             for id in &ids {
                 held.extend(change_hashes(r, id).into_iter().map(|h| (*id, h)));
+            }
+        }
+        // Migrations made independently on several replicas are one change
+        // per version and document, never a conflict between migrations.
+        let migration_actors: Vec<automerge::ActorId> = (1..=MIGRATIONS)
+            .map(|v| supamerge::migrate::migration_actor(&collection(), v))
+            .collect();
+        for id in &ids {
+            replicas[0]
+                .with_doc(id, |d| {
+                    for a in &migration_actors {
+                        let n = d
+                            .get_changes(&[])
+                            .iter()
+                            .filter(|c| c.actor_id() == a)
+                            .count();
+                        assert!(n <= 1, "{n} migration changes by {a} in {id}");
+                    }
+                })
+                .ok();
+            if let Ok(conflicts) = replicas[0].conflicts(id) {
+                for c in conflicts {
+                    let from_migrations = c
+                        .candidates
+                        .iter()
+                        .filter(|cand| {
+                            migration_actors
+                                .iter()
+                                .any(|a| a.to_hex_string() == cand.actor)
+                        })
+                        .count();
+                    assert!(
+                        from_migrations <= 1,
+                        "{id}: migrations conflict with each other: {c:?}"
+                    );
+                }
             }
         }
         for (id, h) in &self.committed {
