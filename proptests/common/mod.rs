@@ -251,6 +251,17 @@ pub enum FaultKind {
     ServerError,
 }
 
+/// How a conflict is resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Choice {
+    /// `resolve(path, value)`.
+    Value(Scalar),
+    /// `keep_local(path)`.
+    Local,
+    /// `keep_remote(path)`.
+    Remote,
+}
+
 /// One step of a scenario. `r` is a replica index, `slot` an entity slot.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -287,6 +298,14 @@ pub enum Action {
     Increment { r: usize, slot: usize, by: i64 },
     /// Deletes the entity (tombstone).
     DeleteEntity { r: usize, slot: usize },
+    /// Resolves a conflict on a scalar key (when there is one here) with the
+    /// conflict API.
+    Resolve {
+        r: usize,
+        slot: usize,
+        key: Key,
+        choice: Choice,
+    },
     /// Runs the registered schema migrations (the same on every replica) on
     /// the entity, when the replica has it (deleted or not).
     Migrate { r: usize, slot: usize },
@@ -320,11 +339,12 @@ pub enum Action {
 }
 
 pub fn key() -> impl Strategy<Value = Key> {
+    // Skewed, so concurrent writes of one field (conflicts) are common.
     prop_oneof![
-        Just(Key::Title),
-        Just(Key::Done),
-        Just(Key::Prio),
-        Just(Key::Note)
+        4 => Just(Key::Title),
+        2 => Just(Key::Prio),
+        1 => Just(Key::Done),
+        1 => Just(Key::Note)
     ]
 }
 
@@ -363,7 +383,13 @@ pub fn edit(n: usize) -> impl Strategy<Value = Action> {
             .prop_map(|(r, slot, at, del, text)| Action::Splice { r, slot, at, del, text }),
         2 => (r.clone(), slot.clone(), -2i64..4).prop_map(|(r, slot, by)| Action::Increment { r, slot, by }),
         1 => (r.clone(), slot.clone()).prop_map(|(r, slot)| Action::DeleteEntity { r, slot }),
-        2 => (r, slot).prop_map(|(r, slot)| Action::Migrate { r, slot }),
+        2 => (r.clone(), slot.clone()).prop_map(|(r, slot)| Action::Migrate { r, slot }),
+        2 => (r, slot, key(), prop_oneof![
+                scalar().prop_map(Choice::Value),
+                Just(Choice::Local),
+                Just(Choice::Remote)
+            ])
+            .prop_map(|(r, slot, key, choice)| Action::Resolve { r, slot, key, choice }),
     ]
 }
 
@@ -404,6 +430,7 @@ impl Action {
             | Action::Splice { r, .. }
             | Action::Increment { r, .. }
             | Action::DeleteEntity { r, .. }
+            | Action::Resolve { r, .. }
             | Action::Migrate { r, .. }
             | Action::PushSome { r, .. }
             | Action::PullPage { r }
@@ -428,6 +455,7 @@ impl Action {
             | Action::Splice { r, .. }
             | Action::Increment { r, .. }
             | Action::DeleteEntity { r, .. }
+            | Action::Resolve { r, .. }
             | Action::Migrate { r, .. }
             | Action::PushSome { r, .. }
             | Action::PullPage { r }
@@ -884,6 +912,47 @@ impl World {
                 };
                 let h = self.nodes[*r].replica().delete(&id).expect("delete");
                 self.commit(id, Some(h));
+            }
+            Action::Resolve {
+                r,
+                slot,
+                key,
+                choice,
+            } => {
+                let Some(id) = self.editable(*r, *slot) else {
+                    return;
+                };
+                let rep = self.nodes[*r].replica().clone();
+                // The key's conflict, else the first conflict there is
+                // (else the key: refused as not conflicted).
+                let mut path = format!("/{}", key.as_str());
+                let conflicts = rep.conflicts(&id).expect("conflicts");
+                if !conflicts.iter().any(|c| c.path == path) {
+                    if let Some(c) = conflicts.first() {
+                        path = c.path.clone();
+                    }
+                }
+                let res = match choice {
+                    Choice::Value(v) => rep.resolve(&id, &path, &v.json()),
+                    Choice::Local => rep.keep_local(&id, &path),
+                    Choice::Remote => rep.keep_remote(&id, &path),
+                };
+                match res {
+                    Ok(h) => {
+                        self.commit(id, Some(h));
+                        let left = rep.conflicts(&id).expect("conflicts");
+                        assert!(
+                            left.iter().all(|c| c.path != path),
+                            "replica {r}: {path} still conflicted after resolving: {left:?}"
+                        );
+                    }
+                    Err(Error::Entity(
+                        EntityError::NotConflicted { .. }
+                        | EntityError::NoSuchPath { .. }
+                        | EntityError::NoCandidate { .. },
+                    )) => {}
+                    Err(e) => panic!("replica {r}: resolving {path} of {id}: {e}"),
+                }
             }
             Action::Migrate { r, slot } => {
                 let Some(id) = self.slots[*slot] else {
