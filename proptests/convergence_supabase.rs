@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::*;
-use proptest::test_runner::TestRunner;
 use supamerge::remote::Remote;
 use supamerge::sync::wire::HashHex;
 use supamerge::{DocId, WorkspaceId};
@@ -70,12 +69,10 @@ fn replicas_converge_on_supabase() {
         .expect("runtime");
     // Fails (never skips) without PostgreSQL: see pg::admin_url.
     let fx = rt.block_on(pg::SupabaseFixture::start());
-    let mut runner = TestRunner::new(config(8, "proptest-regressions/convergence_supabase.txt"));
-    let result = runner.run(&scenario(2..=4, 1..40, any_action), |s| {
-        rt.block_on(run(&fx, &s));
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!("{e}\n{runner}");
-    }
+    check(
+        config(8, "proptest-regressions/convergence_supabase.txt"),
+        scenario(2..=4, 1..40, any_action),
+        |s| rt.block_on(run(&fx, s)),
+        minimize_scenario,
+    );
 }
