@@ -178,7 +178,7 @@ fn run(race: &Race) {
 }
 
 proptest! {
-    #![proptest_config(config(48, "proptest-regressions/causality.txt"))]
+    #![proptest_config(config(256, "proptest-regressions/causality.txt"))]
 
     #[test]
     fn a_write_that_has_seen_another_wins_over_it(r in race()) {

@@ -70,7 +70,7 @@ fn replicas_converge_on_supabase() {
     // Fails (never skips) without PostgreSQL: see pg::admin_url.
     let fx = rt.block_on(pg::SupabaseFixture::start());
     check(
-        config(8, "proptest-regressions/convergence_supabase.txt"),
+        config(32, "proptest-regressions/convergence_supabase.txt"),
         scenario(2..=4, 1..40, any_action),
         |s| rt.block_on(run(&fx, s)),
         minimize_scenario,

@@ -145,7 +145,7 @@ fn run(s: &Scenario, deliveries: &[Delivery]) {
 #[test]
 fn delivery_order_and_grouping_do_not_matter() {
     check(
-        config(48, "proptest-regressions/order.txt"),
+        config(256, "proptest-regressions/order.txt"),
         (
             scenario(2..=4, 1..30, edit_or_sync),
             prop::collection::vec(delivery(), 1..4),

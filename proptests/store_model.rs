@@ -284,7 +284,7 @@ fn durability() -> impl Strategy<Value = Durability> {
 }
 
 proptest! {
-    #![proptest_config(config(64, "proptest-regressions/store_model.txt"))]
+    #![proptest_config(config(512, "proptest-regressions/store_model.txt"))]
 
     #[test]
     fn store_agrees_with_model(ops in prop::collection::vec(op(), 1..60), d in durability()) {
