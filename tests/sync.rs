@@ -9,7 +9,7 @@
 //! the constructor is an expression evaluating to a future of something that
 //! implements [`support::backend::Backend`]. Adding a backend (e.g. the
 //! Supabase gateway over PostgreSQL) is: implement `Backend` for it in
-//! `tests/support/`, then add one line at the bottom of this list:
+//! `tests/support/`, then add one line to this list:
 //!
 //! ```ignore
 //! backend_tests!(local_hub, LocalHubBackend::new());
@@ -42,7 +42,7 @@ use supamerge::sync::{SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncH
 use supamerge::{DocId, Origin, Replica, WorkspaceId};
 use tokio::sync::broadcast;
 
-use support::backend::{Backend, LocalHubBackend};
+use support::backend::{Backend, LocalHubBackend, SupabaseBackend};
 use support::sync_util::*;
 
 macro_rules! backend_tests {
@@ -78,6 +78,7 @@ macro_rules! backend_tests {
 }
 
 backend_tests!(local_hub, LocalHubBackend::new());
+backend_tests!(supabase, SupabaseBackend::start());
 
 // ----- invariants under faults ------------------------------------------------
 
