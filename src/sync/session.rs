@@ -86,6 +86,10 @@ pub struct SyncReport {
     pub pages: usize,
     /// Snapshots uploaded.
     pub snapshots_uploaded: usize,
+    /// Snapshots the server would not take (too large, refused for this
+    /// document, or a read-only member): an optimisation skipped, not an
+    /// error — the changes themselves are on the server.
+    pub snapshots_skipped: usize,
     /// Snapshots downloaded and merged (bootstrap).
     pub snapshots_loaded: usize,
     /// Wall time of the pass in ms.
@@ -380,7 +384,7 @@ pub async fn upload_snapshots(
     let candidates = blocking(replica, move |r| r.snapshot_candidates(&ws, threshold)).await?;
     for (id, collection) in candidates {
         let (bytes, heads) = blocking(replica, move |r| r.save(&id)).await?;
-        remote
+        let upload = remote
             .put_snapshot(SnapshotUpload {
                 v: WIRE_VERSION,
                 workspace: ws,
@@ -390,9 +394,29 @@ pub async fn upload_snapshots(
                 covers: Cursor(covers.clone()),
                 bytes,
             })
-            .await?;
-        blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
-        report.snapshots_uploaded += 1;
+            .await;
+        match upload {
+            Ok(_) => {
+                blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
+                report.snapshots_uploaded += 1;
+            }
+            // A reader may pull but not write snapshots: none of this
+            // workspace's will be taken, so stop asking for this pass.
+            Err(RemoteError::Forbidden { message }) => {
+                tracing::info!(%ws, %message, "snapshot upload not allowed; skipping snapshots");
+                report.snapshots_skipped += 1;
+                return Ok(());
+            }
+            // This document's snapshot will not fit (or was refused): mark it
+            // so it is retried only after another `snapshot_threshold`
+            // changes, instead of on every pass.
+            Err(e @ (RemoteError::TooLarge { .. } | RemoteError::BadRequest { .. })) => {
+                tracing::warn!(%ws, doc = %id, error = %e, "snapshot not accepted; skipped");
+                blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
+                report.snapshots_skipped += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
