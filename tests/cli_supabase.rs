@@ -101,7 +101,20 @@ async fn demo_and_sync_run_against_the_gateway() {
     let db = TestDb::new().await;
     let gw = GatewayProcess::start(&db);
     let user = Uuid::new_v4();
-    let token = user_jwt(user);
+    // A token from `supamerge dev-token`, as a developer of the stack gets one.
+    let minted = ok(
+        bin()
+            .args(["--json", "dev-token", "--jwt-secret", JWT_SECRET])
+            .args(["--user", &user.to_string()])
+            .output()
+            .expect("dev-token"),
+        "dev-token",
+    );
+    assert_eq!(minted["user"], user.to_string(), "{minted}");
+    let token = minted["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
 
     // The demo: three devices of one user, in a workspace it creates.
     let report = ok(
@@ -160,6 +173,21 @@ async fn demo_and_sync_run_against_the_gateway() {
         "get on b",
     );
     assert_eq!(got["data"]["title"], "from the CLI", "{got}");
+
+    // Another user's token cannot pull the workspace (row-level security).
+    let other = tempfile::tempdir().expect("temp dir");
+    let stranger = sync(
+        other.path(),
+        &gw.url,
+        &user_jwt(Uuid::new_v4()),
+        &["--workspace", &ws],
+    );
+    assert_eq!(stranger.status.code(), Some(1), "{}", stderr(&stranger));
+    assert!(
+        stderr(&stranger).contains("access denied"),
+        "{}",
+        stderr(&stranger)
+    );
 
     // Neither a hub nor Supabase: a usage error.
     let none = bin()

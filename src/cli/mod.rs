@@ -92,6 +92,9 @@ pub enum Command {
         about = "Serve the Supabase-compatible RPC gateway: a DEVELOPMENT STAND-IN for Supabase's API"
     )]
     Gateway(crate::gateway::GatewayArgs),
+    /// Print an access token (HS256 JWT) for the local gateway: a user of the dev stack.
+    #[cfg(feature = "gateway")]
+    DevToken(gateway::DevTokenArgs),
 }
 
 /// Why a command failed.
@@ -282,6 +285,8 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
         #[cfg(feature = "gateway")]
         Command::Gateway(a) => gateway::run(a),
+        #[cfg(feature = "gateway")]
+        Command::DevToken(a) => gateway::dev_token(a, mode, out),
     }
 }
 
