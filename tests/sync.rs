@@ -478,15 +478,27 @@ async fn case_multiple_workspaces_have_separate_cursors(b: &dyn Backend) {
         .replica
         .create_json(w2, &notes(), &json!({"w": 2}))
         .expect("create");
+    // An outbox alternating between the workspaces.
     for n in 0..5 {
         both.replica
             .patch_json(&d1, &json!({"n": n}))
+            .expect("edit");
+        both.replica
+            .patch_json(&d2, &json!({"n": n}))
             .expect("edit");
     }
     let e2 = only2
         .replica
         .create_json(w2, &notes(), &json!({"by": "only2"}))
         .expect("create");
+    let first = pass(&both.replica, both.remote.as_ref(), &cfg, &[w1, w2])
+        .await
+        .expect("sync");
+    assert_eq!(
+        (first.pushed, first.push_batches),
+        (12, 2),
+        "one request per workspace, not one per alternation: {first:?}"
+    );
     for _ in 0..3 {
         pass(&both.replica, both.remote.as_ref(), &cfg, &[w1, w2])
             .await
@@ -510,7 +522,7 @@ async fn case_multiple_workspaces_have_separate_cursors(b: &dyn Backend) {
         .expect("w2 cursor");
     assert_ne!(c1.cursor, c2.cursor, "cursors are per workspace");
     assert_eq!(b.stored_changes(&w1).await.len(), 6);
-    assert_eq!(b.stored_changes(&w2).await.len(), 2);
+    assert_eq!(b.stored_changes(&w2).await.len(), 7);
     assert!(only1.replica.cursor(&w2).expect("cursor").is_none());
     assert!(docs_of(&only1.replica, &w2).is_empty());
     assert!(

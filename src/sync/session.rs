@@ -160,15 +160,23 @@ pub async fn push(
     let total = replica.pending();
     let mut done = 0;
     loop {
-        let mut batch = blocking(replica, move |r| r.peek(max_count, max_bytes)).await?;
-        let Some(first) = batch.first() else { break };
-        let ws = first.workspace;
-        if let Some(cut) = batch.iter().position(|e| e.workspace != ws) {
-            batch.truncate(cut);
+        let batch = blocking(replica, move |r| r.peek(max_count, max_bytes)).await?;
+        if batch.is_empty() {
+            break;
         }
-        let n = push_batch(replica, remote, ws, batch, report).await?;
-        done += n;
-        progress(Progress::Pushed { done, total });
+        // One request per workspace in the batch, each in outbox order (a
+        // document belongs to one workspace, so its changes stay in order).
+        let mut groups: Vec<(WorkspaceId, Vec<OutboxEntry>)> = Vec::new();
+        for e in batch {
+            match groups.iter_mut().find(|(ws, _)| *ws == e.workspace) {
+                Some((_, g)) => g.push(e),
+                None => groups.push((e.workspace, vec![e])),
+            }
+        }
+        for (ws, group) in groups {
+            done += push_batch(replica, remote, ws, group, report).await?;
+            progress(Progress::Pushed { done, total });
+        }
     }
     Ok(())
 }
