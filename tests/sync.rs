@@ -997,3 +997,33 @@ async fn engine_announces_doc_changed_from_remote_pulls() {
         "other"
     );
 }
+
+/// The hub refuses a protocol version it does not speak, with a typed error,
+/// and answers the current one.
+#[tokio::test]
+async fn local_hub_refuses_unknown_protocol_versions() {
+    use supamerge::remote::RemoteError;
+    use supamerge::sync::wire::{Cursor, PullRequest, WIRE_VERSION};
+    let b = LocalHubBackend::new().await;
+    let ws = b.new_workspace(1).await;
+    let req = |v| PullRequest {
+        v,
+        workspace: ws,
+        cursor: Cursor(String::new()),
+        limit: 10,
+        skip_snapshotted: false,
+    };
+    match b.hub().pull(req(WIRE_VERSION + 1)).await {
+        Err(RemoteError::BadRequest { code, message }) => {
+            assert_eq!(code, "unsupported_version");
+            assert!(message.contains("not supported"), "{message}");
+        }
+        other => panic!("a future version must be refused: {other:?}"),
+    }
+    let page = b
+        .hub()
+        .pull(req(WIRE_VERSION))
+        .await
+        .expect("current version");
+    assert!(page.changes.is_empty());
+}
