@@ -122,6 +122,12 @@ pub enum CliError {
     /// The tokio runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// Some entities of a listing could not be read (each reported on stderr).
+    #[error("{count} entities could not be read (damaged records)")]
+    Unreadable {
+        /// How many.
+        count: usize,
+    },
     /// `sync` needs `--hub DIR` or `--supabase-url`.
     #[error("no remote: pass --hub DIR or --supabase-url URL --anon-key KEY")]
     MissingRemote,
@@ -170,6 +176,7 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
+            CliError::Unreadable { .. } => "corrupt",
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
             #[cfg(feature = "gateway")]
             CliError::Gateway(_) => "gateway",
