@@ -671,6 +671,128 @@ fn killed_mid_sync_loses_nothing() {
     });
 }
 
+const BOOT_ENV: &str = "SUPAMERGE_SYNC_BOOT_CHILD_DIR";
+
+fn boot_cfg() -> SyncConfig {
+    SyncConfig {
+        pull_limit: 3,
+        snapshot_page_limit: 4,
+        snapshot_threshold: 8,
+        bootstrap_from_snapshots: true,
+        ..SyncConfig::default()
+    }
+}
+
+/// The child half of [`killed_mid_bootstrap_resumes`]: a fresh replica
+/// bootstrapping from the hub in `BOOT_ENV`'s directory, printing a line per
+/// progress step, until killed (or done).
+#[test]
+#[ignore = "child process of killed_mid_bootstrap_resumes"]
+fn boot_child_worker() {
+    let Ok(dir) = std::env::var(BOOT_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let replica = Replica::open(dir.join("fresh")).expect("open replica");
+        let hub = LocalHub::open(dir.join("hub")).expect("open hub");
+        let progress = |p: supamerge::sync::session::Progress| println!("progress {p:?}");
+        let r = supamerge::sync::session::run(&replica, &hub, &boot_cfg(), &[kill_ws()], &progress)
+            .await;
+        println!("pass {:?}", r.map(|r| (r.pulled, r.snapshots_loaded)));
+    });
+}
+
+/// A fresh device bootstrapping from snapshots is SIGKILLed at several
+/// points of its first sync; reopened each time, it resumes, and in the end
+/// holds exactly what the source holds (heads, JSON, conflicts), nothing
+/// missing, nothing applied twice.
+#[test]
+fn killed_mid_bootstrap_resumes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let ws = kill_ws();
+    // The source: 30 documents with snapshots, and tails past them.
+    rt.block_on(async {
+        let hub = LocalHub::open(dir.path().join("hub")).expect("hub");
+        let src = Replica::open(dir.path().join("source")).expect("source");
+        let cfg = boot_cfg();
+        let mut ids = Vec::new();
+        for k in 0..30 {
+            let id = src
+                .create_json(ws, &notes(), &json!({"k": k, "n": 0}))
+                .expect("create");
+            for n in 1..12 {
+                src.patch_json(&id, &json!({"n": n})).expect("edit");
+            }
+            ids.push(id);
+        }
+        pass(&src, &hub, &cfg, &[ws]).await.expect("source syncs");
+        pass(&src, &hub, &cfg, &[ws]).await.expect("snapshots");
+        for (i, id) in ids.iter().enumerate() {
+            for t in 0..(i % 4) {
+                src.patch_json(id, &json!({"tail": t})).expect("edit");
+            }
+        }
+        pass(&src, &hub, &cfg, &[ws]).await.expect("tails");
+        hub.flush().expect("flush");
+    });
+    let exe = std::env::current_exe().expect("test binary");
+    let mut finished = false;
+    // Progress lines: ~15 pages of tail changes, then ~8 pages of snapshots.
+    for kill_after in [2usize, 5, 9, 4, 3, 5] {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "boot_child_worker", "--nocapture", "--ignored"])
+            .arg("--test-threads=1")
+            .env(BOOT_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let out = child.stdout.take().expect("child stdout");
+        let mut lines = 0;
+        for line in BufReader::new(out).lines() {
+            let line = line.expect("read child output");
+            if line.starts_with("pass ") {
+                finished = true;
+            }
+            if line.starts_with("progress ") {
+                lines += 1;
+            }
+            if lines >= kill_after {
+                eprintln!("killing the bootstrapping child after: {line}");
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(
+        !finished,
+        "every round was killed before its first pass ended (else the test proves less)"
+    );
+    rt.block_on(async {
+        let hub = LocalHub::open(dir.path().join("hub")).expect("reopen hub");
+        let src = Replica::open(dir.path().join("source")).expect("reopen source");
+        let fresh = Replica::open(dir.path().join("fresh")).expect("reopen fresh");
+        pass(&fresh, &hub, &boot_cfg(), &[ws])
+            .await
+            .expect("the interrupted bootstrap finishes");
+        let backend = LocalHubBackend::with_hub(hub.clone());
+        assert_converged(&backend, &ws, &[&src, &fresh], &[]).await;
+        assert_eq!(docs_of(&fresh, &ws).len(), 30);
+    });
+}
+
 // ----- the engine, under paused tokio time ---------------------------------------
 
 /// A replica with a running engine over a faulty LocalHub.

@@ -38,6 +38,9 @@ pub struct SyncConfig {
     pub snapshot_threshold: u64,
     /// Bootstrap a fresh replica from snapshots plus the tail of changes.
     pub bootstrap_from_snapshots: bool,
+    /// Snapshots per page while bootstrapping (each page is applied and
+    /// persisted before the next is fetched).
+    pub snapshot_page_limit: u32,
 }
 
 impl Default for SyncConfig {
@@ -48,6 +51,7 @@ impl Default for SyncConfig {
             pull_limit: 1000,
             snapshot_threshold: 256,
             bootstrap_from_snapshots: true,
+            snapshot_page_limit: 100,
         }
     }
 }
@@ -116,6 +120,13 @@ pub enum Progress {
         changes: usize,
         /// Pages so far.
         pages: usize,
+    },
+    /// A page of snapshots was loaded (bootstrap).
+    Snapshots {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Snapshots loaded so far in this pass.
+        loaded: usize,
     },
 }
 
@@ -344,7 +355,7 @@ pub async fn pull(
                     v: WIRE_VERSION,
                     workspace: ws,
                     after,
-                    limit: 100,
+                    limit: cfg.snapshot_page_limit.max(1),
                 })
                 .await?;
             after = page.snapshots.last().map(|s| s.doc_id);
@@ -357,6 +368,10 @@ pub async fn pull(
             let applied = blocking(replica, move |r| r.apply_snapshots(snaps)).await?;
             report.applied += applied.applied;
             report.duplicates += applied.duplicates;
+            progress(Progress::Snapshots {
+                workspace: ws,
+                loaded: report.snapshots_loaded,
+            });
             if !page.has_more || after.is_none() {
                 break;
             }
