@@ -537,6 +537,28 @@ async fn case_multiple_workspaces_have_separate_cursors(b: &dyn Backend) {
 
 // ----- a process killed in the middle of a sync ----------------------------------
 
+/// A two-worker runtime for the tests that are not `#[tokio::test]`.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs the ignored test `name` of this binary as a child process, with
+/// `env` naming its directory; its stdout is piped for the parent to read.
+fn spawn_child(name: &str, env: &str, dir: &std::path::Path) -> std::process::Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--ignored"])
+        .arg("--test-threads=1")
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child")
+}
+
 const KILL_ENV: &str = "SUPAMERGE_SYNC_KILL_CHILD_DIR";
 
 fn kill_ws() -> WorkspaceId {
@@ -563,11 +585,7 @@ fn kill_child_worker() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async move {
         let replica = Replica::open(dir.join("replica")).expect("open replica");
         let hub = LocalHub::open(dir.join("hub")).expect("open hub");
@@ -596,17 +614,9 @@ fn kill_child_worker() {
 #[test]
 fn killed_mid_sync_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let exe = std::env::current_exe().expect("test binary");
     let mut committed: BTreeMap<DocId, u64> = BTreeMap::new();
     for (round, kill_after) in [9usize, 31, 50, 77, 120].into_iter().enumerate() {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "kill_child_worker", "--nocapture", "--ignored"])
-            .arg("--test-threads=1")
-            .env(KILL_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+        let mut child = spawn_child("kill_child_worker", KILL_ENV, dir.path());
         let out = child.stdout.take().expect("child stdout");
         let mut lines = 0;
         for line in BufReader::new(out).lines() {
@@ -640,11 +650,7 @@ fn killed_mid_sync_loses_nothing() {
         "the child made progress: {committed:?}"
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async {
         let replica = Replica::open(dir.path().join("replica")).expect("reopen replica");
         let hub = LocalHub::open(dir.path().join("hub")).expect("reopen hub");
@@ -693,11 +699,7 @@ fn boot_child_worker() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     rt.block_on(async move {
         let replica = Replica::open(dir.join("fresh")).expect("open replica");
         let hub = LocalHub::open(dir.join("hub")).expect("open hub");
@@ -715,11 +717,7 @@ fn boot_child_worker() {
 #[test]
 fn killed_mid_bootstrap_resumes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let ws = kill_ws();
     // The source: 30 documents with snapshots, and tails past them.
     rt.block_on(async {
@@ -746,18 +744,10 @@ fn killed_mid_bootstrap_resumes() {
         pass(&src, &hub, &cfg, &[ws]).await.expect("tails");
         hub.flush().expect("flush");
     });
-    let exe = std::env::current_exe().expect("test binary");
     let mut finished = false;
     // Progress lines: ~15 pages of tail changes, then ~8 pages of snapshots.
     for kill_after in [2usize, 5, 9, 4, 3, 5] {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "boot_child_worker", "--nocapture", "--ignored"])
-            .arg("--test-threads=1")
-            .env(BOOT_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+        let mut child = spawn_child("boot_child_worker", BOOT_ENV, dir.path());
         let out = child.stdout.take().expect("child stdout");
         let mut lines = 0;
         for line in BufReader::new(out).lines() {
