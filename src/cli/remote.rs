@@ -13,8 +13,8 @@ use crate::remote::{LocalHub, Remote, SupabaseRemote};
 /// `--access-token`).
 #[derive(Debug, Clone, Args)]
 pub struct SupabaseArgs {
-    /// A Supabase project URL (https://PROJECT-REF.supabase.co) or the local
-    /// gateway's (http://127.0.0.1:54321) with the supamerge migration.
+    /// A Supabase project URL (`https://PROJECT-REF.supabase.co`) or the local
+    /// gateway's (`http://127.0.0.1:54321`) with the supamerge migration.
     #[arg(long, env = "SUPABASE_URL", value_name = "URL", requires = "anon_key")]
     pub supabase_url: Option<String>,
     /// The project's anon (publishable) key, sent as `apikey`.
