@@ -1028,8 +1028,13 @@ async fn engine_auth_failure_waits_for_fresh_credentials() {
     r.handle.credentials_updated().await;
     let report = r.next_outcome().await.expect("with fresh credentials");
     assert_eq!(report.pushed, 4);
+    // The commit made while stopped left a trigger behind, which may run
+    // one more (empty) pass right after this one: wait for the engine to
+    // settle rather than read the state at an arbitrary instant.
+    r.wait_state(SyncState::Idle).await;
     let st = r.handle.status().borrow().clone();
     assert_eq!((st.state, st.pending), (SyncState::Idle, 0));
+    assert!(st.last_error.is_none(), "{st:?}");
 }
 
 #[tokio::test(start_paused = true)]
