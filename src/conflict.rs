@@ -8,6 +8,12 @@
 //! causally later write replaces the earlier value anyway, so only truly
 //! concurrent values ever compete here. Every replica holding the same changes
 //! computes the same winner.
+//!
+//! Every concurrent value stays readable ([`crate::Replica::conflicts`]) until
+//! an app resolves the field with [`crate::Replica::resolve`],
+//! [`crate::Replica::keep_local`] or [`crate::Replica::keep_remote`]: one new,
+//! causally later write. There is deliberately no automatic "local wins"
+//! policy (see `docs/conflicts.md`).
 
 use automerge::{ActorId, Automerge, ChangeHash, ObjId, Prop, ReadDoc, Value};
 use serde::{Deserialize, Serialize};
@@ -79,6 +85,26 @@ pub struct Conflict {
     pub candidates: Vec<Candidate>,
     /// Index into `candidates` of the value every read returns.
     pub winner: usize,
+}
+
+/// Which writer a one-shot resolution keeps ([`crate::Replica::keep_local`],
+/// [`crate::Replica::keep_remote`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A value written by this replica (any actor it has committed with).
+    Local,
+    /// A value written by another replica.
+    Remote,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        })
+    }
 }
 
 /// A read view of a document in which every field reads as its

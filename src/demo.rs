@@ -322,14 +322,14 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
                 .get(c.winner)
                 .map(|w| w.value.clone())
                 .unwrap_or(Json::Null);
-            let field = c.path.trim_start_matches('/').to_owned();
-            alice.patch_json(&id, &json!({ field.clone(): winner.clone() }))?;
+            alice.resolve(&id, &c.path, &winner)?;
             conflicts.push(ConflictReport {
                 id: id.to_string(),
-                conflict: c,
                 resolution: format!(
-                    "alice kept {winner} for {field}: written as a new, causally later value"
+                    "alice kept {winner} for {}: resolve() wrote it as a new, causally later value",
+                    c.path
                 ),
+                conflict: c,
             });
         }
     }

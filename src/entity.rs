@@ -16,8 +16,9 @@ use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use base64::Engine;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::conflict::winner;
+use crate::conflict::{winner, Side};
 use crate::id::DocId;
+use crate::pointer::PointerError;
 
 /// Root key of the entity's value.
 pub const DATA: &str = "data";
@@ -97,6 +98,36 @@ pub enum EntityError {
         id: DocId,
         /// The path given.
         path: String,
+    },
+    /// A path is not a valid JSON pointer naming a field.
+    #[error("invalid path {path:?} for entity {id}: {source}")]
+    InvalidPath {
+        /// The entity.
+        id: DocId,
+        /// The path given.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: PointerError,
+    },
+    /// `resolve` was asked to resolve a field that holds only one value
+    /// (use a merge patch or a transaction for a plain write).
+    #[error("the field {path:?} of entity {id} is not in conflict (see `conflicts`); write it with a normal edit instead")]
+    NotConflicted {
+        /// The entity.
+        id: DocId,
+        /// The path given.
+        path: String,
+    },
+    /// `keep_local` / `keep_remote` found no candidate written on that side.
+    #[error("the conflict at {path:?} in entity {id} has no {side} candidate")]
+    NoCandidate {
+        /// The entity.
+        id: DocId,
+        /// The conflicted path.
+        path: String,
+        /// Which side was asked for.
+        side: Side,
     },
 }
 
@@ -392,4 +423,125 @@ fn current_value(
         None => all.into_iter().next(),
     };
     pick.map(|(v, id)| (v.into_owned(), id))
+}
+
+/// An owned value to write into a document: like JSON, but keeping the
+/// Automerge types JSON cannot express (text objects, counters, timestamps,
+/// bytes, unsigned integers), so that keeping a candidate writes exactly the
+/// value that candidate holds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Written {
+    /// A scalar, with its exact Automerge type.
+    Scalar(ScalarValue),
+    /// A collaborative text object.
+    Text(String),
+    /// A list.
+    List(Vec<Written>),
+    /// A map.
+    Map(Vec<(String, Written)>),
+}
+
+/// A deep copy of a value read from the document, every nested field resolved
+/// by last-writer-wins.
+pub(crate) fn written_of(doc: &Automerge, value: &Value<'_>, id: &ObjId) -> Written {
+    match value {
+        Value::Scalar(s) => Written::Scalar(s.as_ref().clone()),
+        Value::Object(ObjType::Text) => Written::Text(doc.text(id).unwrap_or_default()),
+        Value::Object(ObjType::List) => Written::List(
+            (0..doc.length(id))
+                .filter_map(|i| match winner(doc, id, i) {
+                    Ok(Some((v, vid))) => Some(written_of(doc, &v, &vid)),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Value::Object(ObjType::Map | ObjType::Table) => Written::Map(
+            doc.keys(id)
+                .filter_map(|k| match winner(doc, id, k.as_str()) {
+                    Ok(Some((v, vid))) => Some((k, written_of(doc, &v, &vid))),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// A JSON value to write in place of `like` (the value it replaces): a string
+/// replacing a text object becomes a text object, an integer replacing a
+/// counter becomes a counter; everything else is written as JSON is
+/// everywhere else ([`put_json`]).
+pub(crate) fn written_from_json(v: &Json, like: Option<&Written>) -> Written {
+    match (v, like) {
+        (Json::String(s), Some(Written::Text(_))) => Written::Text(s.clone()),
+        (Json::Number(n), Some(Written::Scalar(ScalarValue::Counter(_)))) if n.is_i64() => {
+            Written::Scalar(ScalarValue::counter(n.as_i64().unwrap_or(0)))
+        }
+        (Json::Object(m), _) => Written::Map(
+            m.iter()
+                .map(|(k, v)| (k.clone(), written_from_json(v, None)))
+                .collect(),
+        ),
+        (Json::Array(items), _) => {
+            Written::List(items.iter().map(|v| written_from_json(v, None)).collect())
+        }
+        (other, _) => Written::Scalar(json_scalar(other).unwrap_or(ScalarValue::Null)),
+    }
+}
+
+/// Writes `w` at `obj[prop]` (a map key or an existing list index), replacing
+/// every value there.
+///
+/// # Errors
+/// Automerge's error.
+pub(crate) fn put_written(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    prop: automerge::Prop,
+    w: &Written,
+) -> Result<(), automerge::AutomergeError> {
+    match w {
+        Written::Scalar(s) => tx.put(obj, prop, s.clone()),
+        Written::Text(s) => {
+            let text = tx.put_object(obj, prop, ObjType::Text)?;
+            tx.splice_text(&text, 0, 0, s)
+        }
+        Written::List(items) => {
+            let list = tx.put_object(obj, prop, ObjType::List)?;
+            fill_written_list(tx, &list, items)
+        }
+        Written::Map(entries) => {
+            let map = tx.put_object(obj, prop, ObjType::Map)?;
+            for (k, v) in entries {
+                put_written(tx, &map, automerge::Prop::Map(k.clone()), v)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fill_written_list(
+    tx: &mut Transaction<'_>,
+    list: &ObjId,
+    items: &[Written],
+) -> Result<(), automerge::AutomergeError> {
+    for (i, item) in items.iter().enumerate() {
+        match item {
+            Written::Scalar(s) => tx.insert(list, i, s.clone())?,
+            Written::Text(s) => {
+                let text = tx.insert_object(list, i, ObjType::Text)?;
+                tx.splice_text(&text, 0, 0, s)?;
+            }
+            Written::List(inner) => {
+                let child = tx.insert_object(list, i, ObjType::List)?;
+                fill_written_list(tx, &child, inner)?;
+            }
+            Written::Map(entries) => {
+                let child = tx.insert_object(list, i, ObjType::Map)?;
+                for (k, v) in entries {
+                    put_written(tx, &child, automerge::Prop::Map(k.clone()), v)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::entity::EntityError;
 use crate::id::IdError;
+use crate::migrate::MigrationError;
 use crate::remote::RemoteError;
 use crate::store::StoreError;
 
@@ -18,6 +19,9 @@ pub enum Error {
     /// An entity operation failed.
     #[error(transparent)]
     Entity(#[from] EntityError),
+    /// A schema migration is misregistered or failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
     /// A remote call failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),

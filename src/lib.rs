@@ -14,6 +14,8 @@
 //! | [`replica`] | the local replica: entities (typed, JSON, raw Automerge), the outbox, applying remote changes, events. Plain blocking I/O, no tokio. |
 //! | [`store`] | the sled trees under a replica: typed keys ([`store::keys`]), versioned records ([`store::codec`]), one atomic transaction per commit. |
 //! | [`entity`], [`conflict`], [`clock`], [`id`] | how an entity lives in its document, last-writer-wins by hybrid logical clock, the injectable clock, typed ids. |
+//! | [`pointer`](mod@pointer) | JSON pointers naming a field: the paths of [`Replica::conflicts`] and [`Replica::resolve`]. |
+//! | [`migrate`] | deterministic schema migrations: every replica makes the identical change. |
 //! | [`sync`] | the wire types, one push/pull session as plain async functions, and the tokio [`SyncEngine`](sync::SyncEngine) deciding when to sync. |
 //! | [`remote`] | the [`Remote`](remote::Remote) contract and its implementations: the embedded `LocalHub`, a fault-injecting wrapper for tests, and the Supabase client. |
 //! | gateway | (feature `gateway`) a local PostgREST-compatible RPC server over a real PostgreSQL, so the Supabase path runs on one machine. |
@@ -21,7 +23,8 @@
 //! | `cli` | the `supamerge` command line (`src/bin/supamerge.rs` is a thin shell). |
 //!
 //! The on-disk layout is documented in `docs/storage.md`, the command line in
-//! `docs/cli.md`.
+//! `docs/cli.md`, conflicts, their resolution and schema migrations in
+//! `docs/conflicts.md`.
 //!
 //! # The life of an edit
 //!
@@ -107,6 +110,8 @@ pub mod error;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod id;
+pub mod migrate;
+pub mod pointer;
 pub mod remote;
 pub mod replica;
 pub mod store;
@@ -114,4 +119,5 @@ pub mod sync;
 
 pub use error::{Error, Result};
 pub use id::{Collection, DocId, WorkspaceId};
+pub use migrate::Migration;
 pub use replica::{Origin, Replica, ReplicaBuilder, ReplicaEvent};

@@ -13,10 +13,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
-use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
+use automerge::{
+    ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, Prop, ReadDoc, ScalarValue, ROOT,
+};
 use autosurgeon::{Hydrate, Reconcile};
 use lru::LruCache;
 use rand::{Rng, RngCore, SeedableRng};
@@ -25,10 +28,12 @@ use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
 use crate::clock::{hlc_timestamp, Clock, SystemClock};
-use crate::conflict::{self, Candidate, Conflict, LwwView};
-use crate::entity::{self, EntityError};
+use crate::conflict::{self, Candidate, Conflict, LwwView, Side, WriteStamp};
+use crate::entity::{self, EntityError, Written};
 use crate::error::{Error, Result};
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::migrate::{self, Migration, Migrations};
+use crate::pointer::JsonPointer;
 use crate::store::{
     Chunk, ChunkKind, CursorRecord, DeadLetter, DocRecord, Durability, OutboxEntry, PendingChange,
     Store,
@@ -214,6 +219,7 @@ pub struct ReplicaBuilder {
     durability: Durability,
     compaction: CompactionPolicy,
     seed: Option<u64>,
+    migrations: Vec<Migration>,
 }
 
 const DEFAULT_CACHE: NonZeroUsize = match NonZeroUsize::new(1024) {
@@ -232,6 +238,7 @@ impl ReplicaBuilder {
             durability: Durability::default(),
             compaction: CompactionPolicy::default(),
             seed: None,
+            migrations: Vec::new(),
         }
     }
 
@@ -273,13 +280,25 @@ impl ReplicaBuilder {
         self
     }
 
+    /// Registers a schema migration (see [`crate::migrate`]). May be called
+    /// repeatedly; the versions of each collection must be `1, 2, 3, ...`
+    /// without gaps or duplicates, which [`ReplicaBuilder::open`] checks.
+    pub fn with_migration(mut self, m: Migration) -> Self {
+        self.migrations.push(m);
+        self
+    }
+
     /// Opens the replica.
     ///
     /// # Errors
+    /// [`crate::migrate::MigrationError::Duplicate`] or [`crate::migrate::MigrationError::Gap`] when the
+    /// registered migrations of a collection are not numbered `1, 2, 3, ...`
+    /// (checked before the directory is touched);
     /// [`StoreError`](crate::store::StoreError) when the directory cannot be
     /// opened (`Locked` while another process holds it) or was written by a
     /// newer version.
     pub fn open(self) -> Result<Replica> {
+        let migrations = Migrations::new(self.migrations)?;
         let store = Store::open(&self.path, self.durability)?;
         let mut rng = match self.seed {
             Some(s) => rand::rngs::StdRng::seed_from_u64(s),
@@ -298,6 +317,8 @@ impl ReplicaBuilder {
                 actor,
                 path: self.path,
                 compaction: self.compaction,
+                migrations,
+                actor_recorded: AtomicBool::new(false),
                 events,
                 state: Mutex::new(State {
                     cache: LruCache::new(self.cache_capacity),
@@ -334,6 +355,11 @@ struct Inner {
     path: PathBuf,
     /// When to fold chunks into a snapshot.
     compaction: CompactionPolicy,
+    /// The registered schema migrations, per collection.
+    migrations: Migrations,
+    /// Whether `actor` is recorded in the store as one of this directory's
+    /// local actors (done with the first local commit of this session).
+    actor_recorded: AtomicBool,
     /// Announcements to subscribers.
     events: broadcast::Sender<ReplicaEvent>,
     /// Loaded documents and the random source; one writer at a time.
@@ -355,11 +381,30 @@ struct DocState {
     max_ts: Option<i64>,
 }
 
+/// The largest timestamp among the changes a new local change depends on.
+///
+/// Usually the largest timestamp of the heads. Migration changes carry the
+/// fixed timestamp 0 ([`crate::migrate`]) and are not later than what they
+/// build on, so a head with a timestamp of 0 or less is looked through to its
+/// own dependencies: the hybrid logical clock stays monotonic along every
+/// causal chain.
 fn heads_max_ts(doc: &Automerge) -> Option<i64> {
-    doc.get_heads()
-        .iter()
-        .filter_map(|h| doc.get_change_meta_by_hash(h).map(|m| m.timestamp))
-        .max()
+    let mut max = None;
+    let mut stack = doc.get_heads();
+    let mut seen = HashSet::new();
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) {
+            continue;
+        }
+        let Some(meta) = doc.get_change_meta_by_hash(&h) else {
+            continue;
+        };
+        max = max.max(Some(meta.timestamp));
+        if meta.timestamp <= 0 {
+            stack.extend(meta.deps.iter().copied());
+        }
+    }
+    max
 }
 
 impl Replica {
@@ -566,7 +611,11 @@ impl Replica {
             enqueued_ms: now,
         };
         let first = seq == 0;
+        let record_actor = !self.inner.actor_recorded.load(Ordering::Acquire);
         self.inner.store.transact("local commit", |tx| {
+            if record_actor {
+                tx.record_local_actor(self.inner.actor.to_bytes())?;
+            }
             tx.put_chunk(
                 id,
                 seq,
@@ -582,6 +631,9 @@ impl Replica {
             tx.push_outbox(&entry)?;
             Ok(())
         })?;
+        if record_actor {
+            self.inner.actor_recorded.store(true, Ordering::Release);
+        }
         ds.record = record;
         Ok(())
     }
@@ -931,10 +983,297 @@ impl Replica {
     /// # Errors
     /// [`EntityError::NotFound`]; storage errors.
     pub fn conflicts(&self, id: &DocId) -> Result<Vec<Conflict>> {
-        self.with_doc(id, |d| match entity::data_obj(d) {
-            Some(data) => collect_conflicts(d, &data, ""),
-            None => Vec::new(),
+        self.with_doc(id, doc_conflicts)
+    }
+
+    /// Resolves the conflict at `path` (a JSON pointer into the entity, as in
+    /// [`Conflict::path`]: `/title`, `/address/city`, `/tags/2`) by writing
+    /// `value` as a new local change.
+    ///
+    /// The change has seen every candidate, so it replaces all of them on
+    /// every replica once synced (it is causally later, whatever the clocks
+    /// say) and the conflict disappears everywhere; it goes to the outbox like
+    /// any local commit. The value is always written as a new operation with a
+    /// fresh HLC timestamp, also when it equals one of the candidates. A
+    /// string replacing a text object is written as a text object, an integer
+    /// replacing a counter as a counter; otherwise JSON maps to Automerge as
+    /// in [`Replica::create_json`].
+    ///
+    /// Resolving a field that holds a single value is refused with
+    /// [`EntityError::NotConflicted`] rather than performed as a plain write:
+    /// a UI offering a choice for a field that is no longer in conflict (e.g.
+    /// someone else resolved it meanwhile) should learn about it.
+    ///
+    /// # Errors
+    /// [`EntityError::InvalidPath`] (not a JSON pointer naming a field),
+    /// [`EntityError::NoSuchPath`], [`EntityError::NotConflicted`],
+    /// [`EntityError::NotFound`], [`EntityError::Deleted`]; storage errors.
+    /// Nothing is stored on error.
+    pub fn resolve(&self, id: &DocId, path: &str, value: &Json) -> Result<ChangeHash> {
+        self.resolve_with(id, path, |cands| {
+            let like = cands.iter().find(|c| c.winner).map(|c| &c.written);
+            Ok(entity::written_from_json(value, like))
         })
+    }
+
+    /// Resolves the conflict at `path` by keeping the value written by this
+    /// replica: by any actor this replica directory has committed with (a
+    /// replica takes a fresh actor at every open, and the store records each
+    /// one with its first commit). Among several local candidates the
+    /// last-writer-wins winner is kept. The exact value is written again
+    /// (text stays text, a counter stays a counter) as with
+    /// [`Replica::resolve`].
+    ///
+    /// A one-shot choice, never an automatic policy: applied automatically on
+    /// every replica, "local wins" would make each replica overwrite the
+    /// others forever.
+    ///
+    /// # Errors
+    /// [`EntityError::NoCandidate`] with [`Side::Local`] when no candidate
+    /// was written here; otherwise as [`Replica::resolve`].
+    pub fn keep_local(&self, id: &DocId, path: &str) -> Result<ChangeHash> {
+        self.keep(id, path, Side::Local)
+    }
+
+    /// Resolves the conflict at `path` by keeping a value written by another
+    /// replica: the last-writer-wins winner among the candidates not written
+    /// by this replica (see [`Replica::keep_local`] for what counts as
+    /// local). Values written by a schema migration count as remote.
+    ///
+    /// # Errors
+    /// [`EntityError::NoCandidate`] with [`Side::Remote`] when every
+    /// candidate was written here; otherwise as [`Replica::resolve`].
+    pub fn keep_remote(&self, id: &DocId, path: &str) -> Result<ChangeHash> {
+        self.keep(id, path, Side::Remote)
+    }
+
+    fn keep(&self, id: &DocId, path: &str, side: Side) -> Result<ChangeHash> {
+        let doc_id = *id;
+        self.resolve_with(id, path, |cands| {
+            cands
+                .iter()
+                .filter(|c| c.side == side)
+                .max_by(|a, b| a.stamp.cmp(&b.stamp).then_with(|| a.opid.cmp(&b.opid)))
+                .map(|c| c.written.clone())
+                .ok_or_else(|| {
+                    EntityError::NoCandidate {
+                        id: doc_id,
+                        path: path.to_owned(),
+                        side,
+                    }
+                    .into()
+                })
+        })
+    }
+
+    /// Whether `actor` is one this replica directory committed with.
+    fn is_local_actor(&self, actor: &ActorId) -> Result<bool> {
+        Ok(*actor == self.inner.actor || self.inner.store.is_local_actor(actor.to_bytes())?)
+    }
+
+    fn resolve_with(
+        &self,
+        id: &DocId,
+        path: &str,
+        choose: impl FnOnce(&[ResolveCandidate]) -> Result<Written>,
+    ) -> Result<ChangeHash> {
+        let id = *id;
+        let pointer = JsonPointer::parse(path).map_err(|source| EntityError::InvalidPath {
+            id,
+            path: path.to_owned(),
+            source,
+        })?;
+        let am = move |source| -> Error {
+            EntityError::Automerge {
+                id,
+                source: Box::new(source),
+            }
+            .into()
+        };
+        let mut st = self.lock();
+        self.visible(&mut st, &id)?;
+        let (_, hash) = self.commit(
+            &mut st,
+            &id,
+            |doc| {
+                let (obj, prop) = locate(doc, &id, &pointer)?;
+                let all = doc.get_all(&obj, prop.clone()).map_err(am)?;
+                match all.len() {
+                    0 => {
+                        return Err(EntityError::NoSuchPath {
+                            id,
+                            path: pointer.to_string(),
+                        }
+                        .into())
+                    }
+                    1 => {
+                        return Err(EntityError::NotConflicted {
+                            id,
+                            path: pointer.to_string(),
+                        }
+                        .into())
+                    }
+                    _ => {}
+                }
+                let win = conflict::winner(doc, &obj, prop.clone())
+                    .map_err(am)?
+                    .map(|(_, w)| w);
+                let mut cands = Vec::with_capacity(all.len());
+                for (v, opid) in &all {
+                    let stamp = conflict::stamp_of(doc, opid).map(|(s, _)| s);
+                    let local = match &stamp {
+                        Some(s) => self.is_local_actor(&s.actor)?,
+                        None => false,
+                    };
+                    cands.push(ResolveCandidate {
+                        written: entity::written_of(doc, v, opid),
+                        winner: win.as_ref() == Some(opid),
+                        side: if local { Side::Local } else { Side::Remote },
+                        stamp,
+                        opid: opid.clone(),
+                    });
+                }
+                let chosen = choose(&cands)?;
+                // Automerge turns a put of the value its own winner already
+                // holds into a mere deletion of the other values, which would
+                // keep the old write (and its old timestamp). Writing a
+                // different value first makes the chosen one a new write.
+                let placeholder = match &chosen {
+                    Written::Scalar(v) if cands.iter().any(|c| c.written == chosen) => {
+                        Some(if *v == ScalarValue::Null {
+                            ScalarValue::Boolean(false)
+                        } else {
+                            ScalarValue::Null
+                        })
+                    }
+                    _ => None,
+                };
+                Ok((obj, prop, chosen, placeholder))
+            },
+            |tx, (obj, prop, chosen, placeholder)| {
+                if let Some(p) = placeholder {
+                    tx.put(&obj, prop.clone(), p).map_err(am)?;
+                }
+                entity::put_written(tx, &obj, prop, &chosen).map_err(am)
+            },
+        )?;
+        hash.ok_or_else(|| {
+            EntityError::NotConflicted {
+                id,
+                path: pointer.to_string(),
+            }
+            .into()
+        })
+    }
+
+    // ----- schema migrations ------------------------------------------------
+
+    /// Applies every registered migration (see [`crate::migrate`]) the
+    /// document has not had yet, in version order, each as a deterministic
+    /// local change (outbox, `DocChanged` event). Returns the document's
+    /// schema version afterwards. Idempotent: a migration whose change is
+    /// already in the document — made here before, or by another replica and
+    /// pulled — commits nothing. Deleted entities are migrated too.
+    ///
+    /// # Errors
+    /// [`crate::migrate::MigrationError::Failed`] when a migration function fails (the
+    /// document keeps the migrations before it, which are committed, and
+    /// nothing of the failing one); [`crate::migrate::MigrationError::NoStartingPoint`];
+    /// [`EntityError::NotFound`]; storage errors.
+    pub fn migrate(&self, id: &DocId) -> Result<u64> {
+        self.migrate_doc(id).map(|(version, _)| version)
+    }
+
+    /// [`Replica::migrate`] for every document of the collection (deleted
+    /// ones included); returns how many documents changed.
+    ///
+    /// # Errors
+    /// The first error of [`Replica::migrate`]; the documents migrated before
+    /// it stay migrated.
+    pub fn migrate_collection(&self, collection: &Collection) -> Result<usize> {
+        let mut changed = 0;
+        for id in self.inner.store.collection_ids(collection) {
+            let id = id?;
+            let materialised = self
+                .inner
+                .store
+                .get_doc(&id)?
+                .is_some_and(|r| r.snapshot_len > 0 || r.incremental_count > 0);
+            if materialised && self.migrate_doc(&id)?.1 {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn migrate_doc(&self, id: &DocId) -> Result<(u64, bool)> {
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        if entity::meta_obj(&ds.doc).is_none() {
+            return Err(EntityError::NotFound { id: *id }.into());
+        }
+        let collection = ds.record.collection.clone();
+        let mut changed = false;
+        let outcome = self.apply_migrations(&mut st, id, &collection, &mut changed);
+        if changed {
+            // Also when a later migration failed: the earlier ones are
+            // committed and subscribers must hear of them.
+            self.emit(ReplicaEvent::DocChanged {
+                id: *id,
+                origin: Origin::Local,
+            });
+            outcome?;
+            self.maybe_compact(&mut st, id)?;
+        } else {
+            outcome?;
+        }
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok((entity::schema_version(&ds.doc), changed))
+    }
+
+    /// Commits each missing migration of `collection` to `id`, in version
+    /// order; sets `changed` as soon as one is committed.
+    fn apply_migrations(
+        &self,
+        st: &mut State,
+        id: &DocId,
+        collection: &Collection,
+        changed: &mut bool,
+    ) -> Result<()> {
+        for m in self.inner.migrations.for_collection(collection) {
+            let ds = self.get_loaded(st, id)?;
+            // Only migrations write `_meta.schema` after creation, each on
+            // top of the previous one: a version >= v means v is there.
+            if entity::schema_version(&ds.doc) >= m.version()
+                || migrate::migration_change(&ds.doc, collection, m.version()).is_some()
+            {
+                continue;
+            }
+            let change = migrate::build_change(&ds.doc, id, m)?;
+            let hash = change.hash();
+            if ds.doc.get_change_by_hash(&hash).is_some() {
+                continue;
+            }
+            let now = self.inner.clock.now_ms();
+            let applied = ds
+                .doc
+                .apply_changes([change])
+                .map_err(|source| {
+                    Error::from(EntityError::Automerge {
+                        id: *id,
+                        source: Box::new(source),
+                    })
+                })
+                .and_then(|()| self.persist_local(ds, id, &hash, now));
+            if let Err(e) = applied {
+                // Memory may be ahead of disk: forget the in-memory copy.
+                st.cache.pop(id);
+                return Err(e);
+            }
+            ds.max_ts = heads_max_ts(&ds.doc);
+            *changed = true;
+        }
+        Ok(())
     }
 
     // ----- outbox ---------------------------------------------------------
@@ -1127,6 +1466,9 @@ impl Replica {
 
         let mut st = self.lock();
         let mut plans: Vec<(DocId, bool, ApplyPlan)> = Vec::new();
+        // Conflicts before the batch, to announce only new or changed ones.
+        let watch_conflicts = self.inner.events.receiver_count() > 0;
+        let mut conflicts_before: BTreeMap<DocId, Vec<Conflict>> = BTreeMap::new();
         for (id, (ws, coll, batch)) in groups {
             let is_new = self.inner.store.get_doc(&id)?.is_none() && !st.cache.contains(&id);
             if is_new {
@@ -1150,6 +1492,9 @@ impl Replica {
                     return Err(e);
                 }
             };
+            if watch_conflicts {
+                conflicts_before.insert(id, doc_conflicts(&ds.doc));
+            }
             let plan = self.apply_group(ds, &id, batch, &mut report)?;
             plans.push((id, is_new, plan));
         }
@@ -1212,9 +1557,10 @@ impl Replica {
                 id: *id,
                 origin: Origin::Remote,
             });
-            if self.inner.events.receiver_count() > 0 {
+            if watch_conflicts {
                 if let Ok(conflicts) = self.conflicts(id) {
-                    if !conflicts.is_empty() {
+                    let before = conflicts_before.get(id).map(Vec::as_slice).unwrap_or(&[]);
+                    if conflicts.iter().any(|c| !before.contains(c)) {
                         self.emit(ReplicaEvent::Conflict { id: *id, conflicts });
                     }
                 }
@@ -1488,6 +1834,68 @@ struct ApplyPlan {
     changed: bool,
 }
 
+/// One candidate of a conflict being resolved.
+struct ResolveCandidate {
+    /// Its value, exactly.
+    written: Written,
+    /// Whether it is the last-writer-wins winner.
+    winner: bool,
+    /// Who wrote it, relative to this replica.
+    side: Side,
+    /// The stamp of the change that wrote it.
+    stamp: Option<WriteStamp>,
+    /// The op that wrote it (the tie-breaker, as in [`conflict::winner`]).
+    opid: ObjId,
+}
+
+/// The object and property a pointer names inside the `data` map; each
+/// intermediate step follows the last-writer-wins winner (as
+/// [`Replica::conflicts`] does).
+fn locate(doc: &Automerge, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, Prop)> {
+    let no_path = || -> Error {
+        EntityError::NoSuchPath {
+            id: *id,
+            path: pointer.to_string(),
+        }
+        .into()
+    };
+    let mut obj = entity::data_obj(doc).ok_or_else(no_path)?;
+    let (last, parents) = pointer.tokens().split_last().ok_or_else(no_path)?;
+    for token in parents {
+        let prop = prop_in(doc, &obj, token).ok_or_else(no_path)?;
+        match conflict::winner(doc, &obj, prop) {
+            Ok(Some((
+                automerge::Value::Object(ObjType::Map | ObjType::Table | ObjType::List),
+                child,
+            ))) => obj = child,
+            _ => return Err(no_path()),
+        }
+    }
+    let prop = prop_in(doc, &obj, last).ok_or_else(no_path)?;
+    Ok((obj, prop))
+}
+
+/// A pointer token as a property of `obj`: a key of a map, an existing index
+/// of a list; nothing inside text or scalars.
+fn prop_in(doc: &Automerge, obj: &ObjId, token: &str) -> Option<Prop> {
+    match doc.object_type(obj).ok()? {
+        ObjType::Map | ObjType::Table => Some(Prop::Map(token.to_owned())),
+        ObjType::List => {
+            let i = JsonPointer::index(token)?;
+            (i < doc.length(obj)).then_some(Prop::Seq(i))
+        }
+        ObjType::Text => None,
+    }
+}
+
+/// Every conflicted field of a document's `data` map.
+fn doc_conflicts(doc: &Automerge) -> Vec<Conflict> {
+    match entity::data_obj(doc) {
+        Some(data) => collect_conflicts(doc, &data, ""),
+        None => Vec::new(),
+    }
+}
+
 fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> {
     let mut out = Vec::new();
     let props: Vec<automerge::Prop> = match doc.object_type(obj) {
@@ -1497,7 +1905,7 @@ fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> 
     };
     for prop in props {
         let seg = match &prop {
-            automerge::Prop::Map(k) => k.replace('~', "~0").replace('/', "~1"),
+            automerge::Prop::Map(k) => JsonPointer::escape(k),
             automerge::Prop::Seq(i) => i.to_string(),
         };
         let here = format!("{path}/{seg}");

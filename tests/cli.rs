@@ -193,3 +193,86 @@ fn demo_command_converges() {
     assert_eq!(report["converged"], true);
     assert_eq!(report["replicas"], 3);
 }
+
+#[test]
+fn resolve_a_conflict_made_by_two_replicas_through_a_hub() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, hub) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("hub"),
+    );
+    let hub = hub.to_str().unwrap();
+    let sync = |d: &Path| ok(d, &["sync", "--hub", hub, "--workspace", WS]);
+    let id = ok(&a, &["create", WS, "tasks", r#"{"title":"t","n":1}"#])
+        .trim()
+        .to_owned();
+    sync(&a);
+    sync(&b);
+    ok(&a, &["edit", &id, r#"{"title":"from A","n":2}"#]);
+    ok(&b, &["edit", &id, r#"{"title":"from B","n":3}"#]);
+    sync(&a);
+    sync(&b);
+    sync(&a);
+    let conflicts = ok_json(&a, &["conflicts", &id]);
+    let paths: Vec<&str> = conflicts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["/n", "/title"]);
+    assert_eq!(ok_json(&b, &["conflicts", &id]), conflicts);
+
+    // Bad input first: nothing is written.
+    for (args, want, needle) in [
+        (vec!["resolve", &id, "title", "x"], 2, "must start with '/'"),
+        (vec!["resolve", &id, "/title"], 2, "required"),
+        (
+            vec!["resolve", &id, "/title", "x", "--local"],
+            2,
+            "cannot be used",
+        ),
+        (vec!["resolve", &id, "/nope", "x"], 1, "no field at path"),
+        (
+            vec!["resolve", "nope", "/title", "x"],
+            2,
+            "invalid document id",
+        ),
+    ] {
+        let (c, err) = code(&a, &args);
+        assert_eq!(c, want, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+
+    // A keeps its own title (written by an earlier process: another actor).
+    let r = ok_json(&a, &["resolve", &id, "/title", "--local"]);
+    assert_eq!(r["value"], "from A");
+    assert_eq!(r["kept"], "local");
+    assert_eq!(r["change"].as_str().unwrap().len(), 64);
+    // B writes a third value for n; not JSON, so a plain string.
+    let r = ok_json(&b, &["resolve", &id, "/n", "neither"]);
+    assert_eq!(r["value"], "neither");
+    assert!(ok(&a, &["resolve", &id, "/n", "42"]).starts_with("resolved /n of"));
+    let out = run(&a, &["--json", "resolve", &id, "/title", "--remote"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["error"]["kind"], "not_conflicted");
+
+    sync(&a);
+    sync(&b);
+    sync(&a);
+    // A's 42 and B's "neither" were concurrent resolutions: a new conflict,
+    // which B settles by keeping the remote value.
+    let r = ok_json(&b, &["resolve", &id, "/n", "--remote"]);
+    assert_eq!(r["value"], 42);
+    sync(&b);
+    sync(&a);
+    for d in [&a, &b] {
+        assert_eq!(ok_json(d, &["conflicts", &id]), json!([]));
+        assert_eq!(
+            ok_json(d, &["get", &id])["data"],
+            json!({"title": "from A", "n": 42})
+        );
+    }
+}

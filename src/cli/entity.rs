@@ -1,16 +1,17 @@
 //! The entity commands: `create`, `get`, `edit`, `delete`, `list`, `history`,
-//! `conflicts`, `info`, each a thin layer over [`Replica`].
+//! `conflicts`, `resolve`, `info`, each a thin layer over [`Replica`].
 
 use std::io::{Read, Write};
 use std::path::Path;
 
-use clap::Args;
+use clap::{ArgGroup, Args};
 use serde_json::{json, Value as Json};
 
 use super::{write_json, write_line, CliError, OutputMode};
 use crate::entity::EntityError;
 use crate::error::Error;
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::pointer::JsonPointer;
 use crate::replica::Replica;
 
 /// Arguments of `create`.
@@ -39,6 +40,24 @@ pub struct EditArgs {
     pub id: String,
     /// A JSON merge patch (RFC 7396): `null` removes a key (`-` reads stdin).
     pub merge_patch: String,
+}
+
+/// Arguments of `resolve`: exactly one of VALUE, `--local`, `--remote`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("choice").required(true).args(["value", "local", "remote"])))]
+pub struct ResolveArgs {
+    /// The entity id (a UUID).
+    pub id: String,
+    /// The conflicted field, a JSON pointer as `conflicts` prints it (`/title`, `/tags/2`).
+    pub path: String,
+    /// The value to write: JSON, or else taken as a plain string (`-` reads stdin).
+    pub value: Option<String>,
+    /// Keep the value written on this replica (this directory).
+    #[arg(long)]
+    pub local: bool,
+    /// Keep the value written by another replica (the last-writer-wins winner among them).
+    #[arg(long)]
+    pub remote: bool,
 }
 
 /// Arguments of `list`.
@@ -283,6 +302,73 @@ pub(super) fn conflicts(
             }
             Ok(())
         }
+    }
+}
+
+/// A `resolve` VALUE: JSON when it parses, else the text as a JSON string.
+fn parse_value(text: &str) -> Result<Json, CliError> {
+    let owned;
+    let text = if text == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|source| CliError::Stdin {
+                what: "the value",
+                source,
+            })?;
+        owned = buf;
+        owned.as_str()
+    } else {
+        text
+    };
+    Ok(serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned())))
+}
+
+/// `resolve ID PATH (VALUE | --local | --remote)`.
+pub(super) fn resolve(
+    data: &Path,
+    a: ResolveArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let id: DocId = a.id.parse()?;
+    JsonPointer::parse(&a.path).map_err(|source| {
+        crate::Error::from(EntityError::InvalidPath {
+            id,
+            path: a.path.clone(),
+            source,
+        })
+    })?;
+    let value = a.value.as_deref().map(parse_value).transpose()?;
+    let r = open(data)?;
+    let (hash, how) = match value {
+        Some(v) => (r.resolve(&id, &a.path, &v)?, "value"),
+        None if a.local => (r.keep_local(&id, &a.path)?, "local"),
+        None => (r.keep_remote(&id, &a.path)?, "remote"),
+    };
+    let kept = r
+        .get_json(&id)?
+        .pointer(&a.path)
+        .cloned()
+        .unwrap_or(Json::Null);
+    match mode {
+        OutputMode::Human => write_line(
+            out,
+            format_args!(
+                "resolved {} of {id}: {kept} (kept {how}, change {hash})",
+                a.path
+            ),
+        ),
+        OutputMode::Json => write_json(
+            out,
+            &json!({
+                "id": id,
+                "path": a.path,
+                "kept": how,
+                "value": kept,
+                "change": hash.to_string(),
+            }),
+        ),
     }
 }
 

@@ -9,7 +9,8 @@
 //! - `1` runtime failure: unknown or deleted entity, storage failure, replica
 //!   directory in use;
 //! - `2` usage error or invalid input: unknown flag, malformed JSON, a JSON
-//!   value that is not an object, bad UUID, bad collection name.
+//!   value that is not an object, bad UUID, bad collection name, a path that
+//!   is not a JSON pointer.
 
 mod demo;
 mod entity;
@@ -82,6 +83,8 @@ pub enum Command {
     History(entity::IdArgs),
     /// Print the fields of an entity holding concurrent values.
     Conflicts(entity::IdArgs),
+    /// Resolve a conflicted field: write VALUE, or keep --local or --remote.
+    Resolve(entity::ResolveArgs),
     /// Print facts about an entity (also a deleted one).
     Info(entity::IdArgs),
     // No doc comment: `gateway --help` shows `GatewayArgs`' own, which says
@@ -165,7 +168,9 @@ impl CliError {
             #[cfg(feature = "gateway")]
             CliError::Gateway(crate::gateway::GatewayError::Config { .. }) => EXIT_USAGE,
             CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
-            CliError::Supamerge(Error::Entity(EntityError::NotAnObject { .. })) => EXIT_USAGE,
+            CliError::Supamerge(Error::Entity(
+                EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
+            )) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -182,7 +187,12 @@ impl CliError {
             CliError::Gateway(_) => "gateway",
             CliError::Supamerge(e) => match e {
                 Error::Id(_) => "invalid_input",
-                Error::Entity(EntityError::NotAnObject { .. }) => "invalid_input",
+                Error::Entity(
+                    EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
+                ) => "invalid_input",
+                Error::Entity(EntityError::NoSuchPath { .. }) => "no_such_path",
+                Error::Entity(EntityError::NotConflicted { .. }) => "not_conflicted",
+                Error::Entity(EntityError::NoCandidate { .. }) => "no_candidate",
                 Error::Entity(EntityError::NotFound { .. }) => "not_found",
                 Error::Entity(EntityError::Deleted { .. }) => "deleted",
                 Error::Entity(EntityError::CorruptDocument { .. })
@@ -289,6 +299,7 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::List(a) => entity::list(&cli.data, a, mode, out),
         Command::History(a) => entity::history(&cli.data, a, mode, out),
         Command::Conflicts(a) => entity::conflicts(&cli.data, a, mode, out),
+        Command::Resolve(a) => entity::resolve(&cli.data, a, mode, out),
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
         #[cfg(feature = "gateway")]
         Command::Gateway(a) => gateway::run(a),

@@ -3,6 +3,7 @@
 //! | tree            | key                                   | value                     |
 //! |-----------------|---------------------------------------|---------------------------|
 //! | `meta`          | ASCII name (`format`, ...)            | versioned record          |
+//! | `meta`          | `local_actor/` ‖ actor id bytes       | format byte (`1`)         |
 //! | `docs`          | doc id (16 bytes)                     | [`DocRecord`]             |
 //! | `chunks`        | doc id (16) ‖ chunk seq (u64 BE)      | [`Chunk`]                 |
 //! | `by_collection` | len (u8) ‖ collection ‖ doc id (16)   | empty                     |
@@ -49,6 +50,17 @@ pub mod trees {
 
 /// The `meta` key holding the store format version.
 pub const META_FORMAT: &[u8] = b"format";
+
+/// Prefix of the `meta` keys recording the actors this directory committed as.
+pub const META_LOCAL_ACTOR_PREFIX: &[u8] = b"local_actor/";
+
+/// The `meta` key recording that this directory committed as `actor`.
+pub fn local_actor(actor: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(META_LOCAL_ACTOR_PREFIX.len() + actor.len());
+    k.extend_from_slice(META_LOCAL_ACTOR_PREFIX);
+    k.extend_from_slice(actor);
+    k
+}
 
 /// Key of a document record.
 pub fn doc(id: &DocId) -> [u8; 16] {

@@ -462,6 +462,18 @@ impl StoreTx<'_> {
         Ok(seq)
     }
 
+    /// Records that this replica directory made local changes as `actor`
+    /// (see [`Store::is_local_actor`]).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn record_local_actor(&self, actor: &[u8]) -> Result<(), TxError> {
+        self.meta()
+            .insert(keys::local_actor(actor), &[codec::FORMAT_V1])
+            .map_err(unab)?;
+        Ok(())
+    }
+
     /// Writes a raw meta value.
     ///
     /// # Errors
@@ -596,6 +608,17 @@ impl Store {
             .flush()
             .map(|_| ())
             .map_err(StoreError::sled("flush"))
+    }
+
+    /// Whether this replica directory ever committed a local change as
+    /// `actor` (actors are fresh at every open, so one directory has many).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn is_local_actor(&self, actor: &[u8]) -> Result<bool, StoreError> {
+        self.meta
+            .contains_key(keys::local_actor(actor))
+            .map_err(StoreError::sled("read local actor"))
     }
 
     /// Reads a document record.
