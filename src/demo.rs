@@ -47,12 +47,28 @@ pub struct DemoOptions {
     pub burst: usize,
     /// Report progress (for a progress bar).
     pub progress: Option<Arc<dyn Fn(DemoProgress) + Send + Sync>>,
+    /// Where the replicas sync; `None`: an embedded hub in a temporary
+    /// directory.
+    pub backend: Option<DemoBackend>,
+}
+
+/// A remote the demo's replicas share instead of the embedded hub (e.g. a
+/// Supabase project: three devices of the signed-in user).
+#[derive(Clone)]
+pub struct DemoBackend {
+    /// The remote every replica syncs with.
+    pub remote: Arc<dyn Remote>,
+    /// A workspace the remote's user may write to (created beforehand).
+    pub workspace: WorkspaceId,
+    /// How the report names it (`"Supabase at https://…"`).
+    pub name: String,
 }
 
 impl std::fmt::Debug for DemoOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DemoOptions")
             .field("burst", &self.burst)
+            .field("backend", &self.backend.as_ref().map(|b| &b.name))
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +78,7 @@ impl Default for DemoOptions {
         Self {
             burst: 5_000,
             progress: None,
+            backend: None,
         }
     }
 }
@@ -98,6 +115,8 @@ pub struct ConflictReport {
 /// What the demo did and found.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
+    /// What the replicas synced through (`"the embedded hub"`, `"Supabase at …"`).
+    pub backend: String,
     /// Whether every replica ended with identical heads and JSON for every entity.
     pub converged: bool,
     /// The number of replicas.
@@ -145,9 +164,15 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
             reason: format!("temp dir: {e}"),
         })
     })?;
-    let hub = LocalHub::open(dir.path().join("hub"))?;
-    let remote: Arc<dyn Remote> = Arc::new(hub.clone());
-    let ws = WorkspaceId::from_random(rand::random());
+    let (remote, ws, backend) = match opts.backend.clone() {
+        Some(b) => (b.remote, b.workspace, b.name),
+        None => {
+            let hub = LocalHub::open(dir.path().join("hub"))?;
+            let remote: Arc<dyn Remote> = Arc::new(hub);
+            let ws = WorkspaceId::from_random(rand::random());
+            (remote, ws, "the embedded hub".to_string())
+        }
+    };
     let mut peers = Vec::new();
     for (name, skew_ms) in [("alice", 0i64), ("bob", 0), ("carol", -3_600_000)] {
         let replica = Replica::builder(dir.path().join(name))
@@ -297,14 +322,14 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
                 .get(c.winner)
                 .map(|w| w.value.clone())
                 .unwrap_or(Json::Null);
-            let field = c.path.trim_start_matches('/').to_owned();
-            alice.patch_json(&id, &json!({ field.clone(): winner.clone() }))?;
+            alice.resolve(&id, &c.path, &winner)?;
             conflicts.push(ConflictReport {
                 id: id.to_string(),
-                conflict: c,
                 resolution: format!(
-                    "alice kept {winner} for {field}: written as a new, causally later value"
+                    "alice kept {winner} for {}: resolve() wrote it as a new, causally later value",
+                    c.path
                 ),
+                conflict: c,
             });
         }
     }
@@ -318,6 +343,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     }
     let secs = (sync_ms as f64 / 1000.0).max(1e-6);
     Ok(DemoReport {
+        backend,
         converged,
         replicas: peers.len(),
         entities,
@@ -393,8 +419,8 @@ pub fn render(r: &DemoReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "supamerge demo: {} replicas, one workspace, the embedded hub\n",
-        r.replicas
+        "supamerge demo: {} replicas, one workspace, {}\n",
+        r.replicas, r.backend
     );
     for st in &r.states {
         let _ = writeln!(s, "== {} ({} entities)", st.name, st.entities.len());

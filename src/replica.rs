@@ -904,14 +904,27 @@ impl Replica {
 
     /// The live (not deleted) entities of a collection, in id (creation) order.
     ///
+    /// An entity whose stored record is damaged is listed too (whether it was
+    /// deleted cannot be known): reading it returns the typed corruption
+    /// error, and the other entities stay readable.
+    ///
     /// # Errors
-    /// Storage errors.
+    /// Storage errors reading the collection index itself.
     pub fn list(&self, collection: &Collection) -> Result<Vec<DocId>> {
         let mut out = Vec::new();
         for id in self.inner.store.collection_ids(collection) {
             let id = id?;
-            if let Some(rec) = self.inner.store.get_doc(&id)? {
-                if !rec.deleted && (rec.snapshot_len > 0 || rec.incremental_count > 0) {
+            match self.inner.store.get_doc(&id) {
+                Ok(Some(rec)) => {
+                    if !rec.deleted && (rec.snapshot_len > 0 || rec.incremental_count > 0) {
+                        out.push(id);
+                    }
+                }
+                Ok(None) => {}
+                // A damaged record is listed, not hidden and not fatal for
+                // the others: reading that entity reports the damage.
+                Err(e) => {
+                    tracing::warn!(doc = %id, error = %e, "listing a damaged document record");
                     out.push(id);
                 }
             }

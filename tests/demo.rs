@@ -4,7 +4,7 @@
 async fn demo_converges_and_reports_the_staged_conflict() {
     let report = supamerge::demo::run(supamerge::demo::DemoOptions {
         burst: 300,
-        progress: None,
+        ..Default::default()
     })
     .await
     .expect("demo runs");

@@ -110,12 +110,34 @@ fn damaged_doc_record_is_corrupt_and_isolated() {
     check_isolated(dir.path(), a, b, |e| {
         matches!(e, Error::Store(StoreError::Corrupt { tree: "docs", .. }))
     });
-    // Listing reports the damage instead of silently skipping the entity.
+    // Listing neither hides the damaged entity nor fails for the others:
+    // both are listed, and reading the damaged one reports the damage.
     let r = Replica::open(dir.path()).unwrap();
+    let mut want = vec![a, b];
+    want.sort();
+    assert_eq!(r.list(&notes()).unwrap(), want);
     assert!(matches!(
-        r.list(&notes()),
+        r.get_json(&a),
         Err(Error::Store(StoreError::Corrupt { .. }))
     ));
+    assert!(r.get_json(&b).is_ok());
+    drop(r);
+    // The CLI lists the readable ones, names the damaged one, and fails.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_supamerge"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["list", "notes"])
+        .env_remove("SUPAMERGE_DATA")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stdout.contains(&b.to_string()), "{stdout}");
+    assert!(!stdout.contains(&a.to_string()), "{stdout}");
+    assert!(stderr.contains(&a.to_string()), "{stderr}");
 }
 
 #[test]

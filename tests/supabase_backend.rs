@@ -1154,3 +1154,67 @@ async fn concurrent_pushes_get_a_dense_log() {
     assert_eq!(seqs, (1..=120).collect::<Vec<_>>());
     assert_eq!(page.next_cursor, Cursor("120".into()));
 }
+
+/// A reader may pull but not write snapshots: its sync passes succeed, the
+/// refused snapshot is counted as skipped (one refused request per pass,
+/// then the pass stops offering snapshots), and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_syncs_without_uploading_snapshots() {
+    use supamerge::sync::session::{self, SyncConfig};
+    use supamerge::{Collection, Replica};
+
+    let fx = SupabaseFixture::start().await;
+    let (owner, reader) = (Uuid::new_v4(), Uuid::new_v4());
+    let ws = fx.workspace(owner, &[]).await;
+    fx.remote_for(owner)
+        .add_member(ws, reader, MemberRole::Reader)
+        .await
+        .expect("add the reader");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let writer = Replica::open(dir.path().join("owner")).expect("owner replica");
+    let notes = Collection::new("notes").expect("collection");
+    let id = writer
+        .create_json(ws, &notes, &json!({"n": 0}))
+        .expect("create");
+    for n in 1..30 {
+        writer.patch_json(&id, &json!({"n": n})).expect("edit");
+    }
+    let quiet = SyncConfig {
+        snapshot_threshold: 0,
+        ..SyncConfig::default()
+    };
+    let owner_remote = fx.remote_for(owner);
+    session::run(&writer, &owner_remote, &quiet, &[], &|_| {})
+        .await
+        .expect("owner pushes");
+
+    let r = Replica::open(dir.path().join("reader")).expect("reader replica");
+    let eager = SyncConfig {
+        snapshot_threshold: 10,
+        ..SyncConfig::default()
+    };
+    let reader_remote = fx.remote_for(reader);
+    let first = session::run(&r, &reader_remote, &eager, &[ws], &|_| {})
+        .await
+        .expect("a reader's pass succeeds although its snapshot is refused");
+    assert_eq!(first.pulled, 30, "{first:?}");
+    assert_eq!(first.snapshots_uploaded, 0, "{first:?}");
+    assert_eq!(first.snapshots_skipped, 1, "{first:?}");
+    assert_eq!(r.get_json(&id).expect("read"), json!({"n": 29}));
+    let again = session::run(&r, &reader_remote, &eager, &[ws], &|_| {})
+        .await
+        .expect("second pass");
+    assert_eq!(
+        again.snapshots_skipped, 1,
+        "a reader is refused on every pass: {again:?}"
+    );
+    let stored: i64 = fx
+        .db
+        .superuser()
+        .await
+        .query_one("select count(*) from public.snapshots", &[])
+        .await
+        .expect("count snapshots")
+        .get(0);
+    assert_eq!(stored, 0);
+}

@@ -5,8 +5,10 @@ use std::io::{IsTerminal, Write};
 
 use clap::Args;
 
+use super::remote::SupabaseArgs;
 use super::{write_json, write_line, CliError, OutputMode};
-use crate::demo::{self, DemoOptions};
+use crate::demo::{self, DemoBackend, DemoOptions};
+use crate::id::WorkspaceId;
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -14,6 +16,10 @@ pub struct DemoArgs {
     /// Extra small offline edits for the throughput part.
     #[arg(long, default_value_t = DemoOptions::default().burst)]
     pub burst: usize,
+    /// Run against Supabase instead of the embedded hub: the three replicas
+    /// are devices of the token's user, in a new workspace.
+    #[command(flatten)]
+    pub supabase: SupabaseArgs,
 }
 
 /// Runs the demo on a fresh tokio runtime.
@@ -38,9 +44,23 @@ pub(super) fn run(a: DemoArgs, mode: OutputMode, out: &mut dyn Write) -> Result<
             b.set_position(p.done);
         }) as std::sync::Arc<dyn Fn(demo::DemoProgress) + Send + Sync>
     });
+    let backend = match (a.supabase.remote()?, &a.supabase.supabase_url) {
+        (Some(remote), Some(url)) => {
+            let workspace = WorkspaceId::from_uuid(uuid::Uuid::new_v4());
+            rt.block_on(remote.create_workspace(workspace, "supamerge demo"))
+                .map_err(crate::Error::from)?;
+            Some(DemoBackend {
+                remote: std::sync::Arc::new(remote),
+                workspace,
+                name: format!("Supabase at {url} (workspace {workspace})"),
+            })
+        }
+        _ => None,
+    };
     let report = rt.block_on(demo::run(DemoOptions {
         burst: a.burst,
         progress,
+        backend,
     }))?;
     if let Some(b) = bar {
         b.finish_and_clear();

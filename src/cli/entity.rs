@@ -9,6 +9,7 @@ use serde_json::{json, Value as Json};
 
 use super::{write_json, write_line, CliError, OutputMode};
 use crate::entity::EntityError;
+use crate::error::Error;
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::pointer::JsonPointer;
 use crate::replica::Replica;
@@ -198,6 +199,7 @@ pub(super) fn list(
     let r = open(data)?;
     let ids = r.list(&coll)?;
     let mut rows = Vec::new();
+    let mut unreadable = 0;
     for id in ids {
         if a.ids_only {
             match mode {
@@ -206,16 +208,30 @@ pub(super) fn list(
             }
             continue;
         }
-        let value = r.get_json(&id)?;
+        let value = match r.get_json(&id) {
+            Ok(v) => v,
+            // One unreadable entity does not hide the others: it is reported
+            // on stderr and the command fails at the end.
+            Err(e @ Error::Store(_))
+            | Err(e @ Error::Entity(EntityError::CorruptDocument { .. })) => {
+                eprintln!("error: entity {id} cannot be read: {e}");
+                unreadable += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         match mode {
             OutputMode::Human => write_line(out, format_args!("{id}\t{value}"))?,
             OutputMode::Json => rows.push(json!({ "id": id, "data": value })),
         }
     }
-    match mode {
-        OutputMode::Human => Ok(()),
-        OutputMode::Json => write_json(out, &rows),
+    if mode == OutputMode::Json {
+        write_json(out, &rows)?;
     }
+    if unreadable > 0 {
+        return Err(CliError::Unreadable { count: unreadable });
+    }
+    Ok(())
 }
 
 /// `history ID`.

@@ -14,6 +14,9 @@
 
 mod demo;
 mod entity;
+#[cfg(feature = "gateway")]
+mod gateway;
+mod remote;
 mod sync;
 
 use std::io::Write;
@@ -60,9 +63,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the demo: replicas edit offline, sync through the embedded hub, converge.
+    /// Run the demo: replicas edit offline, sync through the embedded hub (or Supabase), converge.
     Demo(demo::DemoArgs),
-    /// Push the outbox and pull every workspace once, against an embedded hub directory.
+    /// Push the outbox and pull every workspace once, against a hub directory or Supabase.
     Sync(sync::SyncArgs),
     /// Print the pending outbox, cursors, dead letters and last sync.
     Status,
@@ -84,6 +87,17 @@ pub enum Command {
     Resolve(entity::ResolveArgs),
     /// Print facts about an entity (also a deleted one).
     Info(entity::IdArgs),
+    // No doc comment: `gateway --help` shows `GatewayArgs`' own, which says
+    // plainly that this is a development stand-in for Supabase's API gateway.
+    #[cfg(feature = "gateway")]
+    #[allow(missing_docs)]
+    #[command(
+        about = "Serve the Supabase-compatible RPC gateway: a DEVELOPMENT STAND-IN for Supabase's API"
+    )]
+    Gateway(crate::gateway::GatewayArgs),
+    /// Print an access token (HS256 JWT) for the local gateway: a user of the dev stack.
+    #[cfg(feature = "gateway")]
+    DevToken(gateway::DevTokenArgs),
 }
 
 /// Why a command failed.
@@ -111,6 +125,22 @@ pub enum CliError {
     /// The tokio runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// Some entities of a listing could not be read (each reported on stderr).
+    #[error("{count} entities could not be read (damaged records)")]
+    Unreadable {
+        /// How many.
+        count: usize,
+    },
+    /// `sync` needs `--hub DIR` or `--supabase-url`.
+    #[error("no remote: pass --hub DIR or --supabase-url URL --anon-key KEY")]
+    MissingRemote,
+    /// The Supabase settings are invalid.
+    #[error(transparent)]
+    Supabase(#[from] crate::remote::supabase::SupabaseConfigError),
+    /// The gateway could not start or failed.
+    #[cfg(feature = "gateway")]
+    #[error(transparent)]
+    Gateway(#[from] crate::gateway::GatewayError),
     /// The demo finished but its replicas did not converge.
     #[error("the demo's replicas did not converge")]
     DemoDiverged,
@@ -132,7 +162,11 @@ impl CliError {
     /// The process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::InvalidJson { .. } => EXIT_USAGE,
+            CliError::InvalidJson { .. } | CliError::MissingRemote | CliError::Supabase(_) => {
+                EXIT_USAGE
+            }
+            #[cfg(feature = "gateway")]
+            CliError::Gateway(crate::gateway::GatewayError::Config { .. }) => EXIT_USAGE,
             CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
             CliError::Supamerge(Error::Entity(
                 EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
@@ -147,6 +181,10 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
+            CliError::Unreadable { .. } => "corrupt",
+            CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
+            #[cfg(feature = "gateway")]
+            CliError::Gateway(_) => "gateway",
             CliError::Supamerge(e) => match e {
                 Error::Id(_) => "invalid_input",
                 Error::Entity(
@@ -263,6 +301,10 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Conflicts(a) => entity::conflicts(&cli.data, a, mode, out),
         Command::Resolve(a) => entity::resolve(&cli.data, a, mode, out),
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
+        #[cfg(feature = "gateway")]
+        Command::Gateway(a) => gateway::run(a),
+        #[cfg(feature = "gateway")]
+        Command::DevToken(a) => gateway::dev_token(a, mode, out),
     }
 }
 

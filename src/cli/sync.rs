@@ -1,23 +1,21 @@
-//! `supamerge sync` and `supamerge status`: a replica directory against a hub.
-
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
+//! `supamerge sync` and `supamerge status`: a replica directory against a hub
+//! or Supabase.
 
 use clap::Args;
 use serde_json::json;
+use std::io::Write;
 
+use super::remote::{Opened, RemoteArgs};
 use super::{CliError, OutputMode};
 use crate::id::WorkspaceId;
-use crate::remote::{LocalHub, Remote};
 use crate::sync::session::{self, SyncConfig};
 
 /// Arguments of `sync`.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// The embedded hub directory to sync with (created when missing).
-    #[arg(long, value_name = "DIR", env = "SUPAMERGE_HUB")]
-    pub hub: PathBuf,
+    /// Where to sync.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     /// Also pull these workspaces (a fresh replica joining a workspace).
     #[arg(long = "workspace", value_name = "ID")]
     pub workspaces: Vec<WorkspaceId>,
@@ -41,8 +39,7 @@ pub fn sync(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let replica = &super::entity::open(data)?;
-    let hub = LocalHub::open(&args.hub).map_err(crate::Error::from)?;
-    let remote: Arc<dyn Remote> = Arc::new(hub.clone());
+    let Opened { remote, hub } = args.remote.open()?;
     let rt = runtime()?;
     let report = rt.block_on(async {
         session::run(
@@ -54,7 +51,9 @@ pub fn sync(
         )
         .await
     })?;
-    hub.flush().map_err(crate::Error::from)?;
+    if let Some(hub) = hub {
+        hub.flush().map_err(crate::Error::from)?;
+    }
     match mode {
         OutputMode::Json => writeln!(out, "{}", json!(report)),
         OutputMode::Human => writeln!(

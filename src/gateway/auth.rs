@@ -108,7 +108,8 @@ pub fn authenticate(headers: &HeaderMap, config: &GatewayConfig) -> Result<Calle
     }
 }
 
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -122,9 +123,10 @@ fn now_unix() -> u64 {
 /// PGRST301 for anything else wrong with it.
 pub fn verify_jwt(token: &str, secret: &str, now: u64) -> Result<Caller, ApiError> {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.leeway = JWT_LEEWAY_SECS;
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
+    // exp and nbf are checked below against `now` (jsonwebtoken would read
+    // the system clock itself).
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
     let data = jsonwebtoken::decode::<Value>(
@@ -148,8 +150,30 @@ pub fn verify_jwt(token: &str, secret: &str, now: u64) -> Result<Caller, ApiErro
             "Invalid JWT: the claims are not an object",
         ));
     }
-    if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
-        if iat > now + JWT_LEEWAY_SECS {
+    let time_claim = |name: &str| -> Result<Option<u64>, ApiError> {
+        match claims.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n
+                .as_u64()
+                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))),
+            Some(_) => Err(unauthorized(
+                "PGRST301",
+                format!("Invalid JWT: the {name} claim must be a number"),
+            )),
+        }
+    };
+    if let Some(exp) = time_claim("exp")? {
+        if now > exp.saturating_add(JWT_LEEWAY_SECS) {
+            return Err(unauthorized("PGRST303", "JWT expired"));
+        }
+    }
+    if let Some(nbf) = time_claim("nbf")? {
+        if nbf > now.saturating_add(JWT_LEEWAY_SECS) {
+            return Err(unauthorized("PGRST303", "JWT not yet valid"));
+        }
+    }
+    if let Some(iat) = time_claim("iat")? {
+        if iat > now.saturating_add(JWT_LEEWAY_SECS) {
             return Err(unauthorized("PGRST303", "JWT issued at future"));
         }
     }
@@ -168,6 +192,33 @@ pub fn verify_jwt(token: &str, secret: &str, now: u64) -> Result<Caller, ApiErro
         claims,
         authenticated: true,
     })
+}
+
+/// Signs a development access token the way Supabase Auth shapes its own:
+/// HS256 with `secret`, `{"sub": user, "role": "authenticated", "aud":
+/// "authenticated", "iat", "exp"}`. For the local gateway only: a real
+/// project's tokens come from Supabase Auth.
+///
+/// # Errors
+/// [`jsonwebtoken::errors::Error`] when signing fails.
+pub fn dev_access_token(
+    secret: &str,
+    user: uuid::Uuid,
+    valid_for_secs: u64,
+    now: u64,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = serde_json::json!({
+        "sub": user,
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now.saturating_add(valid_for_secs),
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
 }
 
 #[cfg(test)]
@@ -249,5 +300,17 @@ mod tests {
         let no_role = token(json!({"sub": "u"}), SECRET);
         assert_eq!(verify_jwt(&no_role, SECRET, now).unwrap().role, "anon");
         assert_eq!(verify_jwt("garbage", SECRET, now).unwrap_err().status, 401);
+    }
+
+    #[test]
+    fn dev_tokens_verify_as_the_user() {
+        let user = uuid::Uuid::new_v4();
+        let t = dev_access_token(SECRET, user, 60, 1_000).unwrap();
+        let caller = verify_jwt(&t, SECRET, 1_030).unwrap();
+        assert_eq!(caller.role, "authenticated");
+        assert_eq!(caller.claims["sub"], user.to_string());
+        // Past exp + leeway: expired.
+        assert!(verify_jwt(&t, SECRET, 1_000 + 60 + JWT_LEEWAY_SECS + 1).is_err());
+        assert!(verify_jwt(&t, "another-secret-of-at-least-32-characters", 1_030).is_err());
     }
 }

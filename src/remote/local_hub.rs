@@ -404,45 +404,49 @@ impl LocalHub {
     }
 }
 
+impl LocalHub {
+    /// Checks the request's protocol version, then runs `f` on a blocking
+    /// thread (sled calls block).
+    async fn serve<T: Send + 'static>(
+        &self,
+        v: u32,
+        f: impl FnOnce(&LocalHub) -> Result<T, RemoteError> + Send + 'static,
+    ) -> Result<T, RemoteError> {
+        if v != WIRE_VERSION {
+            return Err(RemoteError::BadRequest {
+                code: "unsupported_version".into(),
+                message: format!(
+                    "protocol version {v} is not supported; this hub speaks {WIRE_VERSION}"
+                ),
+            });
+        }
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || f(&hub))
+            .await
+            .map_err(|e| RemoteError::Server {
+                status: 0,
+                message: e.to_string(),
+            })?
+    }
+}
+
 #[async_trait]
 impl Remote for LocalHub {
     async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.push_sync(req))
-            .await
-            .map_err(|e| RemoteError::Server {
-                status: 0,
-                message: e.to_string(),
-            })?
+        self.serve(req.v, move |hub| hub.push_sync(req)).await
     }
 
     async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.pull_sync(req))
-            .await
-            .map_err(|e| RemoteError::Server {
-                status: 0,
-                message: e.to_string(),
-            })?
+        self.serve(req.v, move |hub| hub.pull_sync(req)).await
     }
 
     async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.put_snapshot_sync(snap))
+        self.serve(snap.v, move |hub| hub.put_snapshot_sync(snap))
             .await
-            .map_err(|e| RemoteError::Server {
-                status: 0,
-                message: e.to_string(),
-            })?
     }
 
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
-        let hub = self.clone();
-        tokio::task::spawn_blocking(move || hub.get_snapshots_sync(query))
+        self.serve(query.v, move |hub| hub.get_snapshots_sync(query))
             .await
-            .map_err(|e| RemoteError::Server {
-                status: 0,
-                message: e.to_string(),
-            })?
     }
 }

@@ -38,6 +38,9 @@ pub struct SyncConfig {
     pub snapshot_threshold: u64,
     /// Bootstrap a fresh replica from snapshots plus the tail of changes.
     pub bootstrap_from_snapshots: bool,
+    /// Snapshots per page while bootstrapping (each page is applied and
+    /// persisted before the next is fetched).
+    pub snapshot_page_limit: u32,
 }
 
 impl Default for SyncConfig {
@@ -48,6 +51,7 @@ impl Default for SyncConfig {
             pull_limit: 1000,
             snapshot_threshold: 256,
             bootstrap_from_snapshots: true,
+            snapshot_page_limit: 100,
         }
     }
 }
@@ -86,6 +90,10 @@ pub struct SyncReport {
     pub pages: usize,
     /// Snapshots uploaded.
     pub snapshots_uploaded: usize,
+    /// Snapshots the server would not take (too large, refused for this
+    /// document, or a read-only member): an optimisation skipped, not an
+    /// error — the changes themselves are on the server.
+    pub snapshots_skipped: usize,
     /// Snapshots downloaded and merged (bootstrap).
     pub snapshots_loaded: usize,
     /// Wall time of the pass in ms.
@@ -112,6 +120,13 @@ pub enum Progress {
         changes: usize,
         /// Pages so far.
         pages: usize,
+    },
+    /// A page of snapshots was loaded (bootstrap).
+    Snapshots {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// Snapshots loaded so far in this pass.
+        loaded: usize,
     },
 }
 
@@ -156,15 +171,23 @@ pub async fn push(
     let total = replica.pending();
     let mut done = 0;
     loop {
-        let mut batch = blocking(replica, move |r| r.peek(max_count, max_bytes)).await?;
-        let Some(first) = batch.first() else { break };
-        let ws = first.workspace;
-        if let Some(cut) = batch.iter().position(|e| e.workspace != ws) {
-            batch.truncate(cut);
+        let batch = blocking(replica, move |r| r.peek(max_count, max_bytes)).await?;
+        if batch.is_empty() {
+            break;
         }
-        let n = push_batch(replica, remote, ws, batch, report).await?;
-        done += n;
-        progress(Progress::Pushed { done, total });
+        // One request per workspace in the batch, each in outbox order (a
+        // document belongs to one workspace, so its changes stay in order).
+        let mut groups: Vec<(WorkspaceId, Vec<OutboxEntry>)> = Vec::new();
+        for e in batch {
+            match groups.iter_mut().find(|(ws, _)| *ws == e.workspace) {
+                Some((_, g)) => g.push(e),
+                None => groups.push((e.workspace, vec![e])),
+            }
+        }
+        for (ws, group) in groups {
+            done += push_batch(replica, remote, ws, group, report).await?;
+            progress(Progress::Pushed { done, total });
+        }
     }
     Ok(())
 }
@@ -332,7 +355,7 @@ pub async fn pull(
                     v: WIRE_VERSION,
                     workspace: ws,
                     after,
-                    limit: 100,
+                    limit: cfg.snapshot_page_limit.max(1),
                 })
                 .await?;
             after = page.snapshots.last().map(|s| s.doc_id);
@@ -345,6 +368,10 @@ pub async fn pull(
             let applied = blocking(replica, move |r| r.apply_snapshots(snaps)).await?;
             report.applied += applied.applied;
             report.duplicates += applied.duplicates;
+            progress(Progress::Snapshots {
+                workspace: ws,
+                loaded: report.snapshots_loaded,
+            });
             if !page.has_more || after.is_none() {
                 break;
             }
@@ -380,7 +407,7 @@ pub async fn upload_snapshots(
     let candidates = blocking(replica, move |r| r.snapshot_candidates(&ws, threshold)).await?;
     for (id, collection) in candidates {
         let (bytes, heads) = blocking(replica, move |r| r.save(&id)).await?;
-        remote
+        let upload = remote
             .put_snapshot(SnapshotUpload {
                 v: WIRE_VERSION,
                 workspace: ws,
@@ -390,9 +417,29 @@ pub async fn upload_snapshots(
                 covers: Cursor(covers.clone()),
                 bytes,
             })
-            .await?;
-        blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
-        report.snapshots_uploaded += 1;
+            .await;
+        match upload {
+            Ok(_) => {
+                blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
+                report.snapshots_uploaded += 1;
+            }
+            // A reader may pull but not write snapshots: none of this
+            // workspace's will be taken, so stop asking for this pass.
+            Err(RemoteError::Forbidden { message }) => {
+                tracing::info!(%ws, %message, "snapshot upload not allowed; skipping snapshots");
+                report.snapshots_skipped += 1;
+                return Ok(());
+            }
+            // This document's snapshot will not fit (or was refused): mark it
+            // so it is retried only after another `snapshot_threshold`
+            // changes, instead of on every pass.
+            Err(e @ (RemoteError::TooLarge { .. } | RemoteError::BadRequest { .. })) => {
+                tracing::warn!(%ws, doc = %id, error = %e, "snapshot not accepted; skipped");
+                blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
+                report.snapshots_skipped += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

@@ -13,6 +13,9 @@ use async_trait::async_trait;
 use supamerge::remote::{LocalHub, Remote};
 use supamerge::sync::wire::HashHex;
 use supamerge::{DocId, WorkspaceId};
+use uuid::Uuid;
+
+use super::pg::SupabaseFixture;
 
 /// What the backend-parameterised tests need from a backend.
 #[async_trait]
@@ -90,5 +93,76 @@ impl Backend for LocalHubBackend {
 
     async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
         self.hub.stored_hashes(ws).expect("list hub changes")
+    }
+}
+
+/// The Supabase path: the gateway in front of a fresh PostgreSQL database
+/// with the stand-in and the real migration, one [`SupabaseRemote`] (a user
+/// JWT) per user. User 0 owns every workspace; users `1..members` are
+/// writers. What is stored is read back with a superuser connection, past
+/// row-level security.
+///
+/// [`SupabaseRemote`]: supamerge::remote::SupabaseRemote
+pub struct SupabaseBackend {
+    fixture: SupabaseFixture,
+    users: Vec<Uuid>,
+}
+
+impl SupabaseBackend {
+    /// Users the tests may act as.
+    const USERS: usize = 8;
+
+    /// A fresh database with a gateway in front of it.
+    pub async fn start() -> Self {
+        Self {
+            fixture: SupabaseFixture::start().await,
+            users: (0..Self::USERS).map(|_| Uuid::new_v4()).collect(),
+        }
+    }
+
+    fn user(&self, n: usize) -> Uuid {
+        *self
+            .users
+            .get(n)
+            .unwrap_or_else(|| panic!("the Supabase backend has {} users", Self::USERS))
+    }
+}
+
+#[async_trait]
+impl Backend for SupabaseBackend {
+    fn name(&self) -> &'static str {
+        "supabase"
+    }
+
+    async fn new_workspace(&self, members: usize) -> WorkspaceId {
+        let writers: Vec<Uuid> = (1..members.max(1)).map(|n| self.user(n)).collect();
+        self.fixture.workspace(self.user(0), &writers).await
+    }
+
+    async fn remote_for(&self, user: usize) -> Arc<dyn Remote> {
+        Arc::new(self.fixture.remote_for(self.user(user)))
+    }
+
+    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
+        let rows = self
+            .fixture
+            .db
+            .superuser()
+            .await
+            .query(
+                "select doc_id::text, change_hash from public.changes \
+                 where workspace_id = $1::text::uuid order by seq",
+                &[&ws.to_string()],
+            )
+            .await
+            .expect("list stored changes");
+        rows.iter()
+            .map(|r| {
+                let doc: String = r.get(0);
+                let hash: Vec<u8> = r.get(1);
+                let hash: [u8; 32] = hash.try_into().expect("32-byte hash");
+                (doc.parse().expect("a doc id"), HashHex(hash))
+            })
+            .collect()
     }
 }

@@ -1,3 +1,4 @@
 //! Helpers of the sync integration tests (see `tests/sync.rs`).
 pub mod backend;
+pub mod pg;
 pub mod sync_util;
