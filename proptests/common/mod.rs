@@ -23,7 +23,7 @@ use supamerge::entity::EntityError;
 use supamerge::remote::RemoteError;
 use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
 use supamerge::replica::RemoteChange;
-use supamerge::store::CursorRecord;
+use supamerge::store::{CursorRecord, StoreError};
 use supamerge::sync::session::{self, SyncConfig};
 use supamerge::sync::wire::{
     ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PushOutcome, PushRequest, PushResponse,
@@ -659,15 +659,26 @@ impl Node {
 
     fn open(&mut self) {
         self.opens += 1;
-        let mut builder = Replica::builder(&self.path);
-        for m in migrations() {
-            builder = builder.with_migration(m);
-        }
-        let replica = builder
-            .with_clock(Arc::new(self.clock.clone()))
-            .with_seed((self.index as u64) << 32 | self.opens)
-            .open()
-            .expect("open replica");
+        // After a crash the dropped pass may still finish a store write on
+        // the blocking pool, holding the directory; the store waits
+        // `LOCK_WAIT` for it, and on a loaded machine the harness waits
+        // some more rather than fail.
+        let mut attempts = 0;
+        let replica = loop {
+            let mut builder = Replica::builder(&self.path);
+            for m in migrations() {
+                builder = builder.with_migration(m);
+            }
+            match builder
+                .with_clock(Arc::new(self.clock.clone()))
+                .with_seed((self.index as u64) << 32 | self.opens)
+                .open()
+            {
+                Ok(r) => break r,
+                Err(Error::Store(StoreError::Locked { .. })) if attempts < 20 => attempts += 1,
+                Err(e) => panic!("open replica {}: {e}", self.index),
+            }
+        };
         self.replica = Some(replica);
     }
 }
