@@ -99,6 +99,8 @@
 
 #[doc(hidden)]
 pub mod cli;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod clock;
 pub mod conflict;
 pub mod demo;

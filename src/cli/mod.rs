@@ -11,6 +11,8 @@
 //! - `2` usage error or invalid input: unknown flag, malformed JSON, a JSON
 //!   value that is not an object, bad UUID, bad collection name.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod demo;
 mod entity;
 mod sync;
@@ -81,6 +83,9 @@ pub enum Command {
     Conflicts(entity::IdArgs),
     /// Print facts about an entity (also a deleted one).
     Info(entity::IdArgs),
+    /// Run the benchmarks: engine versus baseline per workload (docs/benchmarks.md).
+    #[cfg(feature = "bench")]
+    Bench(bench::BenchArgs),
 }
 
 /// Why a command failed.
@@ -117,6 +122,10 @@ pub enum CliError {
     /// The library reported an error.
     #[error(transparent)]
     Supamerge(#[from] Error),
+    /// A benchmark failed.
+    #[cfg(feature = "bench")]
+    #[error(transparent)]
+    Bench(#[from] crate::bench::BenchError),
 }
 
 impl From<IdError> for CliError {
@@ -142,6 +151,8 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
+            #[cfg(feature = "bench")]
+            CliError::Bench(_) => "bench",
             CliError::Supamerge(e) => match e {
                 Error::Id(_) => "invalid_input",
                 Error::Entity(EntityError::NotAnObject { .. }) => "invalid_input",
@@ -252,6 +263,8 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::History(a) => entity::history(&cli.data, a, mode, out),
         Command::Conflicts(a) => entity::conflicts(&cli.data, a, mode, out),
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
+        #[cfg(feature = "bench")]
+        Command::Bench(a) => bench::run(a, mode, out),
     }
 }
 
