@@ -97,10 +97,10 @@
 
 #![warn(missing_docs)]
 
-#[doc(hidden)]
-pub mod cli;
 #[cfg(feature = "bench")]
 pub mod bench;
+#[doc(hidden)]
+pub mod cli;
 pub mod clock;
 pub mod conflict;
 pub mod demo;

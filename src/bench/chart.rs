@@ -4,7 +4,9 @@
 use super::{Better, Outcome, Target};
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Renders the outcomes as an SVG document (skipped workloads are listed

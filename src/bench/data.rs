@@ -76,7 +76,10 @@ impl GenDoc {
 
     /// The raw change bytes.
     pub fn change_bytes(&self) -> Vec<Vec<u8>> {
-        self.changes.iter().map(|c| c.raw_bytes().to_vec()).collect()
+        self.changes
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect()
     }
 }
 

@@ -50,7 +50,7 @@ pub enum BenchError {
         workload: &'static str,
         /// The remote's error.
         #[source]
-        source: RemoteError,
+        source: Box<RemoteError>,
     },
     /// Automerge refused an operation of a baseline or of the data generator.
     #[error("workload {workload}: automerge: {source}")]
@@ -59,7 +59,7 @@ pub enum BenchError {
         workload: &'static str,
         /// Automerge's error.
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     /// Change bytes did not decode.
     #[error("workload {workload}: a change does not decode: {source}")]
@@ -68,7 +68,7 @@ pub enum BenchError {
         workload: &'static str,
         /// Automerge's error.
         #[source]
-        source: automerge::LoadChangeError,
+        source: Box<automerge::LoadChangeError>,
     },
     /// A file or directory could not be read or written.
     #[error("{what} {path}: {source}")]
@@ -115,10 +115,17 @@ pub enum BenchError {
     /// PostgreSQL setup or a query failed.
     #[cfg(feature = "gateway")]
     #[error("PostgreSQL: {0}")]
-    Dev(#[from] crate::gateway::dev::DevError),
+    Dev(#[source] Box<crate::gateway::dev::DevError>),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+#[cfg(feature = "gateway")]
+impl From<crate::gateway::dev::DevError> for BenchError {
+    fn from(e: crate::gateway::dev::DevError) -> Self {
+        BenchError::Dev(Box::new(e))
+    }
 }
 
 /// A result of the benchmark module.
@@ -317,8 +324,12 @@ impl BenchConfig {
 
     pub(crate) fn tempdir(&self, what: &'static str) -> BenchResult<tempfile::TempDir> {
         let r = match &self.scratch {
-            Some(dir) => tempfile::Builder::new().prefix("supamerge-bench-").tempdir_in(dir),
-            None => tempfile::Builder::new().prefix("supamerge-bench-").tempdir(),
+            Some(dir) => tempfile::Builder::new()
+                .prefix("supamerge-bench-")
+                .tempdir_in(dir),
+            None => tempfile::Builder::new()
+                .prefix("supamerge-bench-")
+                .tempdir(),
         };
         r.map_err(|source| BenchError::Io {
             what,
@@ -509,9 +520,7 @@ pub fn run_one(cfg: &BenchConfig, w: Workload) -> BenchResult<Outcome> {
         )?,
         Workload::ColdStart => workloads::cold_start(cfg)?,
         Workload::FreshDeviceLocalhub => workloads::fresh_device_localhub(&rt, cfg, false)?,
-        Workload::FreshDeviceLocalhubSnapshots => {
-            workloads::fresh_device_localhub(&rt, cfg, true)?
-        }
+        Workload::FreshDeviceLocalhubSnapshots => workloads::fresh_device_localhub(&rt, cfg, true)?,
         _ => Outcome::skipped(w, "unknown workload"),
     };
     if let Outcome::Ok(m) = &mut outcome {
@@ -552,10 +561,7 @@ fn run_postgres(
     _cfg: &BenchConfig,
     w: Workload,
 ) -> BenchResult<Outcome> {
-    Ok(Outcome::skipped(
-        w,
-        "built without the `gateway` feature",
-    ))
+    Ok(Outcome::skipped(w, "built without the `gateway` feature"))
 }
 
 /// Runs every selected workload in this process, calling `progress` before

@@ -87,7 +87,6 @@ fn fresh_device(
         &report,
         "the gateway + PostgreSQL",
         snapshots,
-        cfg.sizes.changes_per_doc,
     )
 }
 
@@ -104,7 +103,14 @@ fn local_read(
         .map_err(rem(W))?;
     let dir = cfg.tempdir("replica directory")?;
     let replica = Replica::open(dir.path()).map_err(eng(W))?;
-    sync_once(rt, W, &replica, remote, &super::workloads::changes_only(), ws)?;
+    sync_once(
+        rt,
+        W,
+        &replica,
+        remote,
+        &super::workloads::changes_only(),
+        ws,
+    )?;
     let expected = replica.get_json(&g.id).map_err(eng(W))?;
 
     let mut local = Samples::new();
@@ -134,7 +140,7 @@ fn local_read(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| BenchError::Decode {
                 workload: W.name(),
-                source,
+                source: Box::new(source),
             })?;
         let mut doc = Automerge::new();
         doc.apply_changes(changes).map_err(am(W))?;

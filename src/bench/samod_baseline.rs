@@ -41,12 +41,9 @@ pub fn sync_with_samod(rt: &tokio::runtime::Runtime, gens: &[GenDoc]) -> BenchRe
         let handle = bob
             .dial(samod::BackoffConfig::default(), Arc::new(dialer))
             .map_err(stopped)?;
-        handle
-            .established()
-            .await
-            .map_err(|_| BenchError::Samod {
-                reason: "the channel connection failed",
-            })?;
+        handle.established().await.map_err(|_| BenchError::Samod {
+            reason: "the channel connection failed",
+        })?;
         let found = futures::future::join_all(ids.into_iter().map(|id| bob.find(id))).await;
         let d = t.elapsed();
         for f in found {

@@ -34,21 +34,21 @@ pub(super) fn eng(w: Workload) -> impl Fn(crate::Error) -> BenchError {
 pub(super) fn am(w: Workload) -> impl Fn(automerge::AutomergeError) -> BenchError {
     move |source| BenchError::Automerge {
         workload: w.name(),
-        source,
+        source: Box::new(source),
     }
 }
 
 pub(super) fn rem(w: Workload) -> impl Fn(RemoteError) -> BenchError {
     move |source| BenchError::Remote {
         workload: w.name(),
-        source,
+        source: Box::new(source),
     }
 }
 
 fn dec(w: Workload) -> impl Fn(automerge::LoadChangeError) -> BenchError {
     move |source| BenchError::Decode {
         workload: w.name(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -124,7 +124,10 @@ fn check(w: Workload, ok: bool, what: impl FnOnce() -> String) -> BenchResult<()
     }
 }
 
-pub(super) fn merge_one_doc(rt: &tokio::runtime::Runtime, cfg: &BenchConfig) -> BenchResult<Outcome> {
+pub(super) fn merge_one_doc(
+    rt: &tokio::runtime::Runtime,
+    cfg: &BenchConfig,
+) -> BenchResult<Outcome> {
     const W: Workload = Workload::MergeOneDoc;
     let n = cfg.sizes.one_doc_changes;
     let coll = data::collection()?;
@@ -147,7 +150,11 @@ pub(super) fn merge_one_doc(rt: &tokio::runtime::Runtime, cfg: &BenchConfig) -> 
 
     let heads = replica.heads(&g.id).map_err(eng(W))?;
     check(W, heads == raw.get_heads() && report.applied == n, || {
-        format!("{} of {n} changes applied, heads differ: {}", report.applied, heads != raw.get_heads())
+        format!(
+            "{} of {n} changes applied, heads differ: {}",
+            report.applied,
+            heads != raw.get_heads()
+        )
     })?;
     Ok(Outcome::Ok(
         Measurement::new(
@@ -178,7 +185,8 @@ pub(super) fn merge_many_docs(
     let gens = generate_docs(W, docs, per)?;
     let hub = hub(W)?;
     let envs = gens.iter().flat_map(|g| g.envelopes(&coll)).collect();
-    rt.block_on(data::push_all(&hub, ws, envs)).map_err(rem(W))?;
+    rt.block_on(data::push_all(&hub, ws, envs))
+        .map_err(rem(W))?;
     let per_doc: Vec<Vec<Vec<u8>>> = gens.iter().map(GenDoc::change_bytes).collect();
 
     let t = Instant::now();
@@ -194,17 +202,29 @@ pub(super) fn merge_many_docs(
     let report = pull_all(rt, W, &replica, &hub, ws)?;
     let engine = t.elapsed();
 
-    check(W, report.applied == n && replica.doc_count() == docs, || {
-        format!("{} of {n} changes applied, {} documents", report.applied, replica.doc_count())
-    })?;
+    check(
+        W,
+        report.applied == n && replica.doc_count() == docs,
+        || {
+            format!(
+                "{} of {n} changes applied, {} documents",
+                report.applied,
+                replica.doc_count()
+            )
+        },
+    )?;
     if let (Some(g), Some(raw)) = (gens.last(), raws.last()) {
         let heads = replica.heads(&g.id).map_err(eng(W))?;
-        check(W, heads == raw.get_heads(), || "heads of the last document".to_owned())?;
+        check(W, heads == raw.get_heads(), || {
+            "heads of the last document".to_owned()
+        })?;
     }
     Ok(Outcome::Ok(
         Measurement::new(
             W,
-            format!("{docs} documents x {per} changes pulled from a LocalHub, applied and persisted"),
+            format!(
+                "{docs} documents x {per} changes pulled from a LocalHub, applied and persisted"
+            ),
             "changes/s",
             Better::Higher,
             rate(n, engine),
@@ -263,7 +283,8 @@ pub(super) fn editing_trace(
         .result;
     for (pos, del, ins) in &patches {
         let mut tx = a.transaction();
-        tx.splice_text(&text, *pos, *del as isize, ins).map_err(am(W))?;
+        tx.splice_text(&text, *pos, *del as isize, ins)
+            .map_err(am(W))?;
         tx.commit();
     }
     let typed_raw = t.elapsed();
@@ -272,14 +293,24 @@ pub(super) fn editing_trace(
     let base = t.elapsed();
     let raw_text = b.text(&text).map_err(am(W))?;
     if whole {
-        check(W, raw_text == trace.end_content, || "raw automerge text differs from endContent".to_owned())?;
+        check(W, raw_text == trace.end_content, || {
+            "raw automerge text differs from endContent".to_owned()
+        })?;
     }
 
     // Engine: local edits on one replica, synced through a LocalHub into another.
     let hub = hub(W)?;
-    let (da, db) = (cfg.tempdir("replica directory")?, cfg.tempdir("replica directory")?);
-    let buffered = Durability::Buffered { flush_every_ms: 500 };
-    let ra = Replica::builder(da.path()).with_durability(buffered).open().map_err(eng(W))?;
+    let (da, db) = (
+        cfg.tempdir("replica directory")?,
+        cfg.tempdir("replica directory")?,
+    );
+    let buffered = Durability::Buffered {
+        flush_every_ms: 500,
+    };
+    let ra = Replica::builder(da.path())
+        .with_durability(buffered)
+        .open()
+        .map_err(eng(W))?;
     let rb = Replica::open(db.path()).map_err(eng(W))?;
     let t = Instant::now();
     let id = ra.create_json(ws, &coll, &json!({})).map_err(eng(W))?;
@@ -296,8 +327,13 @@ pub(super) fn editing_trace(
     let pushed = t.elapsed();
     sync_once(rt, W, &rb, &hub, &changes_only(), ws)?;
     let engine = t.elapsed();
-    let got = rb.with_doc(&id, |d| d.text(&text)).map_err(eng(W))?.map_err(am(W))?;
-    check(W, got == raw_text, || "the second replica's text differs from raw automerge's".to_owned())?;
+    let got = rb
+        .with_doc(&id, |d| d.text(&text))
+        .map_err(eng(W))?
+        .map_err(am(W))?;
+    check(W, got == raw_text, || {
+        "the second replica's text differs from raw automerge's".to_owned()
+    })?;
 
     Ok(Outcome::Ok(
         Measurement::new(
@@ -318,7 +354,10 @@ pub(super) fn editing_trace(
     ))
 }
 
-pub(super) fn live_trickle(rt: &tokio::runtime::Runtime, cfg: &BenchConfig) -> BenchResult<Outcome> {
+pub(super) fn live_trickle(
+    rt: &tokio::runtime::Runtime,
+    cfg: &BenchConfig,
+) -> BenchResult<Outcome> {
     const W: Workload = Workload::LiveTrickle;
     let (ops, rounds) = (cfg.sizes.trickle_ops, cfg.sizes.trickle_rounds);
     let coll = data::collection()?;
@@ -335,17 +374,18 @@ pub(super) fn live_trickle(rt: &tokio::runtime::Runtime, cfg: &BenchConfig) -> B
     let (mut eng_s, mut base_s) = (Samples::new(), Samples::new());
     for i in 0..rounds {
         data::small_edit(&mut g.doc, &data_obj, 1_000_000 + i).map_err(am(W))?;
-        let change = g
-            .doc
-            .get_last_local_change()
-            .ok_or(BenchError::Mismatch { workload: W.name(), what: "no local change".to_owned() })?;
+        let change = g.doc.get_last_local_change().ok_or(BenchError::Mismatch {
+            workload: W.name(),
+            what: "no local change".to_owned(),
+        })?;
         let env = crate::sync::wire::ChangeEnvelope {
             doc_id: g.id,
             collection: coll.clone(),
             hash: HashHex(change.hash().0),
             bytes: change.raw_bytes().to_vec(),
         };
-        rt.block_on(data::push_all(&hub, ws, vec![env])).map_err(rem(W))?;
+        rt.block_on(data::push_all(&hub, ws, vec![env]))
+            .map_err(rem(W))?;
 
         let t = Instant::now();
         raw.apply_changes([change]).map_err(am(W))?;
@@ -354,10 +394,14 @@ pub(super) fn live_trickle(rt: &tokio::runtime::Runtime, cfg: &BenchConfig) -> B
         let t = Instant::now();
         let r = sync_once(rt, W, &replica, &hub, &SyncConfig::default(), ws)?;
         eng_s.push(t.elapsed());
-        check(W, r.applied == 1, || format!("round {i} applied {} changes", r.applied))?;
+        check(W, r.applied == 1, || {
+            format!("round {i} applied {} changes", r.applied)
+        })?;
     }
     let heads = replica.heads(&g.id).map_err(eng(W))?;
-    check(W, heads == raw.get_heads(), || "heads differ after the trickle".to_owned())?;
+    check(W, heads == raw.get_heads(), || {
+        "heads differ after the trickle".to_owned()
+    })?;
     Ok(Outcome::Ok(
         Measurement::new(
             W,
@@ -421,7 +465,9 @@ pub(super) fn local_commit(cfg: &BenchConfig, durability: Durability) -> BenchRe
         eng_s.push(s.elapsed());
     }
     let engine = t.elapsed();
-    check(w, replica.pending() == n + 1, || format!("{} outbox entries for {} commits", replica.pending(), n + 1))?;
+    check(w, replica.pending() == n + 1, || {
+        format!("{} outbox entries for {} commits", replica.pending(), n + 1)
+    })?;
     Ok(Outcome::Ok(
         Measurement::new(
             w,
@@ -484,7 +530,9 @@ pub fn cold_probe(mode: ProbeMode, path: &Path, doc: DocId) -> BenchResult<Probe
         }
     };
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    check(W, value.get("title").is_some(), || format!("the read entity has no title: {value}"))?;
+    check(W, value.get("title").is_some(), || {
+        format!("the read entity has no title: {value}")
+    })?;
     Ok(ProbeResult {
         ms,
         peak_rss_mb: None,
@@ -523,7 +571,10 @@ fn run_probe(
             }
             serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Child {
                 workload: W.name(),
-                reason: format!("unreadable probe output ({e}): {}", String::from_utf8_lossy(&out.stdout)),
+                reason: format!(
+                    "unreadable probe output ({e}): {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ),
             })
         }
     }
@@ -539,7 +590,9 @@ pub(super) fn cold_start(cfg: &BenchConfig) -> BenchResult<Outcome> {
     let saved: PathBuf = dir.path().join("one-document.automerge");
     {
         let replica = Replica::builder(dir.path().join("replica"))
-            .with_durability(Durability::Buffered { flush_every_ms: 1_000 })
+            .with_durability(Durability::Buffered {
+                flush_every_ms: 1_000,
+            })
             .open()
             .map_err(eng(W))?;
         let mut batch = Vec::new();
@@ -552,9 +605,15 @@ pub(super) fn cold_start(cfg: &BenchConfig) -> BenchResult<Outcome> {
                     source,
                 })?;
             }
-            batch.extend(g.envelopes(&coll).into_iter().map(|e| RemoteChange::from_envelope(ws, e)));
+            batch.extend(
+                g.envelopes(&coll)
+                    .into_iter()
+                    .map(|e| RemoteChange::from_envelope(ws, e)),
+            );
             if batch.len() >= 1_000 {
-                replica.apply_remote(std::mem::take(&mut batch), None).map_err(eng(W))?;
+                replica
+                    .apply_remote(std::mem::take(&mut batch), None)
+                    .map_err(eng(W))?;
             }
         }
         replica.apply_remote(batch, None).map_err(eng(W))?;
@@ -597,11 +656,14 @@ pub(super) fn seed_remote(
     let coll = data::collection()?;
     let gens = generate_docs(w, cfg.sizes.many_docs, cfg.sizes.changes_per_doc)?;
     let envs = gens.iter().flat_map(|g| g.envelopes(&coll)).collect();
-    rt.block_on(data::push_all(remote, ws, envs)).map_err(rem(w))?;
+    rt.block_on(data::push_all(remote, ws, envs))
+        .map_err(rem(w))?;
     if snapshots {
         let dir = cfg.tempdir("seed replica directory")?;
         let seed = Replica::builder(dir.path())
-            .with_durability(Durability::Buffered { flush_every_ms: 500 })
+            .with_durability(Durability::Buffered {
+                flush_every_ms: 500,
+            })
             .open()
             .map_err(eng(w))?;
         let seed_cfg = SyncConfig {
@@ -635,7 +697,10 @@ pub(super) fn fresh_sync(
     let report = sync_once(rt, w, &replica, remote, &sync_cfg, ws)?;
     let d = t.elapsed();
     check(w, replica.doc_count() == expect_docs, || {
-        format!("{} documents after the sync, expected {expect_docs}", replica.doc_count())
+        format!(
+            "{} documents after the sync, expected {expect_docs}",
+            replica.doc_count()
+        )
     })?;
     Ok((d, report))
 }
@@ -649,9 +714,9 @@ pub(super) fn fresh_measurement(
     report: &session::SyncReport,
     via: &str,
     snapshots: bool,
-    per: usize,
 ) -> BenchResult<Outcome> {
     let docs = gens.len();
+    let per = gens.first().map_or(0, |g| g.changes.len());
     let samod = samod_baseline::sync_with_samod(rt, gens)?;
     let raw = samod_baseline::sync_with_protocol(gens)?;
     let mode = if snapshots {
@@ -693,15 +758,5 @@ pub(super) fn fresh_device_localhub(
     let hub = hub(w)?;
     let gens = seed_remote(rt, cfg, w, &hub, ws, snapshots)?;
     let (engine, report) = fresh_sync(rt, cfg, w, &hub, ws, snapshots, gens.len())?;
-    fresh_measurement(
-        rt,
-        w,
-        &gens,
-        engine,
-        &report,
-        "a LocalHub",
-        snapshots,
-        cfg.sizes.changes_per_doc,
-    )
+    fresh_measurement(rt, w, &gens, engine, &report, "a LocalHub", snapshots)
 }
-

@@ -64,14 +64,19 @@ pub struct BenchArgs {
 }
 
 fn usage(reason: String) -> CliError {
-    CliError::Bench(BenchError::Child {
+    BenchError::Child {
         workload: "bench",
         reason,
-    })
+    }
+    .into()
 }
 
 fn config(a: &BenchArgs) -> Result<BenchConfig, CliError> {
-    let mut cfg = BenchConfig::new(if a.quick { Sizes::quick() } else { Sizes::full() });
+    let mut cfg = BenchConfig::new(if a.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    });
     for name in &a.only {
         let w = Workload::from_name(name).ok_or_else(|| {
             usage(format!(
@@ -102,8 +107,8 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
     }
     let cfg = config(&a)?;
     if let Some(name) = &a.worker {
-        let w = Workload::from_name(name)
-            .ok_or_else(|| usage(format!("unknown workload {name}")))?;
+        let w =
+            Workload::from_name(name).ok_or_else(|| usage(format!("unknown workload {name}")))?;
         let outcome = bench::run_one(&cfg, w)?;
         return super::write_json(out, &outcome);
     }
@@ -235,13 +240,11 @@ fn probe(a: &BenchArgs, m: &str, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|s| s.trim_start_matches([' ', '\t', ':']).to_owned())
-        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|s| s.trim_start_matches([' ', '\t', ':']).to_owned())
+    });
     json!({
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "cpu": cpu,

@@ -125,7 +125,14 @@ pub enum CliError {
     /// A benchmark failed.
     #[cfg(feature = "bench")]
     #[error(transparent)]
-    Bench(#[from] crate::bench::BenchError),
+    Bench(Box<crate::bench::BenchError>),
+}
+
+#[cfg(feature = "bench")]
+impl From<crate::bench::BenchError> for CliError {
+    fn from(e: crate::bench::BenchError) -> Self {
+        CliError::Bench(Box::new(e))
+    }
 }
 
 impl From<IdError> for CliError {

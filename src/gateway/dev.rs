@@ -165,13 +165,10 @@ impl DevDatabase {
     /// # Errors
     /// [`DevError::Gateway`] when it cannot bind or reach the database.
     pub async fn spawn_gateway(&self) -> Result<super::GatewayHandle, DevError> {
-        let config = super::GatewayConfig::new(
-            self.authenticator_url()?,
-            DEV_JWT_SECRET,
-            DEV_ANON_KEY,
-        )
-        .with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .with_pool_size(8);
+        let config =
+            super::GatewayConfig::new(self.authenticator_url()?, DEV_JWT_SECRET, DEV_ANON_KEY)
+                .with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .with_pool_size(8);
         Ok(super::Gateway::bind(config).await?.spawn())
     }
 
