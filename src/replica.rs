@@ -1294,9 +1294,14 @@ impl Replica {
         };
         let mut chunk = Vec::new();
         let mut applied = 0u64;
+        // `get_change_by_hash` rebuilds the change from the op set in
+        // Automerge 0.12 (a fifth of a page's apply time in the profile). When
+        // nothing is left waiting for dependencies, every change of `all` is
+        // in the document and the lookup is not needed.
+        let all_in = ds.doc.get_missing_deps(&[]).is_empty();
         for c in &all {
             let h = c.hash();
-            let now_in = ds.doc.get_change_by_hash(&h).is_some();
+            let now_in = all_in || ds.doc.get_change_by_hash(&h).is_some();
             let was_pending = pending_hashes.contains(&h.0);
             match (now_in, was_pending) {
                 (true, true) => {
