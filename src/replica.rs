@@ -1046,6 +1046,12 @@ impl Replica {
     /// Merges downloaded snapshots (`save()` bytes) into the replica, as
     /// [`Replica::apply_remote`] does for changes.
     ///
+    /// A snapshot of a document this replica has never seen (the fresh-device
+    /// case) is loaded once and stored as the document's snapshot chunk, all
+    /// such documents in one sled transaction. A snapshot of a document that
+    /// already exists here (or has early arrivals waiting) is merged change by
+    /// change through the same path as pulled changes.
+    ///
     /// # Errors
     /// Storage errors; a snapshot that does not load is reported as an
     /// [`EntityError::CorruptDocument`].
@@ -1054,11 +1060,27 @@ impl Replica {
         snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
     ) -> Result<ApplyReport> {
         let mut changes = Vec::new();
+        let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize)> = Vec::new();
+        let mut fresh_ids = HashSet::new();
+        let st = self.lock();
         for (ws, coll, id, bytes) in snapshots {
             let doc = Automerge::load(&bytes).map_err(|source| EntityError::CorruptDocument {
                 id,
                 source: Box::new(source),
             })?;
+            let is_new = !st.cache.contains(&id)
+                && !fresh_ids.contains(&id)
+                && self.inner.store.get_doc(&id)?.is_none();
+            if is_new {
+                let mut record = DocRecord::new(ws, coll);
+                record.deleted = entity::is_deleted(&doc);
+                record.next_chunk = 1;
+                record.snapshot_len = bytes.len() as u64;
+                let n = doc.stats().num_changes as usize;
+                fresh_ids.insert(id);
+                fresh.push((id, record, bytes, n));
+                continue;
+            }
             for mut c in doc.get_changes(&[]) {
                 let _ = c.bytes();
                 changes.push(RemoteChange {
@@ -1070,7 +1092,45 @@ impl Replica {
                 });
             }
         }
-        self.apply_inner(changes, None)
+        if !fresh.is_empty() {
+            self.inner.store.transact("load snapshots", |tx| {
+                for (id, record, bytes, _) in &fresh {
+                    tx.put_chunk(
+                        id,
+                        0,
+                        &Chunk {
+                            kind: ChunkKind::Snapshot,
+                            bytes: bytes.clone(),
+                        },
+                    )?;
+                    tx.put_doc(id, record)?;
+                    tx.index_collection(&record.collection, id)?;
+                }
+                Ok(())
+            })?;
+        }
+        drop(st);
+        let mut report = if changes.is_empty() {
+            ApplyReport::default()
+        } else {
+            self.apply_inner(changes, None)?
+        };
+        for (id, _, _, n) in fresh {
+            report.applied += n;
+            report.changed.push(id);
+            self.emit(ReplicaEvent::DocChanged {
+                id,
+                origin: Origin::Remote,
+            });
+            if self.inner.events.receiver_count() > 0 {
+                if let Ok(conflicts) = self.conflicts(&id) {
+                    if !conflicts.is_empty() {
+                        self.emit(ReplicaEvent::Conflict { id, conflicts });
+                    }
+                }
+            }
+        }
+        Ok(report)
     }
 
     fn apply_inner(
