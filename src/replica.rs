@@ -1279,17 +1279,26 @@ impl Replica {
         report: &mut ApplyReport,
     ) -> Result<ApplyPlan> {
         let before = ds.doc.get_heads();
+        let stored_pending = self.inner.store.pending_for(id)?;
+        // Which of the batch the document already holds. `get_change_by_hash`
+        // would rebuild every present change from the op set (Automerge 0.12),
+        // which made re-pulling a replica's own changes quadratic; instead ask
+        // once which hashes are missing. A hash is neither missing nor in the
+        // document only while it waits in the queue, i.e. in `pending`.
+        let hashes: Vec<ChangeHash> = batch.iter().map(Change::hash).collect();
+        let absent: HashSet<ChangeHash> = ds.doc.get_missing_deps(&hashes).into_iter().collect();
+        let queued: HashSet<[u8; 32]> = stored_pending.iter().map(|(h, _)| *h).collect();
         let mut seen = HashSet::new();
         let mut incoming = Vec::new();
         for c in batch {
             let h = c.hash();
-            if ds.doc.get_change_by_hash(&h).is_some() || !seen.insert(h) {
+            let in_doc = !absent.contains(&h) && !queued.contains(&h.0);
+            if in_doc || !seen.insert(h) {
                 report.duplicates += 1;
             } else {
                 incoming.push(c);
             }
         }
-        let stored_pending = self.inner.store.pending_for(id)?;
         let mut pending_hashes = HashSet::new();
         let mut all = incoming.clone();
         for (h, p) in stored_pending {
