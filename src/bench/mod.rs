@@ -1,7 +1,7 @@
 //! The benchmark workloads behind `supamerge bench` and `benches/`.
 //!
 //! Layout: this file holds the configuration, the result types and the
-//! driver ([`run`]); [`data`] generates the change sets and reads the
+//! driver ([`run_one`], [`run_all`]); [`data`] generates the change sets and reads the
 //! editing trace; `workloads` holds the workloads that need no PostgreSQL;
 //! `postgres` the ones that go through the gateway and PostgreSQL (feature
 //! `gateway`); `samod_baseline` the automerge-repo baseline; [`chart`] renders
