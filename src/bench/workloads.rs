@@ -97,6 +97,22 @@ fn pull_all(
     Ok(report)
 }
 
+/// An empty replica (default options) pulls everything of `ws`; returns it
+/// with the time taken, the report and its directory (kept alive by the caller).
+fn timed_pull(
+    rt: &tokio::runtime::Runtime,
+    cfg: &BenchConfig,
+    w: Workload,
+    remote: &dyn Remote,
+    ws: WorkspaceId,
+) -> BenchResult<(Replica, Duration, session::SyncReport, tempfile::TempDir)> {
+    let dir = cfg.tempdir("replica directory")?;
+    let replica = Replica::open(dir.path()).map_err(eng(w))?;
+    let t = Instant::now();
+    let report = pull_all(rt, w, &replica, remote, ws)?;
+    Ok((replica, t.elapsed(), report, dir))
+}
+
 /// Decodes change bytes and applies them to a new document in one call.
 fn raw_merge(w: Workload, bytes: Vec<Vec<u8>>) -> BenchResult<Automerge> {
     let changes = bytes
@@ -158,11 +174,7 @@ pub(super) fn merge_one_doc(
     let raw = raw_merge(W, bytes)?;
     let base = t.elapsed();
 
-    let dir = cfg.tempdir("replica directory")?;
-    let replica = Replica::open(dir.path()).map_err(eng(W))?;
-    let t = Instant::now();
-    let report = pull_all(rt, W, &replica, &hub, ws)?;
-    let engine = t.elapsed();
+    let (replica, engine, report, _dir) = timed_pull(rt, cfg, W, &hub, ws)?;
 
     let heads = replica.heads(&g.id).map_err(eng(W))?;
     check(W, heads == raw.get_heads() && report.applied == n, || {
@@ -173,18 +185,13 @@ pub(super) fn merge_one_doc(
         )
     })?;
     Ok(Outcome::Ok(
-        Measurement::new(
+        merge_measurement(
             W,
             format!("{n} small map changes of one document pulled from a LocalHub, applied and persisted (default durability: flush per page)"),
-            "changes/s",
-            Better::Higher,
-            rate(n, engine),
+            (n, engine, base),
             "automerge: Change::from_bytes of every change + one apply_changes",
-            rate(n, base),
-            Some(Target::RatioAtLeast(0.9)),
+            0.9,
         )
-        .with_extra("engine_s", engine.as_secs_f64())
-        .with_extra("baseline_s", base.as_secs_f64())
         .with_extra("baseline_paged_s", base_paged.as_secs_f64())
         .with_extra("baseline_paged_changes_per_s", rate(n, base_paged))
         .with_extra("pages", report.pages as f64),
@@ -214,11 +221,7 @@ pub(super) fn merge_many_docs(
     }
     let base = t.elapsed();
 
-    let dir = cfg.tempdir("replica directory")?;
-    let replica = Replica::open(dir.path()).map_err(eng(W))?;
-    let t = Instant::now();
-    let report = pull_all(rt, W, &replica, &hub, ws)?;
-    let engine = t.elapsed();
+    let (replica, engine, report, _dir) = timed_pull(rt, cfg, W, &hub, ws)?;
 
     check(
         W,
@@ -237,22 +240,36 @@ pub(super) fn merge_many_docs(
             "heads of the last document".to_owned()
         })?;
     }
-    Ok(Outcome::Ok(
-        Measurement::new(
-            W,
-            format!(
-                "{docs} documents x {per} changes pulled from a LocalHub, applied and persisted"
-            ),
-            "changes/s",
-            Better::Higher,
-            rate(n, engine),
-            "automerge: per document, Change::from_bytes + one apply_changes",
-            rate(n, base),
-            Some(Target::RatioAtLeast(0.7)),
-        )
-        .with_extra("engine_s", engine.as_secs_f64())
-        .with_extra("baseline_s", base.as_secs_f64()),
-    ))
+    Ok(Outcome::Ok(merge_measurement(
+        W,
+        format!("{docs} documents x {per} changes pulled from a LocalHub, applied and persisted"),
+        (n, engine, base),
+        "automerge: per document, Change::from_bytes + one apply_changes",
+        0.7,
+    )))
+}
+
+/// A merge throughput: `n` changes in `engine` and `base` time, with the
+/// issue's ratio target.
+fn merge_measurement(
+    w: Workload,
+    description: String,
+    (n, engine, base): (usize, Duration, Duration),
+    baseline_name: &str,
+    target: f64,
+) -> Measurement {
+    Measurement::new(
+        w,
+        description,
+        "changes/s",
+        Better::Higher,
+        rate(n, engine),
+        baseline_name,
+        rate(n, base),
+        Some(Target::RatioAtLeast(target)),
+    )
+    .with_extra("engine_s", engine.as_secs_f64())
+    .with_extra("baseline_s", base.as_secs_f64())
 }
 
 fn generate_docs(w: Workload, docs: usize, per: usize) -> BenchResult<Vec<GenDoc>> {
