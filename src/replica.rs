@@ -1310,7 +1310,8 @@ impl Replica {
                 }
             }
         }
-        if let Err(_first) = ds.doc.apply_changes(all.clone()) {
+        let applied_whole = ds.doc.apply_changes(all.clone()).is_ok();
+        if !applied_whole {
             // Isolate the offending change(s): reload and apply one at a time.
             let mut fresh = self.load(id).or_else(|_| {
                 let mut doc = Automerge::new();
@@ -1366,8 +1367,10 @@ impl Replica {
         // `get_change_by_hash` rebuilds the change from the op set in
         // Automerge 0.12 (a fifth of a page's apply time in the profile). When
         // nothing is left waiting for dependencies, every change of `all` is
-        // in the document and the lookup is not needed.
-        let all_in = ds.doc.get_missing_deps(&[]).is_empty();
+        // in the document and the lookup is not needed. (Not after the
+        // one-by-one isolation above: it leaves changes with missing
+        // dependencies out of the document instead of queueing them.)
+        let all_in = applied_whole && ds.doc.get_missing_deps(&[]).is_empty();
         for c in &all {
             let h = c.hash();
             let now_in = all_in || ds.doc.get_change_by_hash(&h).is_some();
