@@ -20,6 +20,7 @@
 //! | [`remote`] | the [`Remote`](remote::Remote) contract and its implementations: the embedded `LocalHub`, a fault-injecting wrapper for tests, and the Supabase client. |
 //! | gateway | (feature `gateway`) a local PostgREST-compatible RPC server over a real PostgreSQL, so the Supabase path runs on one machine. |
 //! | [`demo`] | the demo scenario behind `supamerge demo`: replicas editing offline and converging through the embedded hub. |
+//! | `bench` | (feature `bench`, on by default) the benchmark workloads behind `supamerge bench` and `benches/`, each measured against a raw Automerge (or samod) baseline; see `docs/benchmarks.md`. |
 //! | `cli` | the `supamerge` command line (`src/bin/supamerge.rs` is a thin shell). |
 //!
 //! The on-disk layout is documented in `docs/storage.md`, the command line in
@@ -100,6 +101,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 #[doc(hidden)]
 pub mod cli;
 pub mod clock;

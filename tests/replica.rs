@@ -430,3 +430,49 @@ fn events_announce_local_and_remote_changes() {
         }
     );
 }
+
+/// `apply_snapshots` stores a new document's snapshot as its snapshot chunk
+/// (no replay): the entity reads back, later changes apply on top, a second
+/// delivery of the same snapshot is all duplicates, and all of it survives a
+/// reopen.
+#[test]
+fn snapshot_of_a_new_document_loads_once_and_takes_later_changes() {
+    let clock = ManualClock::new(1_000);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(da.path(), 1, &clock);
+    let id = a
+        .create_json(ws(), &tasks(), &json!({"title": "t", "n": 0}))
+        .unwrap();
+    for i in 1..5 {
+        a.patch_json(&id, &json!({ "n": i })).unwrap();
+    }
+    let (snapshot, _) = a.save(&id).unwrap();
+    let _ = a.ack(
+        &a.peek(usize::MAX, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| automerge::ChangeHash(e.hash))
+            .collect::<Vec<_>>(),
+    );
+    let b = open(db.path(), 2, &clock);
+    let report = b
+        .apply_snapshots(vec![(ws(), tasks(), id, snapshot.clone())])
+        .unwrap();
+    assert_eq!(report.applied, 5);
+    assert_eq!(report.changed, vec![id]);
+    assert_eq!(b.get_json(&id).unwrap(), a.get_json(&id).unwrap());
+    assert_eq!(b.list(&tasks()).unwrap(), vec![id]);
+
+    let again = b
+        .apply_snapshots(vec![(ws(), tasks(), id, snapshot)])
+        .unwrap();
+    assert_eq!((again.applied, again.duplicates), (0, 5));
+
+    a.patch_json(&id, &json!({"n": 99})).unwrap();
+    assert_eq!(deliver(&a, &b), 1);
+    assert_eq!(b.get_json(&id).unwrap(), a.get_json(&id).unwrap());
+    drop(b);
+    let b = open(db.path(), 2, &clock);
+    assert_eq!(b.get_json(&id).unwrap(), json!({"title": "t", "n": 99}));
+    assert_eq!(b.heads(&id).unwrap(), a.heads(&id).unwrap());
+}

@@ -12,6 +12,8 @@
 //!   value that is not an object, bad UUID, bad collection name, a path that
 //!   is not a JSON pointer.
 
+#[cfg(feature = "bench")]
+mod bench;
 mod demo;
 mod entity;
 #[cfg(feature = "gateway")]
@@ -98,6 +100,9 @@ pub enum Command {
     /// Print an access token (HS256 JWT) for the local gateway: a user of the dev stack.
     #[cfg(feature = "gateway")]
     DevToken(gateway::DevTokenArgs),
+    /// Run the benchmarks: engine versus baseline per workload (docs/benchmarks.md).
+    #[cfg(feature = "bench")]
+    Bench(bench::BenchArgs),
 }
 
 /// Why a command failed.
@@ -150,6 +155,17 @@ pub enum CliError {
     /// The library reported an error.
     #[error(transparent)]
     Supamerge(#[from] Error),
+    /// A benchmark failed.
+    #[cfg(feature = "bench")]
+    #[error(transparent)]
+    Bench(Box<crate::bench::BenchError>),
+}
+
+#[cfg(feature = "bench")]
+impl From<crate::bench::BenchError> for CliError {
+    fn from(e: crate::bench::BenchError) -> Self {
+        CliError::Bench(Box::new(e))
+    }
 }
 
 impl From<IdError> for CliError {
@@ -185,6 +201,8 @@ impl CliError {
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
             #[cfg(feature = "gateway")]
             CliError::Gateway(_) => "gateway",
+            #[cfg(feature = "bench")]
+            CliError::Bench(_) => "bench",
             CliError::Supamerge(e) => match e {
                 Error::Id(_) => "invalid_input",
                 Error::Entity(
@@ -305,6 +323,8 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Gateway(a) => gateway::run(a),
         #[cfg(feature = "gateway")]
         Command::DevToken(a) => gateway::dev_token(a, mode, out),
+        #[cfg(feature = "bench")]
+        Command::Bench(a) => bench::run(a, mode, out),
     }
 }
 

@@ -33,6 +33,7 @@
 pub mod api_error;
 pub mod auth;
 pub mod config;
+pub mod dev;
 pub mod rpc;
 
 use std::future::Future;

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use automerge::transaction::Transactable;
 use jsonwebtoken::{encode, EncodingKey, Header};
-use reqwest::Url;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use supamerge::gateway::{Gateway, GatewayConfig, GatewayHandle};
@@ -31,8 +30,7 @@ pub const ANON_KEY: &str = "supamerge-test-anon-key";
 /// The service key of the test gateways.
 pub const SERVICE_KEY: &str = "supamerge-test-service-key";
 
-const STANDIN_SQL: &str = include_str!("../../supabase/local/supabase_standin.sql");
-const MIGRATION_SQL: &str = include_str!("../../supabase/migrations/20261122000000_supamerge.sql");
+use supamerge::gateway::dev::{self, MIGRATION_SQL, STANDIN_SQL};
 const TEMPLATE_LOCK: i64 = 0x5375_7061_6d72;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -49,13 +47,7 @@ pub fn admin_url() -> String {
 }
 
 fn url_with(base: &str, db: &str, user: Option<(&str, &str)>) -> String {
-    let mut u = Url::parse(base).unwrap_or_else(|e| panic!("{ENV} is not a URL ({e}): {base}"));
-    u.set_path(&format!("/{db}"));
-    if let Some((name, pw)) = user {
-        u.set_username(name).expect("username");
-        u.set_password(Some(pw)).expect("password");
-    }
-    u.to_string()
+    dev::database_url(base, db, user).unwrap_or_else(|e| panic!("{ENV}: {e}"))
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -136,12 +128,9 @@ impl TestDb {
                 .expect("create template database");
             {
                 let c = connect(&url_with(&admin, &building, None)).await;
-                c.batch_execute(STANDIN_SQL)
+                dev::apply_schema(&c)
                     .await
-                    .unwrap_or_else(|e| panic!("applying the stand-in failed: {e:?}"));
-                c.batch_execute(MIGRATION_SQL)
-                    .await
-                    .unwrap_or_else(|e| panic!("applying the migration failed: {e:?}"));
+                    .unwrap_or_else(|e| panic!("applying the schema failed: {e:?}"));
             }
             maint
                 .batch_execute(&format!(
@@ -168,11 +157,7 @@ impl TestDb {
 
     /// URL of this database as the `authenticator` role (what the gateway uses).
     pub fn authenticator_url(&self) -> String {
-        url_with(
-            &self.admin,
-            &self.name,
-            Some(("authenticator", "authenticator-dev-only")),
-        )
+        url_with(&self.admin, &self.name, Some(dev::AUTHENTICATOR))
     }
 
     /// A superuser connection to this database.

@@ -1,0 +1,255 @@
+//! `bench`: runs the benchmark workloads ([`crate::bench`]), prints a table,
+//! writes JSON and an SVG chart.
+//!
+//! By default every workload runs in a child process of this executable
+//! (`supamerge bench --worker NAME ...`), so each one starts from a clean heap
+//! and reports its own peak RSS; the cold-start workload starts a further
+//! child per probe (`--cold-probe`). `--in-process` runs everything here.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{write_line, CliError, OutputMode};
+use crate::bench::{
+    self, chart, cold_probe, BenchConfig, BenchError, Outcome, Probe, ProbeMode, Sizes, Workload,
+};
+use crate::id::DocId;
+
+/// Arguments of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// With the global `--json`: the file to write the JSON results to
+    /// (`-` or absent: stdout, and the table goes to stderr).
+    #[arg(value_name = "JSON_FILE")]
+    pub json_file: Option<PathBuf>,
+    /// Small sizes: a smoke test, seconds instead of minutes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only these workloads (names as in the table; repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub only: Vec<String>,
+    /// PostgreSQL superuser URL for the gateway workloads (a throwaway
+    /// database is created and dropped); also SUPAMERGE_BENCH_DATABASE_URL or
+    /// DATABASE_URL. Without it those workloads are skipped.
+    #[arg(long, env = "SUPAMERGE_BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Write an SVG chart of the ratios here (e.g. docs/benchmarks.svg).
+    #[arg(long, value_name = "SVG")]
+    pub chart: Option<PathBuf>,
+    /// The automerge-paper editing trace (default: ../shared/data/automerge-paper.json.gz
+    /// beside the crate).
+    #[arg(long, env = "SUPAMERGE_BENCH_TRACE")]
+    pub trace: Option<PathBuf>,
+    /// Where temporary replicas and hubs go (default: the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Run every workload in this process (no per-workload RSS figures).
+    #[arg(long)]
+    pub in_process: bool,
+    /// Internal: run one workload and print its outcome as JSON.
+    #[arg(long, hide = true)]
+    pub worker: Option<String>,
+    /// Internal: the cold-start probe (`engine` or `baseline`).
+    #[arg(long, hide = true)]
+    pub cold_probe: Option<String>,
+    /// Internal: the cold-start probe's replica directory or saved document.
+    #[arg(long, hide = true)]
+    pub probe_path: Option<PathBuf>,
+    /// Internal: the cold-start probe's document.
+    #[arg(long, hide = true)]
+    pub probe_doc: Option<String>,
+}
+
+fn usage(reason: String) -> CliError {
+    BenchError::Child {
+        workload: "bench",
+        reason,
+    }
+    .into()
+}
+
+fn config(a: &BenchArgs) -> Result<BenchConfig, CliError> {
+    let mut cfg = BenchConfig::new(if a.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    });
+    for name in &a.only {
+        let w = Workload::from_name(name).ok_or_else(|| {
+            usage(format!(
+                "unknown workload {name}; one of: {}",
+                Workload::ALL.map(Workload::name).join(", ")
+            ))
+        })?;
+        cfg.only.push(w);
+    }
+    cfg.trace = Some(a.trace.clone().unwrap_or_else(bench::default_trace_path));
+    cfg.database_url = a
+        .database_url
+        .clone()
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .filter(|u| !u.is_empty());
+    cfg.scratch = a.scratch.clone();
+    if !a.in_process {
+        let exe = std::env::current_exe().map_err(CliError::Output)?;
+        cfg.probe = Probe::Child(exe);
+    }
+    Ok(cfg)
+}
+
+/// Runs `bench`.
+pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliError> {
+    if let Some(m) = &a.cold_probe {
+        return probe(&a, m, out);
+    }
+    let cfg = config(&a)?;
+    if let Some(name) = &a.worker {
+        let w =
+            Workload::from_name(name).ok_or_else(|| usage(format!("unknown workload {name}")))?;
+        let outcome = bench::run_one(&cfg, w)?;
+        return super::write_json(out, &outcome);
+    }
+    let selected = cfg.selected();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(selected.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("bench {bar:30} {pos}/{len} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut outcomes = Vec::new();
+    for w in selected {
+        if let Some(b) = &bar {
+            b.set_message(w.name());
+        }
+        let outcome = match &cfg.probe {
+            Probe::InProcess => bench::run_one(&cfg, w),
+            Probe::Child(exe) => run_worker(exe, &a, w),
+        };
+        outcomes.push(outcome.unwrap_or_else(|e| Outcome::Skipped {
+            name: w.name().to_owned(),
+            reason: format!("FAILED: {e}"),
+        }));
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(path) = &a.chart {
+        let svg = chart::render(
+            &outcomes,
+            if a.quick {
+                "supamerge benchmarks (--quick sizes)"
+            } else {
+                "supamerge benchmarks"
+            },
+        );
+        std::fs::write(path, svg).map_err(CliError::Output)?;
+    }
+    let table = bench::table(&outcomes);
+    let doc = json!({
+        "version": 1,
+        "quick": a.quick,
+        "machine": machine(),
+        "workloads": outcomes,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| CliError::Output(e.into()))?;
+    match (mode, a.json_file.as_deref()) {
+        (OutputMode::Json, Some(p)) if p.as_os_str() != "-" => {
+            std::fs::write(p, text + "\n").map_err(CliError::Output)?;
+            write!(out, "{table}").map_err(CliError::Output)?;
+        }
+        (OutputMode::Json, _) => {
+            eprint!("{table}");
+            write_line(out, text)?;
+        }
+        (OutputMode::Human, Some(p)) => {
+            return Err(usage(format!(
+                "{} given without --json (write `--json {}`)",
+                p.display(),
+                p.display()
+            )))
+        }
+        (OutputMode::Human, None) => write!(out, "{table}").map_err(CliError::Output)?,
+    }
+    Ok(())
+}
+
+fn run_worker(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> Result<Outcome, BenchError> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["bench", "--worker", w.name()]);
+    if a.quick {
+        cmd.arg("--quick");
+    }
+    if let Some(t) = &a.trace {
+        cmd.arg("--trace").arg(t);
+    }
+    if let Some(u) = &a.database_url {
+        cmd.args(["--database-url", u]);
+    }
+    if let Some(s) = &a.scratch {
+        cmd.arg("--scratch").arg(s);
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|source| BenchError::Io {
+            what: "cannot start a benchmark worker",
+            path: exe.to_path_buf(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(BenchError::Child {
+            workload: w.name(),
+            reason: format!("worker exited with {}", out.status),
+        });
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Child {
+        workload: w.name(),
+        reason: format!(
+            "unreadable worker output ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    })
+}
+
+fn probe(a: &BenchArgs, m: &str, out: &mut dyn Write) -> Result<(), CliError> {
+    let mode = match m {
+        "engine" => ProbeMode::Engine,
+        "baseline" => ProbeMode::Baseline,
+        other => return Err(usage(format!("unknown probe {other}"))),
+    };
+    let path = a
+        .probe_path
+        .clone()
+        .ok_or_else(|| usage("--probe-path is required".to_owned()))?;
+    let doc: DocId = a
+        .probe_doc
+        .as_deref()
+        .ok_or_else(|| usage("--probe-doc is required".to_owned()))?
+        .parse()?;
+    let mut r = cold_probe(mode, &path, doc)?;
+    r.peak_rss_mb = bench::stats::peak_rss_mb();
+    super::write_json(out, &r)
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|s| s.trim_start_matches([' ', '\t', ':']).to_owned())
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+        "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}

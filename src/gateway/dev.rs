@@ -1,0 +1,210 @@
+//! Development databases: create a PostgreSQL database with the Supabase
+//! stand-in and the supamerge migration applied, point a gateway at it, and
+//! mint the JWTs Supabase Auth would issue. Used by `supamerge bench` and by
+//! the PostgreSQL tests (`tests/support/pg.rs`); never needed in production,
+//! where Supabase provides all of this.
+
+use reqwest::Url;
+use serde_json::json;
+use tokio_postgres::NoTls;
+
+/// The SQL that makes a plain PostgreSQL look like a Supabase project to the
+/// migration (roles, `auth.uid()`, `auth.jwt()`).
+pub const STANDIN_SQL: &str = include_str!("../../supabase/local/supabase_standin.sql");
+/// The supamerge migration, as shipped in `supabase/migrations/`.
+pub const MIGRATION_SQL: &str =
+    include_str!("../../supabase/migrations/20261122000000_supamerge.sql");
+/// The login role the gateway connects as (created by the stand-in).
+pub const AUTHENTICATOR: (&str, &str) = ("authenticator", "authenticator-dev-only");
+/// The JWT secret of development gateways.
+pub const DEV_JWT_SECRET: &str = "supamerge-dev-jwt-secret-0123456789abcdef";
+/// The anon key of development gateways.
+pub const DEV_ANON_KEY: &str = "supamerge-dev-anon-key";
+
+/// Why a development database could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    /// The URL does not parse or cannot carry the database name or user.
+    #[error("{url} is not a usable PostgreSQL URL: {reason}")]
+    Url {
+        /// The URL (as given).
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A PostgreSQL call failed.
+    #[error("PostgreSQL failed to {op}: {source}")]
+    Postgres {
+        /// What was being done.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Signing a JWT failed.
+    #[error("cannot sign a JWT: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    /// The gateway did not start.
+    #[error(transparent)]
+    Gateway(#[from] super::GatewayError),
+}
+
+fn pg(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> DevError {
+    move |source| DevError::Postgres { op, source }
+}
+
+/// `base` with its database replaced by `db` and, when given, its user and
+/// password replaced.
+///
+/// # Errors
+/// [`DevError::Url`].
+pub fn database_url(base: &str, db: &str, user: Option<(&str, &str)>) -> Result<String, DevError> {
+    let bad = |reason: String| DevError::Url {
+        url: base.to_owned(),
+        reason,
+    };
+    let mut u = Url::parse(base).map_err(|e| bad(e.to_string()))?;
+    u.set_path(&format!("/{db}"));
+    if let Some((name, pw)) = user {
+        u.set_username(name)
+            .map_err(|()| bad("cannot set a user name".to_owned()))?;
+        u.set_password(Some(pw))
+            .map_err(|()| bad("cannot set a password".to_owned()))?;
+    }
+    Ok(u.to_string())
+}
+
+/// Connects and drives the connection on the current tokio runtime.
+///
+/// # Errors
+/// [`DevError::Postgres`].
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DevError> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(pg("connect"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Applies the stand-in and the migration on a connection to an empty database.
+///
+/// # Errors
+/// [`DevError::Postgres`] naming which script failed.
+pub async fn apply_schema(client: &tokio_postgres::Client) -> Result<(), DevError> {
+    client
+        .batch_execute(STANDIN_SQL)
+        .await
+        .map_err(pg("apply the Supabase stand-in"))?;
+    client
+        .batch_execute(MIGRATION_SQL)
+        .await
+        .map_err(pg("apply the supamerge migration"))
+}
+
+/// A throwaway database with the schema applied; [`DevDatabase::drop_now`]
+/// removes it.
+#[derive(Debug)]
+pub struct DevDatabase {
+    admin: String,
+    name: String,
+}
+
+impl DevDatabase {
+    /// Creates `<prefix>_<pid>_<nanos>` with the stand-in and the migration,
+    /// through the superuser URL `admin`.
+    ///
+    /// # Errors
+    /// [`DevError`] when the server refuses.
+    pub async fn create(admin: &str, prefix: &str) -> Result<Self, DevError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let name = format!("{prefix}_{}_{nanos}", std::process::id());
+        let maint = connect(admin).await?;
+        maint
+            .batch_execute(&format!("create database \"{name}\""))
+            .await
+            .map_err(pg("create a database"))?;
+        let db = Self {
+            admin: admin.to_owned(),
+            name,
+        };
+        let c = connect(&db.superuser_url()?).await?;
+        apply_schema(&c).await?;
+        Ok(db)
+    }
+
+    /// The database name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The superuser URL of this database.
+    ///
+    /// # Errors
+    /// [`DevError::Url`].
+    pub fn superuser_url(&self) -> Result<String, DevError> {
+        database_url(&self.admin, &self.name, None)
+    }
+
+    /// The URL of this database as the `authenticator` role (what a gateway uses).
+    ///
+    /// # Errors
+    /// [`DevError::Url`].
+    pub fn authenticator_url(&self) -> Result<String, DevError> {
+        database_url(&self.admin, &self.name, Some(AUTHENTICATOR))
+    }
+
+    /// Starts a gateway on this database in-process on `127.0.0.1:0` with
+    /// the development secret and anon key.
+    ///
+    /// # Errors
+    /// [`DevError::Gateway`] when it cannot bind or reach the database.
+    pub async fn spawn_gateway(&self) -> Result<super::GatewayHandle, DevError> {
+        let config =
+            super::GatewayConfig::new(self.authenticator_url()?, DEV_JWT_SECRET, DEV_ANON_KEY)
+                .with_listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+                .with_pool_size(8);
+        Ok(super::Gateway::bind(config).await?.spawn())
+    }
+
+    /// Drops the database (terminating its connections).
+    ///
+    /// # Errors
+    /// [`DevError::Postgres`].
+    pub async fn drop_now(self) -> Result<(), DevError> {
+        let maint = connect(&self.admin).await?;
+        maint
+            .batch_execute(&format!(
+                "drop database if exists \"{}\" with (force)",
+                self.name
+            ))
+            .await
+            .map_err(pg("drop the database"))
+    }
+}
+
+/// A Supabase-Auth-like access token for `user` (role `authenticated`),
+/// valid for `ttl_secs`, signed with `secret` (HS256).
+///
+/// # Errors
+/// [`DevError::Jwt`].
+pub fn user_jwt(secret: &str, user: uuid::Uuid, ttl_secs: u64) -> Result<String, DevError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = json!({
+        "sub": user, "role": "authenticated", "aud": "authenticated",
+        "iat": now, "exp": now + ttl_secs,
+    });
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}

@@ -1,0 +1,76 @@
+//! Smoke test of `supamerge bench --quick --json -` on the workloads that need
+//! no PostgreSQL: the JSON has one object per workload with positive figures
+//! and `ratio == engine / baseline`. No timing assertions.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const LOCAL: &str = "merge_one_doc,merge_many_docs,editing_trace,live_trickle,\
+local_commit_immediate,local_commit_buffered,cold_start,fresh_device_localhub,\
+fresh_device_localhub_snapshots";
+
+#[test]
+fn quick_bench_reports_every_local_workload() {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_supamerge"))
+        .args([
+            "bench",
+            "--quick",
+            "--json",
+            "-",
+            "--only",
+            LOCAL,
+            "--scratch",
+        ])
+        .arg(scratch.path())
+        .env_remove("SUPAMERGE_BENCH_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run supamerge bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(doc["quick"], true);
+    let workloads = doc["workloads"].as_array().expect("workloads array");
+    let names: Vec<&str> = workloads
+        .iter()
+        .map(|w| w["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, LOCAL.split(',').collect::<Vec<_>>());
+    for w in workloads {
+        let name = w["name"].as_str().unwrap_or_default();
+        match w["status"].as_str() {
+            Some("ok") => {}
+            // The trace lives outside the repository and may be absent.
+            Some("skipped") if name == "editing_trace" => continue,
+            other => panic!("{name}: status {other:?}: {w}"),
+        }
+        let engine = w["engine"].as_f64().expect("engine");
+        let baseline = w["baseline"].as_f64().expect("baseline");
+        let ratio = w["ratio"].as_f64().expect("ratio");
+        assert!(engine > 0.0 && baseline > 0.0, "{name}: {w}");
+        assert!(
+            (ratio - engine / baseline).abs() <= 1e-9 * ratio.abs().max(1.0),
+            "{name}: ratio {ratio} != {engine} / {baseline}"
+        );
+        let rss = w["peak_rss_mb"]
+            .as_f64()
+            .expect("peak RSS (child processes)");
+        assert!(rss > 0.0, "{name}: {w}");
+        assert!(w["unit"].as_str().is_some_and(|u| !u.is_empty()));
+    }
+}
+
+#[test]
+fn unknown_workload_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_supamerge"))
+        .args(["bench", "--quick", "--only", "no_such_workload"])
+        .output()
+        .expect("run supamerge bench");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
+}
