@@ -60,6 +60,7 @@ macro_rules! backend_tests {
             case_bootstrap_from_snapshots,
             case_bootstrap_interrupted_resumes,
             case_multiple_workspaces_have_separate_cursors,
+            case_pages_apply_in_batches_with_their_cursor,
         ]);
     };
     (@cases $module:ident, $make:expr, [$($case:ident),* $(,)?]) => {
@@ -324,6 +325,8 @@ fn snapshot_cfg() -> SyncConfig {
     SyncConfig {
         push_max_count: 50,
         pull_limit: 20,
+        // Page by page: the interruption cases stop between two pages.
+        apply_batch_changes: 1,
         snapshot_threshold: 10,
         ..SyncConfig::default()
     }
@@ -535,6 +538,67 @@ async fn case_multiple_workspaces_have_separate_cursors(b: &dyn Backend) {
     assert_converged(b, &w2, &[&both.replica, &only2.replica], &[]).await;
 }
 
+/// Pulled pages are applied in batches of `apply_batch_changes`, each in one
+/// transaction with the cursor after it: a pass that fails after some pages
+/// keeps exactly the batches it applied, and the next pass resumes there.
+async fn case_pages_apply_in_batches_with_their_cursor(b: &dyn Backend) {
+    let ws = b.new_workspace(2).await;
+    let a = Node::new(b.remote_for(0).await);
+    let id = a
+        .replica
+        .create_json(ws, &notes(), &json!({"n": 0}))
+        .expect("create");
+    for n in 1..50 {
+        a.replica.patch_json(&id, &json!({"n": n})).expect("edit");
+    }
+    let cfg = SyncConfig {
+        pull_limit: 5,
+        apply_batch_changes: 20,
+        snapshot_threshold: 0,
+        bootstrap_from_snapshots: false,
+        ..SyncConfig::default()
+    };
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A pushes");
+
+    let bnode = Node::new(b.remote_for(1).await);
+    // Pages 1-6 arrive (30 changes: one batch of 20 applied, 10 waiting in
+    // memory), page 7 fails.
+    for _ in 0..6 {
+        bnode.remote.inject(Op::Pull, Fault::Delay(Duration::ZERO));
+    }
+    bnode.remote.inject(Op::Pull, Fault::ServerError);
+    let pages = std::sync::Mutex::new(Vec::new());
+    let record = |p: supamerge::sync::session::Progress| {
+        if let supamerge::sync::session::Progress::Pulled { changes, .. } = p {
+            pages.lock().expect("lock").push(changes);
+        }
+    };
+    let failed =
+        supamerge::sync::session::run(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws], &record)
+            .await;
+    assert!(failed.is_err(), "the seventh page fails: {failed:?}");
+    assert_eq!(*pages.lock().expect("lock"), vec![20], "one batch applied");
+    let history = bnode
+        .replica
+        .history(&id)
+        .expect("the first batch is there");
+    assert_eq!(history.len(), 20);
+    let mid = bnode
+        .replica
+        .cursor(&ws)
+        .expect("cursor")
+        .expect("persisted");
+    assert!(!mid.cursor.is_empty());
+    // The next pass resumes after the applied batch: 30 more changes.
+    let r = pass(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("resumes");
+    assert_eq!((r.pulled, r.applied, r.duplicates), (30, 30, 0), "{r:?}");
+    assert_converged(b, &ws, &[&a.replica, &bnode.replica], &[]).await;
+}
+
 // ----- a process killed in the middle of a sync ----------------------------------
 
 /// A two-worker runtime for the tests that are not `#[tokio::test]`.
@@ -682,6 +746,7 @@ const BOOT_ENV: &str = "SUPAMERGE_SYNC_BOOT_CHILD_DIR";
 fn boot_cfg() -> SyncConfig {
     SyncConfig {
         pull_limit: 3,
+        apply_batch_changes: 1,
         snapshot_page_limit: 4,
         snapshot_threshold: 8,
         bootstrap_from_snapshots: true,

@@ -736,6 +736,9 @@ impl World {
             cfg: SyncConfig {
                 push_max_count: 3,
                 pull_limit: 3,
+                // Two pages per apply: a crash can land between pages that
+                // are received but not yet applied.
+                apply_batch_changes: 4,
                 // Snapshots and bootstrap take part too.
                 snapshot_threshold: 6,
                 ..SyncConfig::default()

@@ -41,6 +41,13 @@ pub struct SyncConfig {
     /// Snapshots per page while bootstrapping (each page is applied and
     /// persisted before the next is fetched).
     pub snapshot_page_limit: u32,
+    /// Pulled pages are applied together, in one `apply_remote` call and one
+    /// store transaction with the cursor, until they hold this many changes
+    /// (Automerge applies one large batch much faster than many small ones;
+    /// 1 applies page by page).
+    pub apply_batch_changes: usize,
+    /// ... or this many bytes of changes, whichever comes first.
+    pub apply_batch_bytes: usize,
 }
 
 impl Default for SyncConfig {
@@ -52,6 +59,8 @@ impl Default for SyncConfig {
             snapshot_threshold: 256,
             bootstrap_from_snapshots: true,
             snapshot_page_limit: 100,
+            apply_batch_changes: 25_000,
+            apply_batch_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -303,6 +312,9 @@ pub async fn pull(
     // covered by snapshots), even if bootstrapping was switched off since.
     let bootstrap = !rec.bootstrapped && (cfg.bootstrap_from_snapshots || !rec.cursor.is_empty());
     let mut received = 0;
+    // Pages received but not yet applied, and the cursor after the last one.
+    let mut batch: Vec<RemoteChange> = Vec::new();
+    let mut batch_bytes = 0usize;
     loop {
         let page = remote
             .pull(PullRequest {
@@ -316,32 +328,43 @@ pub async fn pull(
         report.pages += 1;
         report.pulled += page.changes.len();
         received += page.changes.len();
-        let changes: Vec<RemoteChange> = page
+        batch_bytes += page
             .changes
-            .into_iter()
-            .map(|c| RemoteChange::from_envelope(ws, c.change))
-            .collect();
-        let next = CursorRecord {
-            cursor: page.next_cursor.0,
-            ..rec.clone()
-        };
-        let next2 = next.clone();
-        let applied =
-            blocking(replica, move |r| r.apply_remote(changes, Some((ws, next2)))).await?;
-        report.applied += applied.applied;
-        report.duplicates += applied.duplicates;
-        report.remote_rejected += applied.rejected.len();
-        for e in &applied.rejected {
-            tracing::warn!(workspace = %ws, error = %e, "pulled change rejected");
+            .iter()
+            .map(|c| c.change.bytes.len())
+            .sum::<usize>();
+        batch.extend(
+            page.changes
+                .into_iter()
+                .map(|c| RemoteChange::from_envelope(ws, c.change)),
+        );
+        // The cursor only moves in memory until the batch is applied: what
+        // is persisted is always the position after what is applied.
+        rec.cursor = page.next_cursor.0;
+        let last = !page.has_more;
+        if last
+            || batch.len() >= cfg.apply_batch_changes.max(1)
+            || batch_bytes >= cfg.apply_batch_bytes
+        {
+            let changes = std::mem::take(&mut batch);
+            batch_bytes = 0;
+            let next = rec.clone();
+            let applied =
+                blocking(replica, move |r| r.apply_remote(changes, Some((ws, next)))).await?;
+            report.applied += applied.applied;
+            report.duplicates += applied.duplicates;
+            report.remote_rejected += applied.rejected.len();
+            for e in &applied.rejected {
+                tracing::warn!(workspace = %ws, error = %e, "pulled change rejected");
+            }
+            progress(Progress::Pulled {
+                workspace: ws,
+                changes: received,
+                pages: report.pages,
+            });
+            tracing::debug!(workspace = %ws, cursor = %rec.cursor, "pages applied");
         }
-        rec = next;
-        progress(Progress::Pulled {
-            workspace: ws,
-            changes: received,
-            pages: report.pages,
-        });
-        tracing::debug!(workspace = %ws, cursor = %rec.cursor, "page pulled");
-        if !page.has_more {
+        if last {
             break;
         }
     }
