@@ -305,6 +305,45 @@ where
     Gateway::bind(config).await?.serve(shutdown).await
 }
 
+/// A refused body is still read (and discarded) up to this many times the
+/// limit: a server that answers 413 and closes while the client is still
+/// sending makes the client see a broken pipe instead of the 413.
+const DRAIN_FACTOR: usize = 8;
+
+/// Reads and discards the rest of a body, at most `cap` bytes.
+async fn drain(mut body: Body, cap: usize) {
+    use http_body_util::BodyExt;
+    let mut seen = 0usize;
+    while seen <= cap {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+/// The body if it holds at most `limit` bytes; otherwise `None`, after
+/// draining the rest (see [`DRAIN_FACTOR`]).
+async fn read_limited(mut body: Body, limit: usize) -> Option<Vec<u8>> {
+    use http_body_util::BodyExt;
+    let mut out = Vec::new();
+    loop {
+        match body.frame().await {
+            None => return Some(out),
+            Some(Err(_)) => return None,
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    if out.len() + d.len() > limit {
+                        drain(body, limit.saturating_mul(DRAIN_FACTOR)).await;
+                        return None;
+                    }
+                    out.extend_from_slice(d);
+                }
+            }
+        }
+    }
+}
+
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
@@ -434,11 +473,12 @@ async fn handle_rpc(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
+        drain(body, limit.saturating_mul(DRAIN_FACTOR)).await;
         return Err(too_large(declared));
     }
-    let bytes = axum::body::to_bytes(body, limit)
+    let bytes = read_limited(body, limit)
         .await
-        .map_err(|_| too_large(None))?;
+        .ok_or_else(|| too_large(None))?;
     let path = format!("/rpc/{function}");
     rpc::call(&state.pool, &caller, function, &bytes, &path).await
 }
