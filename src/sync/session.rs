@@ -46,7 +46,9 @@ pub struct SyncConfig {
     /// (Automerge applies one large batch much faster than many small ones;
     /// 1 applies page by page).
     pub apply_batch_changes: usize,
-    /// ... or this many bytes of changes, whichever comes first.
+    /// ... or this many bytes of changes, whichever comes first. While one
+    /// batch is applied the next is fetched, so about three batches can be
+    /// in memory at once.
     pub apply_batch_bytes: usize,
 }
 
@@ -60,7 +62,7 @@ impl Default for SyncConfig {
             bootstrap_from_snapshots: true,
             snapshot_page_limit: 100,
             apply_batch_changes: 25_000,
-            apply_batch_bytes: 32 * 1024 * 1024,
+            apply_batch_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -287,6 +289,31 @@ async fn push_batch(
     Ok(removed)
 }
 
+/// Pulled pages gathered for one apply.
+struct Batch {
+    changes: Vec<RemoteChange>,
+    /// The cursor after the batch's last page.
+    cursor: String,
+    /// Pages and changes fetched so far in this pull, this batch included.
+    pages: usize,
+    received: usize,
+}
+
+/// What the fetching half of a pull counted.
+#[derive(Default)]
+struct Fetched {
+    pages: usize,
+    pulled: usize,
+}
+
+/// What the applying half of a pull counted.
+#[derive(Default)]
+struct Applied {
+    applied: usize,
+    duplicates: usize,
+    rejected: usize,
+}
+
 /// Pulls every page of one workspace; bootstraps from snapshots when the
 /// replica has never completed a sync of it.
 ///
@@ -311,63 +338,98 @@ pub async fn pull(
     // An interrupted bootstrap must finish as one (its pages skipped changes
     // covered by snapshots), even if bootstrapping was switched off since.
     let bootstrap = !rec.bootstrapped && (cfg.bootstrap_from_snapshots || !rec.cursor.is_empty());
-    let mut received = 0;
-    // Pages received but not yet applied, and the cursor after the last one.
-    let mut batch: Vec<RemoteChange> = Vec::new();
-    let mut batch_bytes = 0usize;
-    loop {
-        let page = remote
-            .pull(PullRequest {
-                v: WIRE_VERSION,
-                workspace: ws,
-                cursor: Cursor(rec.cursor.clone()),
-                limit: cfg.pull_limit,
-                skip_snapshotted: bootstrap,
-            })
-            .await?;
-        report.pages += 1;
-        report.pulled += page.changes.len();
-        received += page.changes.len();
-        batch_bytes += page
-            .changes
-            .iter()
-            .map(|c| c.change.bytes.len())
-            .sum::<usize>();
-        batch.extend(
-            page.changes
-                .into_iter()
-                .map(|c| RemoteChange::from_envelope(ws, c.change)),
-        );
-        // The cursor only moves in memory until the batch is applied: what
-        // is persisted is always the position after what is applied.
-        rec.cursor = page.next_cursor.0;
-        let last = !page.has_more;
-        if last
-            || batch.len() >= cfg.apply_batch_changes.max(1)
-            || batch_bytes >= cfg.apply_batch_bytes
-        {
-            let changes = std::mem::take(&mut batch);
-            batch_bytes = 0;
+    // Fetching and applying overlap: one future pulls pages and gathers
+    // them into batches, the other applies each batch with the cursor after
+    // its last page (one transaction), so the next pages travel while
+    // Automerge and sled work. At most one finished batch waits between the
+    // two. The cursor is persisted only by the applier, with what it
+    // applied: a failure or crash re-fetches whatever was not applied.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(1);
+    let start_cursor = rec.cursor.clone();
+    let fetch = async move {
+        let mut fetched = Fetched::default();
+        let mut cursor = start_cursor;
+        let mut batch: Vec<RemoteChange> = Vec::new();
+        let mut batch_bytes = 0usize;
+        loop {
+            let page = remote
+                .pull(PullRequest {
+                    v: WIRE_VERSION,
+                    workspace: ws,
+                    cursor: Cursor(cursor.clone()),
+                    limit: cfg.pull_limit,
+                    skip_snapshotted: bootstrap,
+                })
+                .await?;
+            fetched.pages += 1;
+            fetched.pulled += page.changes.len();
+            batch_bytes += page
+                .changes
+                .iter()
+                .map(|c| c.change.bytes.len())
+                .sum::<usize>();
+            batch.extend(
+                page.changes
+                    .into_iter()
+                    .map(|c| RemoteChange::from_envelope(ws, c.change)),
+            );
+            cursor = page.next_cursor.0;
+            let last = !page.has_more;
+            if last
+                || batch.len() >= cfg.apply_batch_changes.max(1)
+                || batch_bytes >= cfg.apply_batch_bytes
+            {
+                let b = Batch {
+                    changes: std::mem::take(&mut batch),
+                    cursor: cursor.clone(),
+                    pages: fetched.pages,
+                    received: fetched.pulled,
+                };
+                batch_bytes = 0;
+                if tx.send(b).await.is_err() {
+                    // The applier failed; its error is the pass's.
+                    break;
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        Ok::<Fetched, Error>(fetched)
+    };
+    let pages_before = report.pages;
+    let mut applied_total = Applied::default();
+    let apply = async {
+        while let Some(b) = rx.recv().await {
+            rec.cursor = b.cursor;
             let next = rec.clone();
+            let changes = b.changes;
             let applied =
                 blocking(replica, move |r| r.apply_remote(changes, Some((ws, next)))).await?;
-            report.applied += applied.applied;
-            report.duplicates += applied.duplicates;
-            report.remote_rejected += applied.rejected.len();
+            applied_total.applied += applied.applied;
+            applied_total.duplicates += applied.duplicates;
+            applied_total.rejected += applied.rejected.len();
             for e in &applied.rejected {
                 tracing::warn!(workspace = %ws, error = %e, "pulled change rejected");
             }
             progress(Progress::Pulled {
                 workspace: ws,
-                changes: received,
-                pages: report.pages,
+                changes: b.received,
+                pages: pages_before + b.pages,
             });
             tracing::debug!(workspace = %ws, cursor = %rec.cursor, "pages applied");
         }
-        if last {
-            break;
-        }
-    }
+        Ok::<(), Error>(())
+    };
+    let (fetched, applied) = tokio::join!(fetch, apply);
+    report.applied += applied_total.applied;
+    report.duplicates += applied_total.duplicates;
+    report.remote_rejected += applied_total.rejected;
+    // An applier error comes first: the fetcher only stopped because of it.
+    applied?;
+    let fetched = fetched?;
+    report.pages += fetched.pages;
+    report.pulled += fetched.pulled;
     if bootstrap {
         // Snapshots are fetched after the pull: any change the pull skipped is
         // covered by a snapshot at least as new as the one that made it skip.
