@@ -421,6 +421,19 @@ pub struct Scenario {
 impl Action {
     /// The replica the action is about (`None`: every replica).
     pub fn replica(&self) -> Option<usize> {
+        self.clone().replica_mut().map(|r| *r)
+    }
+
+    /// The same action about replica `to`.
+    pub fn with_replica(&self, to: usize) -> Action {
+        let mut a = self.clone();
+        if let Some(r) = a.replica_mut() {
+            *r = to;
+        }
+        a
+    }
+
+    fn replica_mut(&mut self) -> Option<&mut usize> {
         match self {
             Action::Create { r, .. }
             | Action::Put { r, .. }
@@ -438,35 +451,9 @@ impl Action {
             | Action::Fault { r, .. }
             | Action::Restart { r }
             | Action::Crash { r, .. }
-            | Action::ClockBack { r, .. } => Some(*r),
+            | Action::ClockBack { r, .. } => Some(r),
             Action::SyncAll => None,
         }
-    }
-
-    /// The same action about replica `to`.
-    pub fn with_replica(&self, to: usize) -> Action {
-        let mut a = self.clone();
-        match &mut a {
-            Action::Create { r, .. }
-            | Action::Put { r, .. }
-            | Action::DeleteKey { r, .. }
-            | Action::ListInsert { r, .. }
-            | Action::ListDelete { r, .. }
-            | Action::Splice { r, .. }
-            | Action::Increment { r, .. }
-            | Action::DeleteEntity { r, .. }
-            | Action::Resolve { r, .. }
-            | Action::Migrate { r, .. }
-            | Action::PushSome { r, .. }
-            | Action::PullPage { r }
-            | Action::Sync { r }
-            | Action::Fault { r, .. }
-            | Action::Restart { r }
-            | Action::Crash { r, .. }
-            | Action::ClockBack { r, .. } => *r = to,
-            Action::SyncAll => {}
-        }
-        a
     }
 }
 
@@ -1024,7 +1011,7 @@ impl World {
                         &no_progress,
                     )
                 });
-                let _ = join_all(futs).await;
+                let _ = futures::future::join_all(futs).await;
             }
             Action::Fault {
                 r,
@@ -1295,32 +1282,6 @@ pub async fn pull_page(
     };
     replica.apply_remote(changes, Some((ws, next)))?;
     Ok(())
-}
-
-/// Awaits every future concurrently.
-pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
-    let mut set: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 // ----- views ---------------------------------------------------------------------

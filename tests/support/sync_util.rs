@@ -151,7 +151,7 @@ impl Cluster {
     /// One pass of every node, all at once.
     pub async fn concurrent_round(&self, totals: &mut Totals) {
         let futs = (0..self.nodes.len()).map(|i| self.sync(i));
-        for r in futures_join_all(futs).await {
+        for r in futures::future::join_all(futs).await {
             match r {
                 Ok(r) => totals.add(&r),
                 Err(_) => totals.failures += 1,
@@ -183,37 +183,6 @@ impl Cluster {
         )
         .await;
     }
-}
-
-/// Awaits every future concurrently (tiny `join_all`, no extra crate).
-pub async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
 }
 
 /// The documents of `ws` a replica holds.
