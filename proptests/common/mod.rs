@@ -740,6 +740,28 @@ impl World {
         }
     }
 
+    /// Runs `f` as a local transaction of replica `r` on the entity in
+    /// `slot` (when the replica has it) and records the change.
+    fn edit(
+        &mut self,
+        r: usize,
+        slot: usize,
+        what: &str,
+        f: impl FnOnce(
+            &mut automerge::transaction::Transaction<'_>,
+            &automerge::ObjId,
+        ) -> Result<(), automerge::AutomergeError>,
+    ) {
+        let Some(id) = self.editable(r, slot) else {
+            return;
+        };
+        let (_, h) = self.nodes[r]
+            .replica()
+            .transact(&id, f)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        self.commit(id, h);
+    }
+
     fn commit(&mut self, id: DocId, hash: Option<ChangeHash>) {
         if let Some(h) = hash {
             self.committed.insert((id, HashHex::from_change_hash(&h)));
@@ -820,53 +842,32 @@ impl World {
                 self.commit(id, h);
             }
             Action::DeleteKey { r, slot, key } => {
-                let Some(id) = self.editable(*r, *slot) else {
-                    return;
-                };
-                let (_, h) = self.nodes[*r]
-                    .replica()
-                    .transact(&id, |tx, data| {
-                        if tx.get(data, key.as_str())?.is_some() {
-                            tx.delete(data, key.as_str())?;
-                        }
-                        Ok(())
-                    })
-                    .expect("delete key");
-                self.commit(id, h);
+                self.edit(*r, *slot, "delete key", |tx, data| {
+                    if tx.get(data, key.as_str())?.is_some() {
+                        tx.delete(data, key.as_str())?;
+                    }
+                    Ok(())
+                });
             }
             Action::ListInsert { r, slot, at, value } => {
-                let Some(id) = self.editable(*r, *slot) else {
-                    return;
-                };
-                let (_, h) = self.nodes[*r]
-                    .replica()
-                    .transact(&id, |tx, data| {
-                        if let Some((_, tags)) = tx.get(data, "tags")? {
-                            let i = at % (tx.length(&tags) + 1);
-                            tx.insert(&tags, i, *value)?;
-                        }
-                        Ok(())
-                    })
-                    .expect("list insert");
-                self.commit(id, h);
+                self.edit(*r, *slot, "list insert", |tx, data| {
+                    if let Some((_, tags)) = tx.get(data, "tags")? {
+                        let i = at % (tx.length(&tags) + 1);
+                        tx.insert(&tags, i, *value)?;
+                    }
+                    Ok(())
+                });
             }
             Action::ListDelete { r, slot, at } => {
-                let Some(id) = self.editable(*r, *slot) else {
-                    return;
-                };
-                let (_, h) = self.nodes[*r]
-                    .replica()
-                    .transact(&id, |tx, data| {
-                        if let Some((_, tags)) = tx.get(data, "tags")? {
-                            let len = tx.length(&tags);
-                            if len > 0 {
-                                tx.delete(&tags, at % len)?;
-                            }
+                self.edit(*r, *slot, "list delete", |tx, data| {
+                    if let Some((_, tags)) = tx.get(data, "tags")? {
+                        let len = tx.length(&tags);
+                        if len > 0 {
+                            tx.delete(&tags, at % len)?;
                         }
-                        Ok(())
-                    })
-                    .expect("list delete");
-                self.commit(id, h);
+                    }
+                    Ok(())
+                });
             }
             Action::Splice {
                 r,
@@ -875,37 +876,23 @@ impl World {
                 del,
                 text,
             } => {
-                let Some(id) = self.editable(*r, *slot) else {
-                    return;
-                };
-                let (_, h) = self.nodes[*r]
-                    .replica()
-                    .transact(&id, |tx, data| {
-                        if let Some((_, body)) = tx.get(data, "body")? {
-                            let len = tx.length(&body);
-                            let pos = at % (len + 1);
-                            let del = (*del).min(len - pos);
-                            tx.splice_text(&body, pos, del as isize, text)?;
-                        }
-                        Ok(())
-                    })
-                    .expect("splice");
-                self.commit(id, h);
+                self.edit(*r, *slot, "splice", |tx, data| {
+                    if let Some((_, body)) = tx.get(data, "body")? {
+                        let len = tx.length(&body);
+                        let pos = at % (len + 1);
+                        let del = (*del).min(len - pos);
+                        tx.splice_text(&body, pos, del as isize, text)?;
+                    }
+                    Ok(())
+                });
             }
             Action::Increment { r, slot, by } => {
-                let Some(id) = self.editable(*r, *slot) else {
-                    return;
-                };
-                let (_, h) = self.nodes[*r]
-                    .replica()
-                    .transact(&id, |tx, data| {
-                        if tx.get(data, "likes")?.is_some() {
-                            tx.increment(data, "likes", *by)?;
-                        }
-                        Ok(())
-                    })
-                    .expect("increment");
-                self.commit(id, h);
+                self.edit(*r, *slot, "increment", |tx, data| {
+                    if tx.get(data, "likes")?.is_some() {
+                        tx.increment(data, "likes", *by)?;
+                    }
+                    Ok(())
+                });
             }
             Action::DeleteEntity { r, slot } => {
                 let Some(id) = self.editable(*r, *slot) else {
