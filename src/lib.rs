@@ -48,12 +48,14 @@
 //!    again: the server deduplicates by (document, change hash).
 //! 4. **Server.** The backend verifies each change's hash and appends it to a
 //!    gap-free per-workspace log.
-//! 5. **Pull.** Other replicas pull pages of changes after their cursor.
-//! 6. **Batched apply.** [`Replica::apply_remote`] groups a page by document
+//! 5. **Pull.** Other replicas pull pages of changes after their cursor,
+//!    gathering consecutive pages into batches (fetching the next while one
+//!    is applied).
+//! 6. **Batched apply.** [`Replica::apply_remote`] groups a batch by document
 //!    and applies each group with one `apply_changes` call; a change whose
 //!    dependencies have not arrived is kept on disk (the `pending` tree) and
 //!    applied once they do, even after a restart.
-//! 7. **Cursor.** The page's chunks, pending entries and the new cursor are
+//! 7. **Cursor.** The batch's chunks, pending entries and the new cursor are
 //!    written in the same sled transaction, so the cursor never moves past a
 //!    change that is not stored. Subscribers get [`Origin::Remote`] events.
 //!
