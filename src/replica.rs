@@ -1530,7 +1530,8 @@ impl Replica {
         let watch_conflicts = self.inner.events.receiver_count() > 0;
         let mut conflicts_before: BTreeMap<DocId, Vec<Conflict>> = BTreeMap::new();
         for (id, (ws, coll, batch)) in groups {
-            let is_new = self.inner.store.get_doc(&id)?.is_none() && !st.cache.contains(&id);
+            // A cached document exists: only an uncached one costs a read.
+            let is_new = !st.cache.contains(&id) && self.inner.store.get_doc(&id)?.is_none();
             if is_new {
                 let mut doc = Automerge::new();
                 doc.set_actor(self.inner.actor.clone());

@@ -5,7 +5,6 @@
 //! where Supabase provides all of this.
 
 use reqwest::Url;
-use serde_json::json;
 use tokio_postgres::NoTls;
 
 /// The SQL that makes a plain PostgreSQL look like a Supabase project to the
@@ -194,17 +193,10 @@ impl DevDatabase {
 /// # Errors
 /// [`DevError::Jwt`].
 pub fn user_jwt(secret: &str, user: uuid::Uuid, ttl_secs: u64) -> Result<String, DevError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = json!({
-        "sub": user, "role": "authenticated", "aud": "authenticated",
-        "iat": now, "exp": now + ttl_secs,
-    });
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    Ok(super::auth::dev_access_token(
+        secret,
+        user,
+        ttl_secs,
+        super::auth::now_unix(),
     )?)
 }

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use automerge::transaction::Transactable;
 use jsonwebtoken::{encode, EncodingKey, Header};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use supamerge::gateway::auth::dev_access_token;
 use supamerge::gateway::{Gateway, GatewayConfig, GatewayHandle};
 use supamerge::remote::SupabaseRemote;
 use supamerge::sync::wire::{ChangeEnvelope, HashHex};
@@ -238,20 +239,12 @@ pub fn jwt(claims: &Value) -> String {
 
 /// A Supabase-Auth-like access token for a user, valid for an hour.
 pub fn user_jwt(user: Uuid) -> String {
-    let now = now();
-    jwt(&json!({
-        "sub": user, "role": "authenticated", "aud": "authenticated",
-        "iat": now, "exp": now + 3600,
-    }))
+    dev_access_token(JWT_SECRET, user, 3600, now()).expect("sign jwt")
 }
 
 /// A token that expired `secs_ago` seconds ago.
 pub fn expired_user_jwt(user: Uuid, secs_ago: u64) -> String {
-    let now = now();
-    jwt(&json!({
-        "sub": user, "role": "authenticated", "aud": "authenticated",
-        "iat": now - secs_ago - 3600, "exp": now - secs_ago,
-    }))
+    dev_access_token(JWT_SECRET, user, 3600, now() - secs_ago - 3600).expect("sign jwt")
 }
 
 /// A database (with a gateway in front of it) for Supabase-backed tests.
