@@ -1,0 +1,137 @@
+//! [`ReplicaBuilder`]: the options of opening a replica.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use automerge::ActorId;
+use lru::LruCache;
+use rand::{RngCore, SeedableRng};
+use tokio::sync::broadcast;
+
+use super::{CompactionPolicy, Inner, Replica, State};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Result;
+use crate::migrate::{Migration, Migrations};
+use crate::store::{Durability, Store};
+
+/// Options for opening a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaBuilder {
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    actor: Option<ActorId>,
+    cache_capacity: NonZeroUsize,
+    durability: Durability,
+    compaction: CompactionPolicy,
+    seed: Option<u64>,
+    migrations: Vec<Migration>,
+}
+
+const DEFAULT_CACHE: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+impl ReplicaBuilder {
+    /// Options for the replica stored in `path`.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            clock: Arc::new(SystemClock),
+            actor: None,
+            cache_capacity: DEFAULT_CACHE,
+            durability: Durability::default(),
+            compaction: CompactionPolicy::default(),
+            seed: None,
+            migrations: Vec::new(),
+        }
+    }
+
+    /// The wall clock for timestamps (default: the system clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A fixed actor id (default: a fresh random one at every open, so a
+    /// restored backup or a copied directory can never reuse an actor's
+    /// sequence numbers).
+    pub fn with_actor(mut self, actor: ActorId) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// How many documents stay loaded in memory (default 1024).
+    pub fn with_cache_capacity(mut self, n: NonZeroUsize) -> Self {
+        self.cache_capacity = n;
+        self
+    }
+
+    /// Durability of writes (default [`Durability::Immediate`]).
+    pub fn with_durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    /// When to compact documents.
+    pub fn with_compaction(mut self, c: CompactionPolicy) -> Self {
+        self.compaction = c;
+        self
+    }
+
+    /// Seed for the random source (ids, actor): deterministic tests.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Registers a schema migration (see [`crate::migrate`]). May be called
+    /// repeatedly; the versions of each collection must be `1, 2, 3, ...`
+    /// without gaps or duplicates, which [`ReplicaBuilder::open`] checks.
+    pub fn with_migration(mut self, m: Migration) -> Self {
+        self.migrations.push(m);
+        self
+    }
+
+    /// Opens the replica.
+    ///
+    /// # Errors
+    /// [`crate::migrate::MigrationError::Duplicate`] or [`crate::migrate::MigrationError::Gap`] when the
+    /// registered migrations of a collection are not numbered `1, 2, 3, ...`
+    /// (checked before the directory is touched);
+    /// [`StoreError`](crate::store::StoreError) when the directory cannot be
+    /// opened (`Locked` while another process holds it) or was written by a
+    /// newer version.
+    pub fn open(self) -> Result<Replica> {
+        let migrations = Migrations::new(self.migrations)?;
+        let store = Store::open(&self.path, self.durability)?;
+        let mut rng = match self.seed {
+            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
+        let actor = self.actor.unwrap_or_else(|| {
+            let mut b = [0u8; 16];
+            rng.fill_bytes(&mut b);
+            ActorId::from(&b[..])
+        });
+        let (events, _) = broadcast::channel(1024);
+        Ok(Replica {
+            inner: Arc::new(Inner {
+                store,
+                clock: self.clock,
+                actor,
+                path: self.path,
+                compaction: self.compaction,
+                migrations,
+                actor_recorded: AtomicBool::new(false),
+                events,
+                state: Mutex::new(State {
+                    cache: LruCache::new(self.cache_capacity),
+                    rng,
+                }),
+            }),
+        })
+    }
+}

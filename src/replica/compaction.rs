@@ -1,0 +1,94 @@
+//! Compaction: when a document's incremental chunks are folded into a new
+//! snapshot (a pure policy over its record), and the fold itself (one
+//! transaction replacing every chunk by the snapshot).
+
+use super::cache::DocState;
+use super::{Replica, State};
+use crate::error::Result;
+use crate::id::DocId;
+use crate::store::{Chunk, ChunkKind, DocRecord};
+
+/// When documents are compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// Compact once a document has at least this many incremental chunks...
+    pub min_chunks: u64,
+    /// ...and together they are larger than its snapshot.
+    pub when_larger_than_snapshot: bool,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        Self {
+            min_chunks: 16,
+            when_larger_than_snapshot: true,
+        }
+    }
+}
+
+impl CompactionPolicy {
+    /// Whether a document with this record is due for compaction.
+    pub(super) fn is_due(&self, r: &DocRecord) -> bool {
+        r.incremental_count >= self.min_chunks
+            && (!self.when_larger_than_snapshot || r.incremental_len > r.snapshot_len)
+    }
+}
+
+impl Replica {
+    /// Compacts the cached document `id` when the policy says it is due.
+    pub(super) fn maybe_compact(&self, st: &mut State, id: &DocId) -> Result<()> {
+        let policy = self.inner.compaction;
+        let Some(ds) = st.cache.get_mut(id) else {
+            return Ok(());
+        };
+        if policy.is_due(&ds.record) {
+            self.compact_loaded(ds, id)?;
+        }
+        Ok(())
+    }
+
+    fn compact_loaded(&self, ds: &mut DocState, id: &DocId) -> Result<()> {
+        let snapshot = ds.doc.save();
+        let old: Vec<u64> = self
+            .inner
+            .store
+            .chunks(id)?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let mut record = ds.record.clone();
+        let seq = record.next_chunk;
+        record.next_chunk += 1;
+        record.snapshot_len = snapshot.len() as u64;
+        record.incremental_len = 0;
+        record.incremental_count = 0;
+        self.inner.store.transact("compact", |tx| {
+            for s in &old {
+                tx.remove_chunk(id, *s)?;
+            }
+            tx.put_chunk(
+                id,
+                seq,
+                &Chunk {
+                    kind: ChunkKind::Snapshot,
+                    bytes: snapshot.clone(),
+                },
+            )?;
+            tx.put_doc(id, &record)?;
+            Ok(())
+        })?;
+        ds.record = record;
+        Ok(())
+    }
+
+    /// Folds a document's chunks into one snapshot now.
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`](crate::entity::EntityError::NotFound);
+    /// storage errors (the old chunks stay then).
+    pub fn compact(&self, id: &DocId) -> Result<()> {
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        self.compact_loaded(ds, id)
+    }
+}

@@ -1,0 +1,169 @@
+//! Reads: typed and JSON values (every field resolved last-writer-wins),
+//! listing, facts, heads and history, raw access to the document.
+
+use automerge::{Automerge, ChangeHash, ROOT};
+use autosurgeon::Hydrate;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use super::Replica;
+use crate::conflict::LwwView;
+use crate::entity::{self, EntityError};
+use crate::error::Result;
+use crate::id::{Collection, DocId, WorkspaceId};
+
+/// Facts about one entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntityInfo {
+    /// The id.
+    pub id: DocId,
+    /// Its workspace.
+    pub workspace: WorkspaceId,
+    /// Its collection.
+    pub collection: Collection,
+    /// Whether its tombstone is set.
+    pub deleted: bool,
+    /// The current heads (hex).
+    pub heads: Vec<String>,
+    /// Its schema version.
+    pub schema: u64,
+}
+
+/// One change in an entity's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// The change hash (hex).
+    pub hash: String,
+    /// The actor (hex).
+    pub actor: String,
+    /// The actor's sequence number.
+    pub seq: u64,
+    /// The HLC timestamp (ms).
+    pub timestamp: i64,
+    /// The number of operations.
+    pub ops: u64,
+    /// The hashes it depends on (hex).
+    pub deps: Vec<String>,
+    /// The commit message, if any.
+    pub message: Option<String>,
+}
+
+impl Replica {
+    /// Reads an entity as a typed value (every field resolved by LWW).
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`], [`EntityError::Deleted`],
+    /// [`EntityError::Hydrate`] when the stored value does not fit `T`.
+    pub fn get<T: Hydrate>(&self, id: &DocId) -> Result<T> {
+        let mut st = self.lock();
+        let ds = self.visible(&mut st, id)?;
+        autosurgeon::hydrate_prop(&LwwView(&ds.doc), &ROOT, entity::DATA).map_err(|source| {
+            EntityError::Hydrate {
+                id: *id,
+                source: Box::new(source),
+            }
+            .into()
+        })
+    }
+
+    /// Reads an entity as JSON (every field resolved by LWW).
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`], [`EntityError::Deleted`].
+    pub fn get_json(&self, id: &DocId) -> Result<Json> {
+        let mut st = self.lock();
+        let ds = self.visible(&mut st, id)?;
+        Ok(entity::data_json(&ds.doc))
+    }
+
+    /// Runs `f` on the current document (no LWW view: raw Automerge).
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`] or a storage error.
+    pub fn with_doc<R>(&self, id: &DocId, f: impl FnOnce(&Automerge) -> R) -> Result<R> {
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(f(&ds.doc))
+    }
+
+    /// The live (not deleted) entities of a collection, in id (creation) order.
+    ///
+    /// An entity whose stored record is damaged is listed too (whether it was
+    /// deleted cannot be known): reading it returns the typed corruption
+    /// error, and the other entities stay readable.
+    ///
+    /// # Errors
+    /// Storage errors reading the collection index itself.
+    pub fn list(&self, collection: &Collection) -> Result<Vec<DocId>> {
+        let mut out = Vec::new();
+        for id in self.inner.store.collection_ids(collection) {
+            let id = id?;
+            match self.inner.store.get_doc(&id) {
+                Ok(Some(rec)) => {
+                    if !rec.deleted && (rec.snapshot_len > 0 || rec.incremental_count > 0) {
+                        out.push(id);
+                    }
+                }
+                Ok(None) => {}
+                // A damaged record is listed, not hidden and not fatal for
+                // the others: reading that entity reports the damage.
+                Err(e) => {
+                    tracing::warn!(doc = %id, error = %e, "listing a damaged document record");
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Facts about an entity (also for deleted ones).
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`]; storage errors.
+    pub fn info(&self, id: &DocId) -> Result<EntityInfo> {
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(EntityInfo {
+            id: *id,
+            workspace: ds.record.workspace,
+            collection: ds.record.collection.clone(),
+            deleted: ds.record.deleted,
+            heads: ds.doc.get_heads().iter().map(|h| h.to_string()).collect(),
+            schema: entity::schema_version(&ds.doc),
+        })
+    }
+
+    /// The heads of a document.
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`]; storage errors.
+    pub fn heads(&self, id: &DocId) -> Result<Vec<ChangeHash>> {
+        self.with_doc(id, |d| d.get_heads())
+    }
+
+    /// Every change of an entity in causal order.
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`]; storage errors.
+    pub fn history(&self, id: &DocId) -> Result<Vec<HistoryEntry>> {
+        self.with_doc(id, |d| {
+            d.get_changes(&[])
+                .into_iter()
+                .map(|c| HistoryEntry {
+                    hash: c.hash().to_string(),
+                    actor: c.actor_id().to_hex_string(),
+                    seq: c.seq(),
+                    timestamp: c.timestamp(),
+                    ops: c.len() as u64,
+                    deps: c.deps().iter().map(|h| h.to_string()).collect(),
+                    message: c.message().map(str::to_owned),
+                })
+                .collect()
+        })
+    }
+
+    /// The number of documents (live, deleted and not yet materialised).
+    pub fn doc_count(&self) -> usize {
+        self.inner.store.doc_count()
+    }
+}
