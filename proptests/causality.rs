@@ -20,7 +20,6 @@ use common::*;
 use proptest::prelude::*;
 use serde_json::json;
 use supamerge::remote::{LocalHub, Remote};
-use supamerge::sync::wire::HashHex;
 
 const HOUR: i64 = 3_600_000;
 const BASE: i64 = 1_790_000_000_000;
@@ -103,7 +102,7 @@ fn run(race: &Race) {
             .expect("create");
         world.committed.insert((
             id,
-            HashHex::from_change_hash(&creator.heads(&id).expect("heads")[0]),
+            creator.heads(&id).expect("heads")[0],
         ));
         world.quiesce().await;
 
@@ -114,7 +113,7 @@ fn run(race: &Race) {
                 .patch_json(&id, &json!({ "x": value }))
                 .expect("write")
                 .expect("a change");
-            world.committed.insert((id, HashHex::from_change_hash(&h)));
+            world.committed.insert((id, h));
             h
         };
         let mut rival_hash = None;

@@ -11,12 +11,12 @@ mod common;
 #[path = "../tests/support/pg.rs"]
 mod pg;
 
+use automerge::ChangeHash;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::*;
 use supamerge::remote::Remote;
-use supamerge::sync::wire::HashHex;
 use supamerge::{DocId, WorkspaceId};
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ struct Changes<'a>(&'a pg::SupabaseFixture);
 
 #[async_trait]
 impl Stored for Changes<'_> {
-    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
+    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)> {
         let db = self.0.db.superuser().await;
         db.query(
             "select doc_id::text, change_hash from public.changes \
@@ -40,7 +40,7 @@ impl Stored for Changes<'_> {
             let hash: Vec<u8> = row.get(1);
             (
                 DocId::from_uuid(Uuid::parse_str(&doc).expect("uuid")),
-                HashHex(hash.try_into().expect("32-byte hash")),
+                ChangeHash(hash.try_into().expect("32-byte hash")),
             )
         })
         .collect()

@@ -16,9 +16,9 @@ use common::*;
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use supamerge::protocol::wire::{Cursor, PullRequest, MAX_PULL_LIMIT, WIRE_VERSION};
 use supamerge::remote::{LocalHub, Remote};
 use supamerge::replica::RemoteChange;
-use supamerge::sync::wire::{Cursor, PullRequest, MAX_PULL_LIMIT, WIRE_VERSION};
 use supamerge::{Replica, WorkspaceId};
 
 /// How one fresh replica receives the changes.

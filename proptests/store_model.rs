@@ -135,14 +135,14 @@ fn check(r: &Replica, m: &Model, wss: &[WorkspaceId]) {
         .peek(usize::MAX, usize::MAX)
         .expect("peek")
         .iter()
-        .map(|e| ChangeHash(e.hash))
+        .map(|e| e.hash)
         .collect();
     assert_eq!(peeked, m.outbox, "outbox order");
     let dead: Vec<ChangeHash> = r
         .dead_letters()
         .expect("dead letters")
         .iter()
-        .map(|d| ChangeHash(d.entry.hash))
+        .map(|d| d.entry.hash)
         .collect();
     assert_eq!(dead, m.dead, "dead letters");
     for ws in wss {

@@ -72,8 +72,9 @@ pub struct Candidate {
     pub actor: String,
     /// The HLC timestamp of the change that wrote it (ms).
     pub timestamp: i64,
-    /// The hash of that change (hex).
-    pub change: String,
+    /// The hash of that change (hex in JSON).
+    #[serde(with = "crate::hash::hex")]
+    pub change: ChangeHash,
 }
 
 /// A field holding concurrent values.

@@ -114,9 +114,11 @@ pub mod entity;
 pub mod error;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+pub mod hash;
 pub mod id;
 pub mod migrate;
 pub mod pointer;
+pub mod protocol;
 pub mod remote;
 pub mod replica;
 pub mod store;

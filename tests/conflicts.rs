@@ -51,7 +51,7 @@ fn deliver(from: &Replica, to: &Replica) {
             workspace: e.workspace,
             doc_id: e.doc_id,
             collection: e.collection,
-            hash: Some(supamerge::sync::wire::HashHex(e.hash)),
+            hash: Some(e.hash),
             bytes: e.bytes,
         })
         .collect();
@@ -142,7 +142,7 @@ fn skewed_clocks_pick_the_same_winner_everywhere_and_resolve_converges() {
         .peek(usize::MAX, usize::MAX)
         .unwrap()
         .iter()
-        .any(|e| e.hash == hash.0));
+        .any(|e| e.hash == hash));
     // Its timestamp is after both candidates although B's clock is behind.
     let last = b.history(&id).unwrap().pop().unwrap();
     assert_eq!(last.timestamp, T0 + 1_001);

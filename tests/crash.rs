@@ -190,16 +190,12 @@ impl Spawned {
     }
 }
 
-fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Every reported write is in the outbox exactly once, in commit order; each
 /// child run may have left at most one more, unreported write (committed when
 /// the kill landed between the commit and its report).
 fn check_outbox(r: &Replica, reported: &[Committed]) {
     let outbox = r.peek(usize::MAX, usize::MAX).expect("outbox");
-    let hashes: Vec<String> = outbox.iter().map(|e| hex(&e.hash)).collect();
+    let hashes: Vec<String> = outbox.iter().map(|e| e.hash.to_string()).collect();
     let unique: HashSet<&String> = hashes.iter().collect();
     assert_eq!(unique.len(), hashes.len(), "duplicate outbox entries");
     let pos: HashMap<&String, usize> = hashes.iter().enumerate().map(|(i, h)| (h, i)).collect();
@@ -286,7 +282,7 @@ fn sigkill_during_a_stream_of_writes_loses_no_committed_write() {
         .peek(3, usize::MAX)
         .unwrap()
         .iter()
-        .map(|e| automerge::ChangeHash(e.hash))
+        .map(|e| e.hash)
         .collect();
     assert_eq!(r.ack(&first).unwrap(), 3);
     drop(r);
@@ -318,7 +314,7 @@ fn sigkill_during_constant_compaction_loses_nothing() {
             .history(&id)
             .unwrap()
             .into_iter()
-            .map(|h| h.hash)
+            .map(|h| h.hash.to_string())
             .collect();
         for c in &reported {
             assert!(history.contains(&c.hash), "committed edit {} lost", c.n);

@@ -82,15 +82,15 @@ async fn sync(r: &Replica, hub: &LocalHub) -> SyncReport {
 }
 
 /// How many times the hub stores each change hash of the workspace.
-fn stored_counts(hub: &LocalHub) -> std::collections::BTreeMap<[u8; 32], usize> {
+fn stored_counts(hub: &LocalHub) -> std::collections::BTreeMap<automerge::ChangeHash, usize> {
     let mut m = std::collections::BTreeMap::new();
     for (_, h) in hub.stored_hashes(&ws()).unwrap() {
-        *m.entry(h.0).or_insert(0) += 1;
+        *m.entry(h).or_insert(0) += 1;
     }
     m
 }
 
-fn last_outbox_hash(r: &Replica) -> [u8; 32] {
+fn last_outbox_hash(r: &Replica) -> automerge::ChangeHash {
     r.peek(usize::MAX, usize::MAX).unwrap().last().unwrap().hash
 }
 

@@ -44,7 +44,7 @@ fn deliver(from: &Replica, to: &Replica) -> usize {
             workspace: e.workspace,
             doc_id: e.doc_id,
             collection: e.collection,
-            hash: Some(supamerge::sync::wire::HashHex(e.hash)),
+            hash: Some(e.hash),
             bytes: e.bytes,
         })
         .collect();
@@ -189,7 +189,7 @@ fn raw_transactions_text_and_counters_replicate() {
         &a.peek(100, usize::MAX)
             .unwrap()
             .iter()
-            .map(|e| automerge::ChangeHash(e.hash))
+            .map(|e| e.hash)
             .collect::<Vec<_>>(),
     )
     .unwrap();
@@ -272,7 +272,7 @@ fn corrupt_and_mismatched_changes_are_rejected_rest_applies() {
         workspace: e.workspace,
         doc_id: e.doc_id,
         collection: e.collection.clone(),
-        hash: Some(supamerge::sync::wire::HashHex(e.hash)),
+        hash: Some(e.hash),
         bytes: e.bytes.clone(),
     };
     let corrupt = RemoteChange {
@@ -281,7 +281,7 @@ fn corrupt_and_mismatched_changes_are_rejected_rest_applies() {
         ..good.clone()
     };
     let mismatch = RemoteChange {
-        hash: Some(supamerge::sync::wire::HashHex([0; 32])),
+        hash: Some(automerge::ChangeHash([0; 32])),
         ..good.clone()
     };
     let rep = b.apply_remote(vec![corrupt, mismatch, good], None).unwrap();
@@ -358,7 +358,7 @@ fn concurrent_scalar_writes_resolve_by_hlc_then_actor() {
         &a.peek(10, usize::MAX)
             .unwrap()
             .iter()
-            .map(|e| automerge::ChangeHash(e.hash))
+            .map(|e| e.hash)
             .collect::<Vec<_>>(),
     )
     .unwrap();
@@ -451,7 +451,7 @@ fn snapshot_of_a_new_document_loads_once_and_takes_later_changes() {
         &a.peek(usize::MAX, usize::MAX)
             .unwrap()
             .iter()
-            .map(|e| automerge::ChangeHash(e.hash))
+            .map(|e| e.hash)
             .collect::<Vec<_>>(),
     );
     let b = open(db.path(), 2, &clock);

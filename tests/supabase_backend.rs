@@ -7,6 +7,7 @@
 #[path = "support/pg.rs"]
 mod pg;
 
+use automerge::ChangeHash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -14,12 +15,12 @@ use async_trait::async_trait;
 use base64::Engine;
 use pg::{envelopes, user_jwt, SupabaseFixture, TestDb, ANON_KEY, SERVICE_KEY};
 use serde_json::{json, Value};
+use supamerge::protocol::wire::{
+    Cursor, PullRequest, PushOutcome, PushRequest, SnapshotOutcome, SnapshotQuery, SnapshotUpload,
+    WIRE_VERSION,
+};
 use supamerge::remote::supabase::{AccessTokenProvider, TokenError};
 use supamerge::remote::{MemberRole, Remote, RemoteError, SupabaseRemote};
-use supamerge::sync::wire::{
-    Cursor, HashHex, PullRequest, PushOutcome, PushRequest, SnapshotOutcome, SnapshotQuery,
-    SnapshotUpload, WIRE_VERSION,
-};
 use supamerge::WorkspaceId;
 use uuid::Uuid;
 
@@ -120,7 +121,7 @@ async fn sql_json(
     row.get::<_, tokio_postgres::types::Json<Value>>(0).0
 }
 
-fn items(envs: &[supamerge::sync::wire::ChangeEnvelope]) -> Value {
+fn items(envs: &[supamerge::protocol::wire::ChangeEnvelope]) -> Value {
     serde_json::to_value(envs).expect("json")
 }
 
@@ -884,11 +885,7 @@ async fn supabase_remote_round_trips() {
             .expect("apply");
     }
     let saved = doc.save();
-    let heads: Vec<HashHex> = doc
-        .get_heads()
-        .iter()
-        .map(HashHex::from_change_hash)
-        .collect();
+    let heads: Vec<ChangeHash> = doc.get_heads();
     let upload = |covers: &str| SnapshotUpload {
         v: WIRE_VERSION,
         workspace: ws,

@@ -253,7 +253,7 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
             workspace: c.ws,
             doc_id: d.note,
             collection: notes(),
-            hash: [0x5a; 32],
+            hash: automerge::ChangeHash([0x5a; 32]),
             bytes: b"definitely not an automerge change".to_vec(),
             enqueued_ms: 0,
         },
@@ -261,7 +261,7 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
             workspace: c.ws,
             doc_id: d.note,
             collection: notes(),
-            hash: [0x17; 32],
+            hash: automerge::ChangeHash([0x17; 32]),
             bytes: some_change,
             enqueued_ms: 0,
         },
@@ -286,7 +286,7 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
     let dead = c.nodes[1].replica.dead_letters().expect("dead letters");
     assert_eq!(dead.len(), 2);
     assert!(dead.iter().all(|x| !x.reason.is_empty()), "{dead:?}");
-    assert!(dead.iter().any(|x| x.entry.hash == [0x5a; 32]));
+    assert!(dead.iter().any(|x| x.entry.hash.0 == [0x5a; 32]));
     assert!(
         dead.iter().any(|x| x.reason.contains("hash")),
         "the wrong-hash entry says why: {dead:?}"
@@ -1184,8 +1184,8 @@ async fn engine_announces_doc_changed_from_remote_pulls() {
 /// and answers the current one.
 #[tokio::test]
 async fn local_hub_refuses_unknown_protocol_versions() {
+    use supamerge::protocol::wire::{Cursor, PullRequest, WIRE_VERSION};
     use supamerge::remote::RemoteError;
-    use supamerge::sync::wire::{Cursor, PullRequest, WIRE_VERSION};
     let b = LocalHubBackend::new().await;
     let ws = b.new_workspace(1).await;
     let req = |v| PullRequest {

@@ -20,15 +20,15 @@ use serde_json::{json, Value as Json};
 use supamerge::clock::ManualClock;
 use supamerge::conflict::Conflict;
 use supamerge::entity::EntityError;
+use supamerge::protocol::wire::{
+    ChangeEnvelope, Cursor, PullPage, PullRequest, PushOutcome, PushRequest, PushResponse,
+    SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload, WIRE_VERSION,
+};
 use supamerge::remote::RemoteError;
 use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
 use supamerge::replica::RemoteChange;
 use supamerge::store::{CursorRecord, StoreError};
 use supamerge::sync::session::{self, SyncConfig};
-use supamerge::sync::wire::{
-    ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PushOutcome, PushRequest, PushResponse,
-    SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload, WIRE_VERSION,
-};
 use supamerge::{Collection, DocId, Error, Migration, Replica, WorkspaceId};
 
 // ----- configuration -------------------------------------------------------
@@ -513,12 +513,12 @@ pub fn edit_or_sync(n: usize) -> BoxedStrategy<Action> {
 #[async_trait]
 pub trait Stored: Send + Sync {
     /// Every stored (doc, hash) of `ws`, one row per stored copy.
-    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)>;
+    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)>;
 }
 
 #[async_trait]
 impl Stored for LocalHub {
-    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
+    async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)> {
         self.stored_hashes(ws).expect("list hub changes")
     }
 }
@@ -677,7 +677,7 @@ pub struct World {
     pub nodes: Vec<Node>,
     pub slots: [Option<DocId>; SLOTS],
     /// Every change a replica reported as committed.
-    pub committed: BTreeSet<(DocId, HashHex)>,
+    pub committed: BTreeSet<(DocId, ChangeHash)>,
     /// The world's time (ms); every replica's clock is this plus its offset.
     pub now: i64,
     pub cfg: SyncConfig,
@@ -764,7 +764,7 @@ impl World {
 
     fn commit(&mut self, id: DocId, hash: Option<ChangeHash>) {
         if let Some(h) = hash {
-            self.committed.insert((id, HashHex::from_change_hash(&h)));
+            self.committed.insert((id, h));
         }
     }
 
@@ -947,7 +947,7 @@ impl World {
                     return;
                 };
                 let rep = self.nodes[*r].replica();
-                let before: BTreeSet<[u8; 32]> = rep
+                let before: BTreeSet<ChangeHash> = rep
                     .peek(usize::MAX, usize::MAX)
                     .expect("peek")
                     .iter()
@@ -965,7 +965,7 @@ impl World {
                     .filter(|e| !before.contains(&e.hash))
                     .collect();
                 for e in new {
-                    self.committed.insert((e.doc_id, HashHex(e.hash)));
+                    self.committed.insert((e.doc_id, e.hash));
                 }
             }
             Action::PushSome { r, max } => {
@@ -1170,13 +1170,13 @@ impl World {
         for (id, h) in &self.committed {
             for (i, r) in replicas.iter().enumerate() {
                 let has = r
-                    .with_doc(id, |d| d.get_change_by_hash(&h.to_change_hash()).is_some())
+                    .with_doc(id, |d| d.get_change_by_hash(h).is_some())
                     .unwrap_or(false);
                 assert!(has, "replica {i} lacks committed change {h} of {id}");
             }
         }
         let stored = server.stored(&self.ws).await;
-        let mut counts: BTreeMap<(DocId, HashHex), usize> = BTreeMap::new();
+        let mut counts: BTreeMap<(DocId, ChangeHash), usize> = BTreeMap::new();
         for s in &stored {
             *counts.entry(*s).or_default() += 1;
         }
@@ -1216,7 +1216,7 @@ pub async fn push_some(replica: &Replica, remote: &dyn Remote, max: usize) -> Re
                 .map(|e| ChangeEnvelope {
                     doc_id: e.doc_id,
                     collection: e.collection.clone(),
-                    hash: HashHex(e.hash),
+                    hash: e.hash,
                     bytes: e.bytes.clone(),
                 })
                 .collect(),
@@ -1225,10 +1225,10 @@ pub async fn push_some(replica: &Replica, remote: &dyn Remote, max: usize) -> Re
     for (e, outcome) in batch.iter().zip(resp.results) {
         match outcome {
             PushOutcome::Stored { .. } | PushOutcome::AlreadyPresent => {
-                replica.ack(&[ChangeHash(e.hash)])?;
+                replica.ack(&[e.hash])?;
             }
             PushOutcome::Rejected { reason } => {
-                replica.dead_letter(&ChangeHash(e.hash), &reason)?;
+                replica.dead_letter(&e.hash, &reason)?;
             }
         }
     }
@@ -1274,12 +1274,9 @@ pub async fn pull_page(
 // ----- views ---------------------------------------------------------------------
 
 /// Every change hash a replica holds for a document (none when absent).
-pub fn change_hashes(r: &Replica, id: &DocId) -> Vec<HashHex> {
+pub fn change_hashes(r: &Replica, id: &DocId) -> Vec<ChangeHash> {
     r.with_doc(id, |d| {
-        d.get_changes(&[])
-            .iter()
-            .map(|c| HashHex::from_change_hash(&c.hash()))
-            .collect()
+        d.get_changes(&[]).iter().map(|c| c.hash()).collect()
     })
     .unwrap_or_default()
 }

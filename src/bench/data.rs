@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::{BenchError, BenchResult};
 use crate::entity;
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::protocol::wire::{ChangeEnvelope, PushRequest, WIRE_VERSION};
 use crate::remote::Remote;
-use crate::sync::wire::{ChangeEnvelope, HashHex, PushRequest, WIRE_VERSION};
 
 /// The workspace every benchmark document lives in.
 pub fn workspace() -> WorkspaceId {
@@ -68,7 +68,7 @@ impl GenDoc {
             .map(|c| ChangeEnvelope {
                 doc_id: self.id,
                 collection: collection.clone(),
-                hash: HashHex(c.hash().0),
+                hash: c.hash(),
                 bytes: c.raw_bytes().to_vec(),
             })
             .collect()

@@ -10,9 +10,9 @@ use super::stats::Samples;
 use super::workloads::{am, eng, fresh_measurement, fresh_sync, rem, seed_remote, sync_once};
 use super::{data, BenchConfig, BenchError, BenchResult, Better, Measurement, Outcome, Workload};
 use crate::gateway::dev::{self, DevDatabase};
+use crate::protocol::wire::{Cursor, PullRequest, WIRE_VERSION};
 use crate::remote::{Remote, SupabaseRemote};
 use crate::replica::Replica;
-use crate::sync::wire::{Cursor, PullRequest, WIRE_VERSION};
 
 struct Stack {
     db: DevDatabase,

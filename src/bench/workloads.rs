@@ -21,7 +21,6 @@ use crate::remote::{LocalHub, Remote, RemoteError};
 use crate::replica::{RemoteChange, Replica};
 use crate::store::Durability;
 use crate::sync::session;
-use crate::sync::wire::HashHex;
 use crate::sync::SyncConfig;
 
 pub(super) fn eng(w: Workload) -> impl Fn(crate::Error) -> BenchError {
@@ -159,7 +158,7 @@ pub(super) fn merge_one_doc(
     // the gap is Automerge's per-call cost on a growing document.
     let t = Instant::now();
     let mut paged = Automerge::new();
-    for page in bytes.chunks(crate::sync::wire::MAX_PULL_LIMIT as usize) {
+    for page in bytes.chunks(crate::protocol::wire::MAX_PULL_LIMIT as usize) {
         let changes = page
             .iter()
             .map(|b| Change::from_bytes(b.clone()))
@@ -413,10 +412,10 @@ pub(super) fn live_trickle(
             workload: W.name(),
             what: "no local change".to_owned(),
         })?;
-        let env = crate::sync::wire::ChangeEnvelope {
+        let env = crate::protocol::wire::ChangeEnvelope {
             doc_id: g.id,
             collection: coll.clone(),
-            hash: HashHex(change.hash().0),
+            hash: change.hash(),
             bytes: change.raw_bytes().to_vec(),
         };
         rt.block_on(data::push_all(&hub, ws, vec![env]))

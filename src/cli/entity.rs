@@ -248,7 +248,8 @@ pub(super) fn history(
         OutputMode::Json => write_json(out, &entries),
         OutputMode::Human => {
             for e in &entries {
-                let short_hash = e.hash.get(..12).unwrap_or(&e.hash);
+                let hash = e.hash.to_string();
+                let short_hash = hash.get(..12).unwrap_or(&hash);
                 let short_actor = e.actor.get(..12).unwrap_or(&e.actor);
                 write_line(
                     out,
@@ -390,7 +391,8 @@ pub(super) fn info(
             write_line(out, format_args!("collection: {}", info.collection))?;
             write_line(out, format_args!("deleted:    {}", info.deleted))?;
             write_line(out, format_args!("schema:     {}", info.schema))?;
-            write_line(out, format_args!("heads:      {}", info.heads.join(" ")))
+            let heads: Vec<String> = info.heads.iter().map(ToString::to_string).collect();
+            write_line(out, format_args!("heads:      {}", heads.join(" ")))
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn status(
                 })).collect::<Vec<_>>(),
                 "dead_letters": dead.iter().map(|d| json!({
                     "doc_id": d.entry.doc_id.to_string(),
-                    "hash": crate::store::codec::hex(&d.entry.hash),
+                    "hash": d.entry.hash.to_string(),
                     "reason": d.reason, "at_ms": d.at_ms,
                 })).collect::<Vec<_>>(),
             });
@@ -127,9 +127,7 @@ pub fn status(
             for d in &dead {
                 s.push_str(&format!(
                     "  {} {}: {}\n",
-                    d.entry.doc_id,
-                    crate::store::codec::hex(&d.entry.hash),
-                    d.reason
+                    d.entry.doc_id, d.entry.hash, d.reason
                 ));
             }
             out.write_all(s.as_bytes()).map_err(CliError::Output)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Remote, RemoteError};
-use crate::sync::wire::{
+use crate::protocol::wire::{
     PullPage, PullRequest, PushRequest, PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery,
     SnapshotUpload,
 };

@@ -18,31 +18,34 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::{Remote, RemoteError};
 use crate::id::{Collection, DocId, WorkspaceId};
-use crate::store::{codec, StoreError};
-use crate::sync::chunk;
-use crate::sync::wire::{
-    ChangeEnvelope, Cursor, HashHex, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
+use crate::protocol::chunk;
+use crate::protocol::wire::{
+    ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
     PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
     MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
 };
+use crate::store::{codec, StoreError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct HubChange {
     doc_id: DocId,
     collection: Collection,
-    hash: [u8; 32],
+    #[serde(with = "crate::hash::bytes")]
+    hash: ChangeHash,
     bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct HubSnapshot {
     collection: Collection,
-    heads: Vec<[u8; 32]>,
+    #[serde(with = "crate::hash::bytes_vec")]
+    heads: Vec<ChangeHash>,
     covers: u64,
     bytes: Vec<u8>,
 }
@@ -91,11 +94,11 @@ fn change_key(ws: &WorkspaceId, seq: u64) -> [u8; 24] {
     k
 }
 
-fn dedup_key(ws: &WorkspaceId, doc: &DocId, hash: &[u8; 32]) -> Vec<u8> {
+fn dedup_key(ws: &WorkspaceId, doc: &DocId, hash: &ChangeHash) -> Vec<u8> {
     let mut k = Vec::with_capacity(64);
     k.extend_from_slice(&ws.to_bytes());
     k.extend_from_slice(&doc.to_bytes());
-    k.extend_from_slice(hash);
+    k.extend_from_slice(&hash.0);
     k
 }
 
@@ -157,14 +160,14 @@ impl LocalHub {
     ///
     /// # Errors
     /// Storage or decoding errors.
-    pub fn stored_hashes(&self, ws: &WorkspaceId) -> Result<Vec<(DocId, HashHex)>, RemoteError> {
+    pub fn stored_hashes(&self, ws: &WorkspaceId) -> Result<Vec<(DocId, ChangeHash)>, RemoteError> {
         self.inner
             .changes
             .scan_prefix(ws.to_bytes())
             .map(|r| {
                 let (k, v) = r.map_err(sled_err("scan"))?;
                 let c: HubChange = codec::decode("hub changes", &k, &v)?;
-                Ok((c.doc_id, HashHex(c.hash)))
+                Ok((c.doc_id, c.hash))
             })
             .collect()
     }
@@ -199,13 +202,13 @@ impl LocalHub {
         let mut writes: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut batch_seen = std::collections::HashSet::new();
         for env in &req.changes {
-            if let Err(e) = chunk::verify(&env.bytes, &env.hash.0) {
+            if let Err(e) = chunk::verify(&env.bytes, &env.hash) {
                 results.push(PushOutcome::Rejected {
                     reason: e.to_string(),
                 });
                 continue;
             }
-            let dk = dedup_key(&ws, &env.doc_id, &env.hash.0);
+            let dk = dedup_key(&ws, &env.doc_id, &env.hash);
             if !batch_seen.insert(dk.clone())
                 || self
                     .inner
@@ -222,7 +225,7 @@ impl LocalHub {
                 &HubChange {
                     doc_id: env.doc_id,
                     collection: env.collection.clone(),
-                    hash: env.hash.0,
+                    hash: env.hash,
                     bytes: env.bytes.clone(),
                 },
             )?;
@@ -292,7 +295,7 @@ impl LocalHub {
                 change: ChangeEnvelope {
                     doc_id: c.doc_id,
                     collection: c.collection,
-                    hash: HashHex(c.hash),
+                    hash: c.hash,
                     bytes: c.bytes,
                 },
             });
@@ -339,7 +342,7 @@ impl LocalHub {
             "hub snapshots",
             &HubSnapshot {
                 collection: s.collection,
-                heads: s.heads.iter().map(|h| h.0).collect(),
+                heads: s.heads,
                 covers,
                 bytes: s.bytes,
             },
@@ -379,7 +382,7 @@ impl LocalHub {
             snapshots.push(SnapshotRecord {
                 doc_id,
                 collection: s.collection,
-                heads: s.heads.into_iter().map(HashHex).collect(),
+                heads: s.heads,
                 covers: Cursor(s.covers.to_string()),
                 bytes: s.bytes,
             });

@@ -4,20 +4,20 @@
 //! Every implementation has the same semantics:
 //! - `push` stores each change once per (workspace, document, hash), verifies
 //!   that the hash is the SHA-256 of the change chunk, and answers one
-//!   [`PushOutcome`](crate::sync::wire::PushOutcome) per change;
+//!   [`PushOutcome`](crate::protocol::wire::PushOutcome) per change;
 //! - `pull` returns the changes after a cursor in a gap-free order: a cursor
 //!   never moves past a change that is not yet visible;
 //! - snapshots are kept per document, the one covering the most wins.
 
 use async_trait::async_trait;
 
-use crate::sync::wire::{
+use crate::protocol::wire::{
     PullPage, PullRequest, PushRequest, PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery,
     SnapshotUpload,
 };
 
 /// Errors of a remote call (the call as a whole; per-change refusals are
-/// [`PushOutcome::Rejected`](crate::sync::wire::PushOutcome::Rejected) values).
+/// [`PushOutcome::Rejected`](crate::protocol::wire::PushOutcome::Rejected) values).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RemoteError {

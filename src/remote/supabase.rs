@@ -4,7 +4,7 @@
 //! Each trait call is one `POST {base}/rest/v1/rpc/supamerge_*` with the
 //! `apikey` header and the app's access token as `Authorization: Bearer`.
 //! The JSON bodies and answers are the wire types of
-//! [`crate::sync::wire`] (see `supabase/migrations/` for the SQL side).
+//! [`crate::protocol::wire`] (see `supabase/migrations/` for the SQL side).
 //!
 //! Error classification (drives the engine's retries):
 //! - no answer: connect errors → [`RemoteError::Unavailable`], timeouts →
@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::{Remote, RemoteError};
 use crate::id::WorkspaceId;
-use crate::sync::wire::{
+use crate::protocol::wire::{
     PullPage, PullRequest, PushRequest, PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery,
     SnapshotUpload, MAX_PULL_LIMIT, WIRE_VERSION,
 };

@@ -24,8 +24,8 @@ use crate::conflict::Conflict;
 use crate::entity::{self, EntityError};
 use crate::error::{Error, Result};
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::protocol::ChangeEnvelope;
 use crate::store::{Chunk, ChunkKind, CursorRecord, DocRecord, PendingChange, Store, StoreError};
-use crate::sync::wire::{ChangeEnvelope, HashHex};
 
 /// A remote change handed to [`Replica::apply_remote`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct RemoteChange {
     /// The document's collection.
     pub collection: Collection,
     /// The hash the sender claims (checked against the bytes when given).
-    pub hash: Option<HashHex>,
+    pub hash: Option<ChangeHash>,
     /// The raw change chunk.
     pub bytes: Vec<u8>,
 }
@@ -78,9 +78,9 @@ pub enum ChangeError {
         /// Its position in the batch.
         index: usize,
         /// The claimed hash.
-        claimed: HashHex,
+        claimed: ChangeHash,
         /// The hash of the bytes.
-        actual: HashHex,
+        actual: ChangeHash,
     },
     /// The change decodes but the document refuses it (e.g. a reused
     /// sequence number of an actor).
@@ -89,7 +89,7 @@ pub enum ChangeError {
         /// The document.
         doc_id: DocId,
         /// The change's hash.
-        hash: HashHex,
+        hash: ChangeHash,
         /// Automerge's error.
         #[source]
         source: automerge::AutomergeError,
@@ -172,7 +172,7 @@ impl Replica {
                     workspace: ws,
                     doc_id: id,
                     collection: coll.clone(),
-                    hash: Some(HashHex::from_change_hash(&c.hash())),
+                    hash: Some(c.hash()),
                     bytes: c.raw_bytes().to_vec(),
                 });
             }
@@ -324,7 +324,7 @@ fn decode_batch(changes: Vec<RemoteChange>, report: &mut ApplyReport) -> BTreeMa
                 continue;
             }
         };
-        let actual = HashHex::from_change_hash(&change.hash());
+        let actual = change.hash();
         if let Some(claimed) = rc.hash {
             if claimed != actual {
                 report.rejected.push(ChangeError::HashMismatch {
@@ -353,9 +353,9 @@ struct ApplyPlan {
     /// change was applied.
     chunk: Option<(u64, Vec<u8>)>,
     /// Early arrivals applied now: removed from `pending`.
-    unpend: Vec<[u8; 32]>,
+    unpend: Vec<ChangeHash>,
     /// New early arrivals: kept in `pending` until their dependencies come.
-    pend: Vec<([u8; 32], Vec<u8>)>,
+    pend: Vec<(ChangeHash, Vec<u8>)>,
     /// Whether the document's heads moved.
     changed: bool,
 }
@@ -371,7 +371,7 @@ fn plan_group(
     ds: &mut DocState,
     id: &DocId,
     batch: Vec<Change>,
-    stored_pending: Vec<([u8; 32], PendingChange)>,
+    stored_pending: Vec<(ChangeHash, PendingChange)>,
     reload: impl FnOnce() -> Option<DocState>,
     report: &mut ApplyReport,
 ) -> ApplyPlan {
@@ -383,12 +383,12 @@ fn plan_group(
     // document only while it waits in the queue, i.e. in `pending`.
     let hashes: Vec<ChangeHash> = batch.iter().map(Change::hash).collect();
     let absent: HashSet<ChangeHash> = ds.doc.get_missing_deps(&hashes).into_iter().collect();
-    let queued: HashSet<[u8; 32]> = stored_pending.iter().map(|(h, _)| *h).collect();
+    let queued: HashSet<ChangeHash> = stored_pending.iter().map(|(h, _)| *h).collect();
     let mut seen = HashSet::new();
     let mut incoming = Vec::new();
     for c in batch {
         let h = c.hash();
-        let in_doc = !absent.contains(&h) && !queued.contains(&h.0);
+        let in_doc = !absent.contains(&h) && !queued.contains(&h);
         if in_doc || !seen.insert(h) {
             report.duplicates += 1;
         } else {
@@ -399,7 +399,7 @@ fn plan_group(
     let mut all = incoming.clone();
     for (h, p) in stored_pending {
         pending_hashes.insert(h);
-        if !seen.contains(&ChangeHash(h)) {
+        if !seen.contains(&h) {
             if let Ok(c) = Change::from_bytes(p.bytes) {
                 seen.insert(c.hash());
                 all.push(c);
@@ -429,7 +429,7 @@ fn plan_group(
                     Err(source) => {
                         report.rejected.push(ChangeError::Incompatible {
                             doc_id: *id,
-                            hash: HashHex::from_change_hash(&c.hash()),
+                            hash: c.hash(),
                             source,
                         });
                         all.retain(|x| x.hash() != c.hash());
@@ -463,10 +463,10 @@ fn plan_group(
     for c in &all {
         let h = c.hash();
         let now_in = all_in || ds.doc.get_change_by_hash(&h).is_some();
-        let was_pending = pending_hashes.contains(&h.0);
+        let was_pending = pending_hashes.contains(&h);
         match (now_in, was_pending) {
             (true, true) => {
-                plan.unpend.push(h.0);
+                plan.unpend.push(h);
                 chunk.extend_from_slice(c.raw_bytes());
                 applied += 1;
             }
@@ -475,7 +475,7 @@ fn plan_group(
                 applied += 1;
             }
             (false, false) => {
-                plan.pend.push((h.0, c.raw_bytes().to_vec()));
+                plan.pend.push((h, c.raw_bytes().to_vec()));
                 report.pending += 1;
             }
             (false, true) => report.pending += 1,

@@ -23,8 +23,9 @@ pub struct EntityInfo {
     pub collection: Collection,
     /// Whether its tombstone is set.
     pub deleted: bool,
-    /// The current heads (hex).
-    pub heads: Vec<String>,
+    /// The current heads (hex in JSON).
+    #[serde(with = "crate::hash::hex_vec")]
+    pub heads: Vec<ChangeHash>,
     /// Its schema version.
     pub schema: u64,
 }
@@ -32,8 +33,9 @@ pub struct EntityInfo {
 /// One change in an entity's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HistoryEntry {
-    /// The change hash (hex).
-    pub hash: String,
+    /// The change hash (hex in JSON).
+    #[serde(with = "crate::hash::hex")]
+    pub hash: ChangeHash,
     /// The actor (hex).
     pub actor: String,
     /// The actor's sequence number.
@@ -42,8 +44,9 @@ pub struct HistoryEntry {
     pub timestamp: i64,
     /// The number of operations.
     pub ops: u64,
-    /// The hashes it depends on (hex).
-    pub deps: Vec<String>,
+    /// The hashes it depends on (hex in JSON).
+    #[serde(with = "crate::hash::hex_vec")]
+    pub deps: Vec<ChangeHash>,
     /// The commit message, if any.
     pub message: Option<String>,
 }
@@ -128,7 +131,7 @@ impl Replica {
             workspace: ds.record.workspace,
             collection: ds.record.collection.clone(),
             deleted: ds.record.deleted,
-            heads: ds.doc.get_heads().iter().map(|h| h.to_string()).collect(),
+            heads: ds.doc.get_heads(),
             schema: entity::schema_version(&ds.doc),
         })
     }
@@ -150,12 +153,12 @@ impl Replica {
             d.get_changes(&[])
                 .into_iter()
                 .map(|c| HistoryEntry {
-                    hash: c.hash().to_string(),
+                    hash: c.hash(),
                     actor: c.actor_id().to_hex_string(),
                     seq: c.seq(),
                     timestamp: c.timestamp(),
                     ops: c.len() as u64,
-                    deps: c.deps().iter().map(|h| h.to_string()).collect(),
+                    deps: c.deps().to_vec(),
                     message: c.message().map(str::to_owned),
                 })
                 .collect()

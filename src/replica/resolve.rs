@@ -334,7 +334,7 @@ fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> 
                             value: entity::value_to_json(doc, v, id),
                             actor: stamp.actor.to_hex_string(),
                             timestamp: stamp.timestamp,
-                            change: hash.to_string(),
+                            change: hash,
                         },
                     ))
                 })

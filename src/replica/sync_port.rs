@@ -36,7 +36,7 @@ impl Replica {
         Ok(self.inner.store.transact("ack", |tx| {
             let mut n = 0;
             for h in hashes {
-                if tx.take_outbox(&h.0)?.is_some() {
+                if tx.take_outbox(h)?.is_some() {
                     n += 1;
                 }
             }
@@ -54,7 +54,7 @@ impl Replica {
         Ok(self
             .inner
             .store
-            .transact("dead letter", |tx| match tx.take_outbox(&hash.0)? {
+            .transact("dead letter", |tx| match tx.take_outbox(hash)? {
                 Some(entry) => {
                     tx.push_dead_letter(&DeadLetter {
                         entry,

@@ -98,7 +98,7 @@ impl Replica {
             workspace: record.workspace,
             doc_id: *id,
             collection: record.collection.clone(),
-            hash: hash.0,
+            hash: *hash,
             bytes,
             enqueued_ms: now,
         };

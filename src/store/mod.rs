@@ -17,6 +17,7 @@ pub mod keys;
 
 use std::path::Path;
 
+use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -152,8 +153,9 @@ pub struct OutboxEntry {
     pub doc_id: DocId,
     /// The document's collection.
     pub collection: Collection,
-    /// The Automerge change hash.
-    pub hash: [u8; 32],
+    /// The Automerge change hash (stored as its 32 bytes).
+    #[serde(with = "crate::hash::bytes")]
+    pub hash: ChangeHash,
     /// The raw (uncompressed) change chunk.
     #[serde(with = "serde_bytes_vec")]
     pub bytes: Vec<u8>,
@@ -387,7 +389,7 @@ impl StoreTx<'_> {
         let v = codec::encode(trees::OUTBOX, entry).map_err(abort)?;
         self.outbox().insert(&keys::seq(seq), v).map_err(unab)?;
         self.outbox_index()
-            .insert(&entry.hash, &keys::seq(seq))
+            .insert(&entry.hash.0, &keys::seq(seq))
             .map_err(unab)?;
         Ok(seq)
     }
@@ -396,8 +398,8 @@ impl StoreTx<'_> {
     ///
     /// # Errors
     /// Storage failure or a corrupt entry.
-    pub fn take_outbox(&self, hash: &[u8; 32]) -> Result<Option<OutboxEntry>, TxError> {
-        let Some(seq) = self.outbox_index().remove(hash).map_err(unab)? else {
+    pub fn take_outbox(&self, hash: &ChangeHash) -> Result<Option<OutboxEntry>, TxError> {
+        let Some(seq) = self.outbox_index().remove(&hash.0).map_err(unab)? else {
             return Ok(None);
         };
         match self.outbox().remove(&seq).map_err(unab)? {
@@ -415,12 +417,12 @@ impl StoreTx<'_> {
     pub fn put_pending(
         &self,
         id: &DocId,
-        hash: &[u8; 32],
+        hash: &ChangeHash,
         p: &PendingChange,
     ) -> Result<(), TxError> {
         let v = codec::encode(trees::PENDING, p).map_err(abort)?;
         self.pending()
-            .insert(&keys::pending(id, hash)[..], v)
+            .insert(&keys::pending(id, &hash.0)[..], v)
             .map_err(unab)?;
         Ok(())
     }
@@ -429,9 +431,9 @@ impl StoreTx<'_> {
     ///
     /// # Errors
     /// Storage failure.
-    pub fn remove_pending(&self, id: &DocId, hash: &[u8; 32]) -> Result<(), TxError> {
+    pub fn remove_pending(&self, id: &DocId, hash: &ChangeHash) -> Result<(), TxError> {
         self.pending()
-            .remove(&keys::pending(id, hash)[..])
+            .remove(&keys::pending(id, &hash.0)[..])
             .map_err(unab)?;
         Ok(())
     }
@@ -739,7 +741,7 @@ impl Store {
     ///
     /// # Errors
     /// Storage failure or a corrupt entry.
-    pub fn pending_for(&self, id: &DocId) -> Result<Vec<([u8; 32], PendingChange)>, StoreError> {
+    pub fn pending_for(&self, id: &DocId) -> Result<Vec<(ChangeHash, PendingChange)>, StoreError> {
         self.pending
             .scan_prefix(keys::doc(id))
             .map(|r| {
@@ -752,7 +754,7 @@ impl Store {
                             key: codec::hex(&k),
                             reason: "malformed pending key".into(),
                         })?;
-                Ok((hash, codec::decode(trees::PENDING, &k, &v)?))
+                Ok((ChangeHash(hash), codec::decode(trees::PENDING, &k, &v)?))
             })
             .collect()
     }

@@ -16,13 +16,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::WorkspaceId;
+use crate::protocol::wire::{
+    ChangeEnvelope, Cursor, PullRequest, PushOutcome, PushRequest, SnapshotQuery, SnapshotUpload,
+    MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+};
 use crate::remote::{Remote, RemoteError};
 use crate::replica::{RemoteChange, Replica};
 use crate::store::{CursorRecord, OutboxEntry};
-use crate::sync::wire::{
-    ChangeEnvelope, Cursor, HashHex, PullRequest, PushOutcome, PushRequest, SnapshotQuery,
-    SnapshotUpload, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
-};
 
 /// Batch sizes and thresholds of a sync pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +160,7 @@ fn envelope(e: &OutboxEntry) -> ChangeEnvelope {
     ChangeEnvelope {
         doc_id: e.doc_id,
         collection: e.collection.clone(),
-        hash: HashHex(e.hash),
+        hash: e.hash,
         bytes: e.bytes.clone(),
     }
 }
@@ -232,7 +232,7 @@ async fn push_batch(
                     continue;
                 }
                 let reason = format!("too large for the remote: {message}");
-                let hashes: Vec<ChangeHash> = batch.iter().map(|e| ChangeHash(e.hash)).collect();
+                let hashes: Vec<ChangeHash> = batch.iter().map(|e| e.hash).collect();
                 blocking(replica, move |r| {
                     for h in &hashes {
                         r.dead_letter(h, &reason)?;
@@ -262,16 +262,16 @@ async fn push_batch(
             match outcome {
                 PushOutcome::Stored { .. } => {
                     report.pushed += 1;
-                    acks.push(ChangeHash(e.hash));
+                    acks.push(e.hash);
                 }
                 PushOutcome::AlreadyPresent => {
                     report.already_present += 1;
-                    acks.push(ChangeHash(e.hash));
+                    acks.push(e.hash);
                 }
                 PushOutcome::Rejected { reason } => {
-                    tracing::warn!(doc = %e.doc_id, hash = %HashHex(e.hash), %reason, "change rejected by the remote");
+                    tracing::warn!(doc = %e.doc_id, hash = %e.hash, %reason, "change rejected by the remote");
                     report.dead_lettered += 1;
-                    dead.push((ChangeHash(e.hash), reason));
+                    dead.push((e.hash, reason));
                 }
             }
         }
@@ -498,7 +498,7 @@ pub async fn upload_snapshots(
                 workspace: ws,
                 doc_id: id,
                 collection,
-                heads: heads.iter().map(HashHex::from_change_hash).collect(),
+                heads,
                 covers: Cursor(covers.clone()),
                 bytes,
             })

@@ -6,12 +6,12 @@
 //! has membership), hand out one [`Remote`] per user, and list what it stores
 //! so the tests can prove "stored exactly once".
 
+use automerge::ChangeHash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use supamerge::remote::{LocalHub, Remote};
-use supamerge::sync::wire::HashHex;
 use supamerge::{DocId, WorkspaceId};
 use uuid::Uuid;
 
@@ -33,7 +33,7 @@ pub trait Backend: Send + Sync {
 
     /// Every change the backend stores for `ws`, one row per stored copy:
     /// a duplicate row means something was stored twice.
-    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)>;
+    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)>;
 }
 
 /// The embedded hub in a temporary directory (real sled).
@@ -91,7 +91,7 @@ impl Backend for LocalHubBackend {
         Arc::new(self.hub.clone())
     }
 
-    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
+    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)> {
         self.hub.stored_hashes(ws).expect("list hub changes")
     }
 }
@@ -143,7 +143,7 @@ impl Backend for SupabaseBackend {
         Arc::new(self.fixture.remote_for(self.user(user)))
     }
 
-    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, HashHex)> {
+    async fn stored_changes(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)> {
         let rows = self
             .fixture
             .db
@@ -161,7 +161,7 @@ impl Backend for SupabaseBackend {
                 let doc: String = r.get(0);
                 let hash: Vec<u8> = r.get(1);
                 let hash: [u8; 32] = hash.try_into().expect("32-byte hash");
-                (doc.parse().expect("a doc id"), HashHex(hash))
+                (doc.parse().expect("a doc id"), ChangeHash(hash))
             })
             .collect()
     }

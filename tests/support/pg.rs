@@ -8,6 +8,7 @@
 //! processes do not race. Databases are dropped when the fixture drops.
 #![allow(dead_code)]
 
+use automerge::ChangeHash;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use automerge::transaction::Transactable;
@@ -16,8 +17,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use supamerge::gateway::auth::dev_access_token;
 use supamerge::gateway::{Gateway, GatewayConfig, GatewayHandle};
+use supamerge::protocol::wire::ChangeEnvelope;
 use supamerge::remote::SupabaseRemote;
-use supamerge::sync::wire::{ChangeEnvelope, HashHex};
 use supamerge::{Collection, DocId, WorkspaceId};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
@@ -318,7 +319,7 @@ pub fn envelopes(n: usize, actor_seed: u8) -> (DocId, Vec<ChangeEnvelope>) {
         .map(|(bytes, hash)| ChangeEnvelope {
             doc_id,
             collection: collection.clone(),
-            hash: HashHex(hash),
+            hash: ChangeHash(hash),
             bytes,
         })
         .collect();

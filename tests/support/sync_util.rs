@@ -1,6 +1,7 @@
 //! A cluster of replicas on one backend, a shared edit workload, and the
 //! convergence assertions of DESIGN.md §2 (invariants 1–5).
 
+use automerge::ChangeHash;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -12,7 +13,6 @@ use supamerge::conflict::Conflict;
 use supamerge::entity::EntityError;
 use supamerge::remote::{FaultyRemote, Remote};
 use supamerge::sync::session::{self, SyncConfig, SyncReport};
-use supamerge::sync::wire::HashHex;
 use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
 
 use super::backend::Backend;
@@ -196,12 +196,9 @@ pub fn docs_of(r: &Replica, ws: &WorkspaceId) -> Vec<DocId> {
 }
 
 /// Every change hash a replica holds for a document.
-pub fn change_hashes(r: &Replica, id: &DocId) -> Vec<HashHex> {
+pub fn change_hashes(r: &Replica, id: &DocId) -> Vec<ChangeHash> {
     r.with_doc(id, |d| {
-        d.get_changes(&[])
-            .iter()
-            .map(|c| HashHex::from_change_hash(&c.hash()))
-            .collect()
+        d.get_changes(&[]).iter().map(|c| c.hash()).collect()
     })
     .expect("load doc")
 }
@@ -261,7 +258,7 @@ pub async fn assert_converged(
         assert_eq!(dead.len(), want, "replica {i}: dead letters {dead:?}");
     }
     let stored = b.stored_changes(ws).await;
-    let mut counts: BTreeMap<(DocId, HashHex), usize> = BTreeMap::new();
+    let mut counts: BTreeMap<(DocId, ChangeHash), usize> = BTreeMap::new();
     for s in &stored {
         *counts.entry(*s).or_default() += 1;
     }

@@ -6,6 +6,7 @@
 //! documents them field by field. Every request and response carries `v`, the
 //! protocol version ([`WIRE_VERSION`]).
 
+use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
 use crate::id::{Collection, DocId, WorkspaceId};
@@ -23,68 +24,6 @@ pub const MAX_PUSH_BYTES: usize = 768 * 1024;
 
 /// Upper bound on the number of changes in one pulled page.
 pub const MAX_PULL_LIMIT: u32 = 1000;
-
-/// An Automerge change hash as 64 lower-case hex characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HashHex(pub [u8; 32]);
-
-impl HashHex {
-    /// From automerge's hash type.
-    pub fn from_change_hash(h: &automerge::ChangeHash) -> Self {
-        Self(h.0)
-    }
-
-    /// To automerge's hash type.
-    pub fn to_change_hash(&self) -> automerge::ChangeHash {
-        automerge::ChangeHash(self.0)
-    }
-}
-
-impl std::fmt::Display for HashHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Debug for HashHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HashHex({self})")
-    }
-}
-
-impl std::str::FromStr for HashHex {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!(
-                "invalid change hash {s:?}: expected 64 hex characters"
-            ));
-        }
-        let mut out = [0u8; 32];
-        for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-            let hi = (chunk[0] as char).to_digit(16).unwrap_or(0);
-            let lo = (chunk[1] as char).to_digit(16).unwrap_or(0);
-            out[i] = u8::try_from(hi * 16 + lo).unwrap_or(0);
-        }
-        Ok(Self(out))
-    }
-}
-
-impl Serialize for HashHex {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HashHex {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Bytes that travel as standard base64 text in JSON.
 pub mod base64_bytes {
@@ -119,8 +58,9 @@ pub struct ChangeEnvelope {
     pub doc_id: DocId,
     /// The document's collection.
     pub collection: Collection,
-    /// The Automerge change hash (SHA-256 of the change chunk).
-    pub hash: HashHex,
+    /// The Automerge change hash (SHA-256 of the change chunk; hex in JSON).
+    #[serde(with = "crate::hash::hex")]
+    pub hash: ChangeHash,
     /// The raw, uncompressed change chunk.
     #[serde(with = "base64_bytes")]
     pub bytes: Vec<u8>,
@@ -235,8 +175,9 @@ pub struct SnapshotUpload {
     pub doc_id: DocId,
     /// Its collection.
     pub collection: Collection,
-    /// The heads the snapshot covers.
-    pub heads: Vec<HashHex>,
+    /// The heads the snapshot covers (hex in JSON).
+    #[serde(with = "crate::hash::hex_vec")]
+    pub heads: Vec<ChangeHash>,
     /// The uploader's pull cursor: the snapshot holds every change of this
     /// document at or before this position of the log.
     pub covers: Cursor,
@@ -262,8 +203,9 @@ pub struct SnapshotRecord {
     pub doc_id: DocId,
     /// Its collection.
     pub collection: Collection,
-    /// The heads it covers.
-    pub heads: Vec<HashHex>,
+    /// The heads it covers (hex in JSON).
+    #[serde(with = "crate::hash::hex_vec")]
+    pub heads: Vec<ChangeHash>,
     /// The log position it covers (see [`SnapshotUpload::covers`]).
     pub covers: Cursor,
     /// The `save()` bytes.
@@ -304,7 +246,7 @@ mod tests {
         let env = ChangeEnvelope {
             doc_id: DocId::new_v7(1, [0; 10]),
             collection: Collection::new("tasks").unwrap(),
-            hash: HashHex([0xab; 32]),
+            hash: ChangeHash([0xab; 32]),
             bytes: vec![1, 2, 3],
         };
         let j = serde_json::to_value(&env).unwrap();
@@ -318,6 +260,8 @@ mod tests {
             serde_json::from_value(serde_json::json!({"status": "rejected", "reason": "x"}))
                 .unwrap();
         assert_eq!(r, PushOutcome::Rejected { reason: "x".into() });
-        assert!("zz".parse::<HashHex>().is_err());
+        let mut bad = serde_json::to_value(&env).unwrap();
+        bad["hash"] = "zz".into();
+        assert!(serde_json::from_value::<ChangeEnvelope>(bad).is_err());
     }
 }

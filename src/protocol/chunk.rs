@@ -6,6 +6,7 @@
 //! hash so nobody can poison deduplication with a hash that does not belong to
 //! the bytes. The SQL migration implements the same rules.
 
+use automerge::ChangeHash;
 use sha2::{Digest, Sha256};
 
 /// The magic bytes that open every Automerge chunk.
@@ -40,8 +41,8 @@ pub enum ChunkError {
     /// The bytes hash to something else than the claimed hash.
     #[error("hash mismatch: the bytes hash to {actual}")]
     HashMismatch {
-        /// The hash of the bytes (hex).
-        actual: String,
+        /// The hash of the bytes.
+        actual: ChangeHash,
     },
 }
 
@@ -49,7 +50,7 @@ pub enum ChunkError {
 ///
 /// # Errors
 /// [`ChunkError`] naming what is wrong.
-pub fn change_hash(bytes: &[u8]) -> Result<[u8; 32], ChunkError> {
+pub fn change_hash(bytes: &[u8]) -> Result<ChangeHash, ChunkError> {
     if bytes.len() < 10 || bytes[..4] != MAGIC {
         return Err(ChunkError::NotAChunk);
     }
@@ -92,19 +93,17 @@ pub fn change_hash(bytes: &[u8]) -> Result<[u8; 32], ChunkError> {
     if hash[..4] != *checksum {
         return Err(ChunkError::Checksum);
     }
-    Ok(hash)
+    Ok(ChangeHash(hash))
 }
 
 /// Checks that `bytes` is an uncompressed change chunk hashing to `claimed`.
 ///
 /// # Errors
 /// [`ChunkError`] naming what is wrong.
-pub fn verify(bytes: &[u8], claimed: &[u8; 32]) -> Result<(), ChunkError> {
+pub fn verify(bytes: &[u8], claimed: &ChangeHash) -> Result<(), ChunkError> {
     let actual = change_hash(bytes)?;
     if actual != *claimed {
-        return Err(ChunkError::HashMismatch {
-            actual: crate::store::codec::hex(&actual),
-        });
+        return Err(ChunkError::HashMismatch { actual });
     }
     Ok(())
 }
@@ -115,16 +114,13 @@ mod tests {
     use automerge::transaction::Transactable;
     use automerge::ReadDoc;
 
-    fn a_change() -> (Vec<u8>, [u8; 32]) {
+    fn a_change() -> (Vec<u8>, ChangeHash) {
         let mut doc = automerge::Automerge::new();
         let mut tx = doc.transaction();
         tx.put(automerge::ROOT, "k", "v").unwrap();
         let (h, _) = tx.commit();
         let h = h.unwrap();
-        (
-            doc.get_change_by_hash(&h).unwrap().raw_bytes().to_vec(),
-            h.0,
-        )
+        (doc.get_change_by_hash(&h).unwrap().raw_bytes().to_vec(), h)
     }
 
     #[test]
@@ -138,7 +134,7 @@ mod tests {
     fn rejects_tampering() {
         let (bytes, hash) = a_change();
         assert!(matches!(
-            verify(&bytes, &[0; 32]),
+            verify(&bytes, &ChangeHash([0; 32])),
             Err(ChunkError::HashMismatch { .. })
         ));
         assert!(matches!(

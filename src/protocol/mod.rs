@@ -1,0 +1,20 @@
+//! The sync protocol, below both sides: the wire types every backend speaks
+//! and the verification of change chunks.
+//!
+//! Replicas ([`crate::replica`]), the sync engine ([`crate::sync`]) and every
+//! remote ([`crate::remote`]) import this module; it imports none of them
+//! (only ids and change hashes), so the protocol has one definition that
+//! both ends of a connection share.
+//!
+//! - [`wire`]: the serde types of requests and responses (`docs/protocol.md`);
+//! - [`chunk`]: recomputing and checking the hash of a change chunk.
+
+pub mod chunk;
+pub mod wire;
+
+pub use chunk::ChunkError;
+pub use wire::{
+    ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
+    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
+    MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+};
