@@ -27,7 +27,25 @@ use crate::remote::{LocalHub, Remote};
 use crate::replica::Replica;
 use crate::store::Durability;
 use crate::sync::session::{Progress, SyncReport};
-use crate::sync::{SyncEngine, SyncHandle};
+use crate::sync::{SyncEngine, SyncError, SyncHandle};
+
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// A replica, hub or I/O error.
+    #[error(transparent)]
+    Supamerge(#[from] Error),
+    /// A replica's sync pass failed.
+    #[error("{peer}'s sync failed: {source}")]
+    Sync {
+        /// Whose sync.
+        peer: &'static str,
+        /// The engine's error.
+        #[source]
+        source: SyncError,
+    },
+}
 
 /// A task, the typed entity of the demo.
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate, Serialize)]
@@ -157,17 +175,16 @@ fn notes() -> Result<Collection> {
 ///
 /// # Errors
 /// Any replica, hub or sync error (the demo stops at the first).
-pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
+pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
-    let dir = tempfile::tempdir().map_err(|e| {
-        Error::Remote(crate::remote::RemoteError::Unavailable {
-            reason: format!("temp dir: {e}"),
-        })
+    let dir = tempfile::tempdir().map_err(|source| Error::Io {
+        action: "create the demo's temporary directory",
+        source,
     })?;
     let (remote, ws, backend) = match opts.backend.clone() {
         Some(b) => (b.remote, b.workspace, b.name),
         None => {
-            let hub = LocalHub::open(dir.path().join("hub"))?;
+            let hub = LocalHub::open(dir.path().join("hub")).map_err(Error::from)?;
             let remote: Arc<dyn Remote> = Arc::new(hub);
             let ws = WorkspaceId::from_random(rand::random());
             (remote, ws, "the embedded hub".to_string())
@@ -357,14 +374,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport> {
     })
 }
 
-async fn sync_round(peers: &[Peer]) -> Result<Vec<SyncReport>> {
+async fn sync_round(peers: &[Peer]) -> Result<Vec<SyncReport>, DemoError> {
     let mut out = Vec::new();
     for p in peers {
-        let r = p.sync.sync_now().await.map_err(|e| {
-            Error::Remote(crate::remote::RemoteError::Server {
-                status: 0,
-                message: format!("{}: {e}", p.name),
-            })
+        let r = p.sync.sync_now().await.map_err(|source| DemoError::Sync {
+            peer: p.name,
+            source,
         })?;
         out.push(r);
     }

@@ -1,4 +1,5 @@
-//! The crate error: every module's error, gathered.
+//! The crate error: every module's error, gathered, plus the failures that
+//! belong to no module (a background task, I/O outside the store).
 
 use crate::entity::EntityError;
 use crate::id::IdError;
@@ -25,9 +26,28 @@ pub enum Error {
     /// A remote call failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),
-    /// The sync engine was shut down.
-    #[error("the sync engine has shut down")]
-    EngineStopped,
+    /// A blocking task (replica work run on tokio's blocking pool) panicked
+    /// or was cancelled before it finished. Not retryable: a panic is a bug,
+    /// a cancellation means the runtime is shutting down.
+    #[error("the blocking task for {task} failed: {source}")]
+    Task {
+        /// What the task was doing.
+        task: &'static str,
+        /// tokio's report (panic or cancellation).
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// An I/O operation outside the store failed (e.g. creating a temporary
+    /// directory).
+    #[error("cannot {action}: {source}")]
+    Io {
+        /// What was being done, as a verb phrase ("create a temporary
+        /// directory for the hub").
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {

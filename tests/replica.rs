@@ -476,3 +476,52 @@ fn snapshot_of_a_new_document_loads_once_and_takes_later_changes() {
     assert_eq!(b.get_json(&id).unwrap(), json!({"title": "t", "n": 99}));
     assert_eq!(b.heads(&id).unwrap(), a.heads(&id).unwrap());
 }
+
+/// A value whose reconciliation always fails.
+struct Refuses;
+
+impl Reconcile for Refuses {
+    type Key<'a> = autosurgeon::reconcile::NoKey;
+
+    fn reconcile<R: autosurgeon::Reconciler>(&self, _: R) -> Result<(), R::Error> {
+        Err(autosurgeon::reconcile::StaleHeads {
+            expected: Vec::new(),
+            found: Vec::new(),
+        }
+        .into())
+    }
+}
+
+/// Regression: `create` reported the nil id in its errors. The error names
+/// the id the entity would have had, and nothing is stored.
+#[test]
+fn a_failed_create_names_its_document_and_stores_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let r = open(d.path(), 1, &ManualClock::new(1));
+    let err = r.create(ws(), &tasks(), &Refuses).unwrap_err();
+    let Error::Entity(EntityError::Reconcile { id, .. }) = err else {
+        panic!("expected a reconcile error, got {err:?}");
+    };
+    assert!(!id.as_uuid().is_nil(), "the error names the nil id");
+    // A v7 id from the replica's clock, like the ids of created entities.
+    assert_eq!(id.as_uuid().get_version_num(), 7);
+    assert_eq!(r.pending(), 0);
+    assert!(r.list(&tasks()).unwrap().is_empty());
+    assert!(matches!(
+        r.get_json(&id),
+        Err(Error::Entity(EntityError::NotFound { .. }))
+    ));
+    // The next create works and gets a different id.
+    let ok = r
+        .create(
+            ws(),
+            &tasks(),
+            &Task {
+                title: "t".into(),
+                done: false,
+                priority: 1,
+            },
+        )
+        .unwrap();
+    assert_ne!(ok, id);
+}

@@ -38,7 +38,9 @@ use supamerge::remote::{Fault, LocalHub, Op, Remote};
 use supamerge::store::OutboxEntry;
 use supamerge::sync::backoff::Backoff;
 use supamerge::sync::session::{SyncConfig, SyncReport};
-use supamerge::sync::{SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncHandle, SyncState};
+use supamerge::sync::{
+    SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
+};
 use supamerge::{DocId, Origin, Replica, WorkspaceId};
 use tokio::sync::broadcast;
 
@@ -1025,16 +1027,14 @@ async fn engine_backs_off_with_growing_delays_then_recovers() {
         match r.next_outcome().await {
             Ok(report) => break report,
             Err(e) => {
-                assert!(
-                    matches!(
-                        e,
-                        SyncError::Failed {
-                            retryable: true,
-                            ..
-                        }
-                    ),
-                    "{e:?}"
-                );
+                // Two lost requests (offline), then two server errors.
+                let want = if failed_at.len() < 2 {
+                    SyncErrorKind::Offline
+                } else {
+                    SyncErrorKind::Server
+                };
+                assert_eq!(e.kind(), Some(want), "{e:?}");
+                assert!(e.is_retryable(), "{e:?}");
                 failed_at.push(tokio::time::Instant::now());
                 let st = r.handle.status().borrow().clone();
                 assert_eq!(st.pending, 0, "the push half succeeded: {st:?}");
@@ -1082,7 +1082,17 @@ async fn engine_auth_failure_waits_for_fresh_credentials() {
     .await;
     r.commit(0);
     let e = r.next_outcome().await.expect_err("auth fails");
-    assert!(matches!(e, SyncError::Failed { auth: true, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            SyncError::Failed {
+                kind: SyncErrorKind::Auth,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(!e.is_retryable());
     assert_eq!(r.handle.status().borrow().state, SyncState::Error);
     // Neither backoff, interval nor local commits retry.
     tokio::time::sleep(Duration::from_secs(600)).await;

@@ -146,6 +146,9 @@ pub enum CliError {
     #[cfg(feature = "gateway")]
     #[error(transparent)]
     Gateway(#[from] crate::gateway::GatewayError),
+    /// The demo stopped on an error.
+    #[error(transparent)]
+    Demo(#[from] crate::demo::DemoError),
     /// The demo finished but its replicas did not converge.
     #[error("the demo's replicas did not converge")]
     DemoDiverged,
@@ -197,28 +200,32 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
+            CliError::Demo(crate::demo::DemoError::Sync { .. }) => "error",
             CliError::Unreadable { .. } => "corrupt",
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
             #[cfg(feature = "gateway")]
             CliError::Gateway(_) => "gateway",
             #[cfg(feature = "bench")]
             CliError::Bench(_) => "bench",
-            CliError::Supamerge(e) => match e {
-                Error::Id(_) => "invalid_input",
-                Error::Entity(
-                    EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
-                ) => "invalid_input",
-                Error::Entity(EntityError::NoSuchPath { .. }) => "no_such_path",
-                Error::Entity(EntityError::NotConflicted { .. }) => "not_conflicted",
-                Error::Entity(EntityError::NoCandidate { .. }) => "no_candidate",
-                Error::Entity(EntityError::NotFound { .. }) => "not_found",
-                Error::Entity(EntityError::Deleted { .. }) => "deleted",
-                Error::Entity(EntityError::CorruptDocument { .. })
-                | Error::Store(StoreError::Corrupt { .. }) => "corrupt",
-                Error::Store(StoreError::Locked { .. }) => "locked",
-                Error::Store(_) => "storage",
-                _ => "error",
-            },
+            CliError::Demo(crate::demo::DemoError::Supamerge(e)) | CliError::Supamerge(e) => {
+                match e {
+                    Error::Id(_) => "invalid_input",
+                    Error::Entity(
+                        EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
+                    ) => "invalid_input",
+                    Error::Entity(EntityError::NoSuchPath { .. }) => "no_such_path",
+                    Error::Entity(EntityError::NotConflicted { .. }) => "not_conflicted",
+                    Error::Entity(EntityError::NoCandidate { .. }) => "no_candidate",
+                    Error::Entity(EntityError::NotFound { .. }) => "not_found",
+                    Error::Entity(EntityError::Deleted { .. }) => "deleted",
+                    Error::Entity(EntityError::CorruptDocument { .. })
+                    | Error::Store(StoreError::Corrupt { .. }) => "corrupt",
+                    Error::Store(StoreError::Locked { .. }) => "locked",
+                    Error::Store(_) => "storage",
+                    Error::Io { .. } => "io",
+                    _ => "error",
+                }
+            }
         }
     }
 }

@@ -242,14 +242,15 @@ impl LocalHub {
                     dedup.insert(dk.clone(), &seq.to_be_bytes()[..])?;
                 }
                 counters.insert(&ws.to_bytes()[..], counter.clone())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                // Nothing aborts this transaction: its only failures are
+                // sled's (conflicts are retried by sled itself).
+                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
+                    (),
+                )
             })
             .map_err(|e| match e {
                 sled::transaction::TransactionError::Storage(s) => sled_err("push")(s),
-                sled::transaction::TransactionError::Abort(()) => RemoteError::Server {
-                    status: 0,
-                    message: "hub transaction aborted".into(),
-                },
+                sled::transaction::TransactionError::Abort(never) => match never {},
             })?;
         // Durable before acknowledged: the client deletes its outbox entries
         // on this answer, so a crash after it must not lose the changes.
@@ -412,6 +413,7 @@ impl LocalHub {
     /// thread (sled calls block).
     async fn serve<T: Send + 'static>(
         &self,
+        op: &'static str,
         v: u32,
         f: impl FnOnce(&LocalHub) -> Result<T, RemoteError> + Send + 'static,
     ) -> Result<T, RemoteError> {
@@ -426,30 +428,33 @@ impl LocalHub {
         let hub = self.clone();
         tokio::task::spawn_blocking(move || f(&hub))
             .await
-            .map_err(|e| RemoteError::Server {
-                status: 0,
-                message: e.to_string(),
-            })?
+            .map_err(|source| RemoteError::Task { op, source })?
     }
 }
 
 #[async_trait]
 impl Remote for LocalHub {
     async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
-        self.serve(req.v, move |hub| hub.push_sync(req)).await
+        self.serve("push", req.v, move |hub| hub.push_sync(req))
+            .await
     }
 
     async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
-        self.serve(req.v, move |hub| hub.pull_sync(req)).await
+        self.serve("pull", req.v, move |hub| hub.pull_sync(req))
+            .await
     }
 
     async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
-        self.serve(snap.v, move |hub| hub.put_snapshot_sync(snap))
-            .await
+        self.serve("put_snapshot", snap.v, move |hub| {
+            hub.put_snapshot_sync(snap)
+        })
+        .await
     }
 
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
-        self.serve(query.v, move |hub| hub.get_snapshots_sync(query))
-            .await
+        self.serve("get_snapshots", query.v, move |hub| {
+            hub.get_snapshots_sync(query)
+        })
+        .await
     }
 }

@@ -77,6 +77,17 @@ pub enum RemoteError {
     /// The embedded hub's storage failed.
     #[error("hub storage: {0}")]
     Storage(#[from] crate::store::StoreError),
+    /// The embedded hub's blocking task panicked or was cancelled before it
+    /// answered. Not retryable: a panic is a bug, a cancellation means the
+    /// runtime is shutting down.
+    #[error("the hub's blocking task for {op} failed: {source}")]
+    Task {
+        /// The remote operation (`push`, `pull`, ...).
+        op: &'static str,
+        /// tokio's report (panic or cancellation).
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl RemoteError {

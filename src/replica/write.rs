@@ -134,7 +134,7 @@ impl Replica {
         &self,
         ws: WorkspaceId,
         collection: &Collection,
-        fill: impl FnOnce(&mut Transaction<'_>) -> Result<()>,
+        fill: impl FnOnce(&mut Transaction<'_>, DocId) -> Result<()>,
     ) -> Result<DocId> {
         let mut st = self.lock();
         let id = self.new_doc_id(&mut st);
@@ -162,7 +162,7 @@ impl Replica {
                     .map_err(am)?;
                 tx.put(&meta, entity::META_DELETED, false).map_err(am)?;
                 tx.put(&meta, entity::META_SCHEMA, 0u64).map_err(am)?;
-                fill(tx)
+                fill(tx, id)
             },
         );
         if res.is_err() {
@@ -183,11 +183,10 @@ impl Replica {
         collection: &Collection,
         value: &T,
     ) -> Result<DocId> {
-        self.create_with(ws, collection, |tx| {
-            let id_for_err = DocId::from_uuid(uuid::Uuid::nil());
+        self.create_with(ws, collection, |tx, id| {
             autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, value).map_err(|source| {
                 EntityError::Reconcile {
-                    id: id_for_err,
+                    id,
                     source: Box::new(source),
                 }
             })?;
@@ -212,16 +211,16 @@ impl Replica {
         value: &Json,
     ) -> Result<DocId> {
         let obj = entity::expect_object(value)?;
-        self.create_with(ws, collection, |tx| {
+        self.create_with(ws, collection, |tx, id| {
             let data = tx
                 .put_object(ROOT, entity::DATA, ObjType::Map)
                 .map_err(|source| EntityError::Automerge {
-                    id: DocId::from_uuid(uuid::Uuid::nil()),
+                    id,
                     source: Box::new(source),
                 })?;
             for (k, v) in obj {
                 entity::put_json(tx, &data, k, v).map_err(|source| EntityError::Automerge {
-                    id: DocId::from_uuid(uuid::Uuid::nil()),
+                    id,
                     source: Box::new(source),
                 })?;
             }

@@ -59,22 +59,19 @@ pub struct SyncStatus {
     pub last_error: Option<String>,
 }
 
-/// Why a sync pass failed, as a cloneable value.
+/// Why a sync pass failed, as a cloneable value (it is sent to every
+/// waiting caller and event subscriber).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "error", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SyncError {
     /// The pass failed.
     #[error("sync failed: {message}")]
     Failed {
-        /// What failed.
+        /// What kind of failure: decides whether the engine retries.
+        kind: SyncErrorKind,
+        /// The underlying error, in words.
         message: String,
-        /// Whether retrying later can succeed.
-        retryable: bool,
-        /// Whether the remote was unreachable.
-        offline: bool,
-        /// Whether credentials were refused.
-        auth: bool,
     },
     /// The engine has shut down.
     #[error("the sync engine has shut down")]
@@ -83,19 +80,102 @@ pub enum SyncError {
 
 impl SyncError {
     fn from_error(e: &Error) -> Self {
-        let (offline, auth) = match e {
-            Error::Remote(r) => (
-                r.is_offline(),
-                matches!(r, RemoteError::Unauthenticated { .. }),
-            ),
-            _ => (false, false),
-        };
         SyncError::Failed {
+            kind: SyncErrorKind::of(e),
             message: e.to_string(),
-            retryable: e.is_retryable(),
-            offline,
-            auth,
         }
+    }
+
+    /// The kind of failure (`None` for [`SyncError::Stopped`]).
+    pub fn kind(&self) -> Option<SyncErrorKind> {
+        match self {
+            SyncError::Failed { kind, .. } => Some(*kind),
+            SyncError::Stopped => None,
+        }
+    }
+
+    /// Whether a later pass can succeed without anything changing on this
+    /// side (see [`SyncErrorKind::is_retryable`]).
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_some_and(SyncErrorKind::is_retryable)
+    }
+}
+
+/// The kinds of sync failure. The engine retries every kind with backoff
+/// except [`SyncErrorKind::Auth`], which waits for
+/// [`SyncHandle::credentials_updated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyncErrorKind {
+    /// The remote could not be reached or did not answer in time
+    /// ([`RemoteError::Unavailable`], [`RemoteError::Timeout`]); the status
+    /// says [`SyncState::Offline`].
+    Offline,
+    /// The credentials are missing, invalid or expired
+    /// ([`RemoteError::Unauthenticated`]).
+    Auth,
+    /// Authenticated but not allowed ([`RemoteError::Forbidden`]).
+    Forbidden,
+    /// The remote failed on its side: a 5xx, the hub's storage
+    /// ([`RemoteError::Server`], [`RemoteError::Storage`]).
+    Server,
+    /// The remote refused the request as a whole or answered something this
+    /// build does not understand ([`RemoteError::BadRequest`],
+    /// [`RemoteError::TooLarge`], [`RemoteError::Protocol`]).
+    Rejected,
+    /// The local store failed or is damaged ([`Error::Store`]).
+    Storage,
+    /// A blocking task panicked or was cancelled ([`Error::Task`],
+    /// [`RemoteError::Task`]).
+    Task,
+    /// Local data was refused: a damaged document, an invalid id, a failed
+    /// migration ([`Error::Entity`], [`Error::Id`], [`Error::Migration`]).
+    Data,
+    /// An I/O failure outside the store ([`Error::Io`]).
+    Io,
+}
+
+impl SyncErrorKind {
+    /// The kind of a pass's error.
+    pub fn of(e: &Error) -> Self {
+        match e {
+            Error::Remote(r) => match r {
+                RemoteError::Unavailable { .. } | RemoteError::Timeout { .. } => Self::Offline,
+                RemoteError::Unauthenticated { .. } => Self::Auth,
+                RemoteError::Forbidden { .. } => Self::Forbidden,
+                RemoteError::Server { .. } | RemoteError::Storage(_) => Self::Server,
+                RemoteError::Task { .. } => Self::Task,
+                _ => Self::Rejected,
+            },
+            Error::Store(_) => Self::Storage,
+            Error::Task { .. } => Self::Task,
+            Error::Io { .. } => Self::Io,
+            _ => Self::Data,
+        }
+    }
+
+    /// Whether a later attempt can succeed with nothing changed on this side
+    /// (the remote comes back, or recovers): [`SyncErrorKind::Offline`] and
+    /// [`SyncErrorKind::Server`].
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Offline | Self::Server)
+    }
+}
+
+impl std::fmt::Display for SyncErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Offline => "offline",
+            Self::Auth => "auth",
+            Self::Forbidden => "forbidden",
+            Self::Server => "server",
+            Self::Rejected => "rejected",
+            Self::Storage => "storage",
+            Self::Task => "task",
+            Self::Data => "data",
+            Self::Io => "io",
+        })
     }
 }
 
@@ -419,7 +499,10 @@ impl EngineTask {
                         self.backoff.reset();
                         t.retry_at = None;
                     }
-                    Err(SyncError::Failed { auth: true, .. }) => t.auth_paused = true,
+                    Err(SyncError::Failed {
+                        kind: SyncErrorKind::Auth,
+                        ..
+                    }) => t.auth_paused = true,
                     Err(_) => {
                         let delay = self.backoff.next_delay(self.rng.gen());
                         tracing::info!(
@@ -530,7 +613,7 @@ impl EngineTask {
             Err(e) => {
                 let err = SyncError::from_error(&e);
                 tracing::warn!(error = %e, "sync pass failed");
-                let offline = matches!(err, SyncError::Failed { offline: true, .. });
+                let offline = err.kind() == Some(SyncErrorKind::Offline);
                 self.status.send_modify(|s| {
                     s.state = if offline {
                         SyncState::Offline
@@ -545,5 +628,122 @@ impl EngineTask {
                 Err(err)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    fn join_error() -> tokio::task::JoinError {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async { tokio::task::spawn(async { panic!("a bug") }).await })
+            .unwrap_err()
+    }
+
+    #[test]
+    fn every_error_has_its_kind_and_only_offline_and_server_are_retryable() {
+        let remote = |r: RemoteError| Error::Remote(r);
+        let cases: Vec<(Error, SyncErrorKind)> = vec![
+            (
+                remote(RemoteError::Unavailable { reason: "x".into() }),
+                SyncErrorKind::Offline,
+            ),
+            (
+                remote(RemoteError::Timeout { after_ms: 1 }),
+                SyncErrorKind::Offline,
+            ),
+            (
+                remote(RemoteError::Unauthenticated {
+                    message: "x".into(),
+                }),
+                SyncErrorKind::Auth,
+            ),
+            (
+                remote(RemoteError::Forbidden {
+                    message: "x".into(),
+                }),
+                SyncErrorKind::Forbidden,
+            ),
+            (
+                remote(RemoteError::Server {
+                    status: 503,
+                    message: "x".into(),
+                }),
+                SyncErrorKind::Server,
+            ),
+            (
+                remote(RemoteError::TooLarge {
+                    message: "x".into(),
+                }),
+                SyncErrorKind::Rejected,
+            ),
+            (
+                remote(RemoteError::Protocol { reason: "x".into() }),
+                SyncErrorKind::Rejected,
+            ),
+            (
+                remote(RemoteError::Task {
+                    op: "push",
+                    source: join_error(),
+                }),
+                SyncErrorKind::Task,
+            ),
+            (
+                Error::Task {
+                    task: "a test",
+                    source: join_error(),
+                },
+                SyncErrorKind::Task,
+            ),
+            (
+                Error::Store(StoreError::Encode {
+                    tree: "docs",
+                    reason: "x".into(),
+                }),
+                SyncErrorKind::Storage,
+            ),
+            (
+                Error::Io {
+                    action: "do a test",
+                    source: std::io::Error::other("x"),
+                },
+                SyncErrorKind::Io,
+            ),
+            (
+                Error::Entity(crate::entity::EntityError::NotFound {
+                    id: crate::id::DocId::new_v7(1, [0; 10]),
+                }),
+                SyncErrorKind::Data,
+            ),
+        ];
+        for (e, kind) in cases {
+            let s = SyncError::from_error(&e);
+            assert_eq!(s.kind(), Some(kind), "{e}");
+            assert_eq!(
+                s.is_retryable(),
+                matches!(kind, SyncErrorKind::Offline | SyncErrorKind::Server),
+                "{e}"
+            );
+            // A panicked task is never a retryable server error.
+            if kind == SyncErrorKind::Task {
+                assert!(!e.is_retryable(), "{e}");
+            }
+            assert!(s.to_string().contains(&e.to_string()));
+        }
+        assert_eq!(SyncError::Stopped.kind(), None);
+        assert!(!SyncError::Stopped.is_retryable());
+    }
+
+    #[test]
+    fn serialises_with_its_kind() {
+        let e = SyncError::from_error(&Error::Remote(RemoteError::Timeout { after_ms: 5 }));
+        let j = serde_json::to_value(&e).unwrap();
+        assert_eq!(j["error"], "failed");
+        assert_eq!(j["kind"], "offline");
+        assert!(j["message"].as_str().unwrap().contains("5 ms"));
     }
 }

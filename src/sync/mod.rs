@@ -11,6 +11,7 @@ pub mod engine;
 pub mod session;
 
 pub use engine::{
-    SyncEngine, SyncEngineBuilder, SyncError, SyncEvent, SyncHandle, SyncState, SyncStatus,
+    SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
+    SyncStatus,
 };
 pub use session::{SyncConfig, SyncReport};

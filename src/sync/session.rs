@@ -148,11 +148,9 @@ async fn blocking<R: Send + 'static>(
     let r = replica.clone();
     tokio::task::spawn_blocking(move || f(&r))
         .await
-        .map_err(|e| {
-            Error::Remote(RemoteError::Server {
-                status: 0,
-                message: format!("blocking task failed: {e}"),
-            })
+        .map_err(|source| Error::Task {
+            task: "a replica call of a sync pass",
+            source,
         })?
 }
 
