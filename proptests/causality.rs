@@ -19,7 +19,7 @@ use automerge::{ActorId, ChangeHash, ReadDoc};
 use common::*;
 use proptest::prelude::*;
 use serde_json::json;
-use supamerge::remote::{LocalHub, Remote};
+use supamerge::{LocalHub, Remote};
 
 const HOUR: i64 = 3_600_000;
 const BASE: i64 = 1_790_000_000_000;
@@ -128,11 +128,11 @@ fn run(race: &Race) {
             let r = world.nodes[node].replica().clone();
             let remote = world.nodes[node].base.clone();
             // See the previous writer's value, overwrite it, publish.
-            supamerge::sync::session::run(&r, remote.as_ref(), &cfg, &[ws], &|_| {})
+            supamerge::sync_once(&r, remote.as_ref(), &cfg, &[ws], &|_| {})
                 .await
                 .expect("pull");
             chain_hashes.push(write(&mut world, node, *c, format!("w{i}")));
-            supamerge::sync::session::run(&r, remote.as_ref(), &cfg, &[ws], &|_| {})
+            supamerge::sync_once(&r, remote.as_ref(), &cfg, &[ws], &|_| {})
                 .await
                 .expect("push");
         }

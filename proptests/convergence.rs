@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use supamerge::remote::{LocalHub, Remote};
+use supamerge::{LocalHub, Remote};
 
 fn run(s: &Scenario) {
     runtime().block_on(async {

@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::*;
-use supamerge::remote::Remote;
-use supamerge::{DocId, WorkspaceId};
+use supamerge::{DocId, Remote, WorkspaceId};
 use uuid::Uuid;
 
 /// The changes table of the fixture's database.

@@ -16,10 +16,10 @@ use common::*;
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use supamerge::protocol::wire::{Cursor, PullRequest, MAX_PULL_LIMIT, WIRE_VERSION};
-use supamerge::remote::{LocalHub, Remote};
-use supamerge::replica::RemoteChange;
-use supamerge::{Replica, WorkspaceId};
+use supamerge::{
+    Cursor, LocalHub, PullRequest, Remote, RemoteChange, Replica, SyncPort, WorkspaceId,
+    MAX_PULL_LIMIT, WIRE_VERSION,
+};
 
 /// How one fresh replica receives the changes.
 #[derive(Debug, Clone)]

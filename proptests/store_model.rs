@@ -16,10 +16,10 @@ use automerge::ChangeHash;
 use common::*;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value as Json};
-use supamerge::clock::ManualClock;
-use supamerge::entity::EntityError;
-use supamerge::store::{CursorRecord, Durability};
-use supamerge::{DocId, Error, Replica, WorkspaceId};
+use supamerge::{
+    CursorRecord, DocId, Durability, EntityError, Error, ManualClock, Replica, SyncPort,
+    WorkspaceId,
+};
 
 const ENTITIES: usize = 4;
 
@@ -271,7 +271,7 @@ fn run(ops: &[Op], durability: Durability) {
 
 impl Subject {
     fn clock_now(&self) -> i64 {
-        use supamerge::clock::Clock;
+        use supamerge::Clock;
         self.clock.now_ms()
     }
 }

@@ -26,7 +26,7 @@ use crate::id::{Collection, DocId, WorkspaceId};
 use crate::remote::{LocalHub, Remote};
 use crate::replica::Replica;
 use crate::store::Durability;
-use crate::sync::session::{Progress, SyncReport};
+use crate::sync::session::{SyncProgress, SyncReport};
 use crate::sync::{SyncEngine, SyncError, SyncHandle};
 
 /// Why the demo stopped.
@@ -293,12 +293,12 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
                 let mut last = 0u64;
                 while let Ok(e) = ev.recv().await {
                     let n = match e {
-                        crate::sync::SyncEvent::Progress(Progress::Pushed { done, .. }) => {
+                        crate::sync::SyncEvent::Progress(SyncProgress::Pushed { done, .. }) => {
                             done as u64
                         }
-                        crate::sync::SyncEvent::Progress(Progress::Pulled { changes, .. }) => {
-                            changes as u64
-                        }
+                        crate::sync::SyncEvent::Progress(SyncProgress::Pulled {
+                            changes, ..
+                        }) => changes as u64,
                         crate::sync::SyncEvent::Finished(_) => {
                             last = 0;
                             continue;
@@ -354,7 +354,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     sync_round(&peers).await?;
 
     // 5. Converged?
-    let (converged, states, entities) = compare(&peers)?;
+    let (converged, states, entities) = compare(&peers, &ws)?;
     for p in &peers {
         p.sync.shutdown().await;
     }
@@ -386,7 +386,7 @@ async fn sync_round(peers: &[Peer]) -> Result<Vec<SyncReport>, DemoError> {
     Ok(out)
 }
 
-fn compare(peers: &[Peer]) -> Result<(bool, Vec<ReplicaState>, usize)> {
+fn compare(peers: &[Peer], ws: &WorkspaceId) -> Result<(bool, Vec<ReplicaState>, usize)> {
     let mut converged = true;
     let mut states = Vec::new();
     let mut ids: std::collections::BTreeSet<DocId> = Default::default();
@@ -394,12 +394,7 @@ fn compare(peers: &[Peer]) -> Result<(bool, Vec<ReplicaState>, usize)> {
         for c in [tasks()?, notes()?] {
             ids.extend(p.replica.list(&c)?);
         }
-        ids.extend(
-            p.replica
-                .store()
-                .docs()
-                .filter_map(|r| r.ok().map(|(id, _)| id)),
-        );
+        ids.extend(p.replica.documents(ws)?);
     }
     let first = &peers[0].replica;
     for id in &ids {
@@ -479,6 +474,3 @@ pub fn render(r: &DemoReport) -> String {
     let _ = writeln!(s, "total time: {} ms", r.elapsed_ms);
     s
 }
-
-/// How long a progress bar should wait before appearing.
-pub const PROGRESS_DELAY: Duration = Duration::from_millis(200);

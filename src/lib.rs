@@ -9,19 +9,32 @@
 //!
 //! # Architecture
 //!
-//! | module | responsibility |
-//! |--------|----------------|
-//! | [`replica`] | the local replica: entities (typed, JSON, raw Automerge), the outbox, applying remote changes, events. Plain blocking I/O, no tokio. |
-//! | [`store`] | the sled trees under a replica: typed keys ([`store::keys`]), versioned records ([`store::codec`]), one atomic transaction per commit. |
-//! | [`entity`], [`conflict`], [`clock`], [`id`] | how an entity lives in its document, last-writer-wins by hybrid logical clock, the injectable clock, typed ids. |
-//! | [`pointer`](mod@pointer) | JSON pointers naming a field: the paths of [`Replica::conflicts`] and [`Replica::resolve`]. |
-//! | [`migrate`] | deterministic schema migrations: every replica makes the identical change. |
-//! | [`sync`] | the wire types, one push/pull session as plain async functions, and the tokio [`SyncEngine`](sync::SyncEngine) deciding when to sync. |
-//! | [`remote`] | the [`Remote`](remote::Remote) contract and its implementations: the embedded `LocalHub`, a fault-injecting wrapper for tests, and the Supabase client. |
-//! | gateway | (feature `gateway`) a local PostgREST-compatible RPC server over a real PostgreSQL, so the Supabase path runs on one machine. |
-//! | [`demo`] | the demo scenario behind `supamerge demo`: replicas editing offline and converging through the embedded hub. |
-//! | `bench` | (feature `bench`, on by default) the benchmark workloads behind `supamerge bench` and `benches/`, each measured against a raw Automerge (or samod) baseline; see `docs/benchmarks.md`. |
-//! | `cli` | the `supamerge` command line (`src/bin/supamerge.rs` is a thin shell). |
+//! The crate is layered; each module imports only modules below it (a unit
+//! test, `layering`, reads every `use crate::` and checks it; the picture is
+//! in `docs/architecture.md`). The modules are private: what an app needs is
+//! re-exported here.
+//!
+//! | layer | modules | responsibility |
+//! |-------|---------|----------------|
+//! | foundation | `id`, `clock`, `hash`, `pointer` | typed ids, the injectable clock and the hybrid logical clock, the one change-hash type and its serde forms, JSON pointers. |
+//! | model | `conflict`, `entity`, `migrate` | last-writer-wins by hybrid logical clock, how an entity lives in its Automerge document, deterministic schema migrations. |
+//! | protocol | `protocol` | the wire types every backend speaks and change-chunk verification, below both replicas and remotes. |
+//! | storage | `store` | the sled trees under a replica: typed keys, versioned records, one atomic transaction per commit. |
+//! | remotes | `remote` | the [`Remote`] contract, the embedded [`LocalHub`], the Supabase client (feature `supabase`). |
+//! | errors | `error` | the crate [`Error`], every module's error gathered. |
+//! | replica | `replica` | the local [`Replica`]: writes, reads, conflicts, migrations, remote apply, compaction, and the [`SyncPort`] the engine uses. Plain blocking I/O, no tokio. |
+//! | sync | `sync` | one sync pass ([`sync_once`]) and the tokio [`SyncEngine`] deciding when to run it. |
+//! | tools | `gateway`, `bench`, `cli`, `demo` | (features `gateway`, `bench`, `cli`) the local PostgREST-compatible gateway, the benchmark workloads, the `supamerge` command line and its demo. |
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---------|---------|--------------|
+//! | `supabase` | yes | `SupabaseRemote`, the client of a Supabase project (reqwest). Without it (`default-features = false`) the crate is the engine alone: replica, sync engine, [`LocalHub`], and any [`Remote`] of your own. |
+//! | `test-util` | no | `supamerge::test_util`: the fault-injecting remote, storage inspection and outbox fault injection, for tests. |
+//! | `gateway` | no | `supamerge::gateway`, the local PostgREST-compatible RPC gateway (axum, tokio-postgres). |
+//! | `bench` | no | `supamerge::bench`, the benchmark workloads (samod as a baseline). |
+//! | `cli` | no | the `supamerge` command line (clap, indicatif); the binary needs `cli`, `gateway` and `bench`. |
 //!
 //! The on-disk layout is documented in `docs/storage.md`, the command line in
 //! `docs/cli.md`, conflicts, their resolution and schema migrations in
@@ -33,25 +46,25 @@
 //!    [`Replica::transact`], ...) opens an Automerge transaction on the cached
 //!    document, writes only what changed, and commits it with the timestamp
 //!    `max(wall clock, 1 + the largest timestamp it depends on)` (a hybrid
-//!    logical clock, see [`clock`]).
+//!    logical clock).
 //! 2. **Chunk + outbox, one transaction.** The new change's bytes are stored
 //!    as an incremental chunk of the document *and* appended to the outbox in
 //!    one sled transaction over all trees, flushed before the call returns
-//!    ([`store::Durability::Immediate`]). There is no moment where one is on
+//!    ([`Durability::Immediate`]). There is no moment where one is on
 //!    disk and the other is not; a `SIGKILL` right after the call returns loses
 //!    nothing. Subscribers get [`ReplicaEvent::DocChanged`] with
 //!    [`Origin::Local`]. Once the chunks outgrow the snapshot, compaction folds
 //!    them into a new snapshot — again one atomic transaction.
 //! 3. **Push.** The sync engine reads the oldest outbox entries
-//!    ([`Replica::peek`]), pushes them in bounded batches, and removes the ones
-//!    the server confirmed ([`Replica::ack`]). A lost response is simply pushed
+//!    ([`SyncPort::peek`]), pushes them in bounded batches, and removes the ones
+//!    the server confirmed ([`SyncPort::ack`]). A lost response is simply pushed
 //!    again: the server deduplicates by (document, change hash).
 //! 4. **Server.** The backend verifies each change's hash and appends it to a
 //!    gap-free per-workspace log.
 //! 5. **Pull.** Other replicas pull pages of changes after their cursor,
 //!    gathering consecutive pages into batches (fetching the next while one
 //!    is applied).
-//! 6. **Batched apply.** [`Replica::apply_remote`] groups a batch by document
+//! 6. **Batched apply.** [`SyncPort::apply_remote`] groups a batch by document
 //!    and applies each group with one `apply_changes` call; a change whose
 //!    dependencies have not arrived is kept on disk (the `pending` tree) and
 //!    applied once they do, even after a restart.
@@ -64,7 +77,7 @@
 //! ```
 //! use autosurgeon::{Hydrate, Reconcile};
 //! use serde_json::json;
-//! use supamerge::{Collection, Replica, WorkspaceId};
+//! use supamerge::{Collection, Replica, SyncPort, WorkspaceId};
 //!
 //! #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
 //! struct Task {
@@ -92,7 +105,7 @@
 //! let outbox = replica.peek(100, 1 << 20)?;
 //! assert_eq!(outbox.len(), 3);
 //! assert!(outbox.iter().all(|e| e.doc_id == id));
-//! let hashes: Vec<_> = outbox.iter().map(|e| automerge::ChangeHash(e.hash)).collect();
+//! let hashes: Vec<_> = outbox.iter().map(|e| e.hash).collect();
 //! replica.ack(&hashes)?;
 //! assert_eq!(replica.pending(), 0);
 //! # Ok(())
@@ -103,28 +116,63 @@
 
 #![warn(missing_docs)]
 
+mod clock;
+mod conflict;
+mod entity;
+mod error;
+mod hash;
+mod id;
+mod migrate;
+mod pointer;
+mod protocol;
+mod remote;
+mod replica;
+mod store;
+mod sync;
+
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod cli;
-pub mod clock;
-pub mod conflict;
-pub mod demo;
-pub mod entity;
-pub mod error;
+#[cfg(feature = "cli")]
+mod demo;
 #[cfg(feature = "gateway")]
 pub mod gateway;
-pub mod hash;
-pub mod id;
-pub mod migrate;
-pub mod pointer;
-pub mod protocol;
-pub mod remote;
-pub mod replica;
-pub mod store;
-pub mod sync;
+pub mod raw;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
+#[cfg(test)]
+mod layering;
+
+pub use automerge;
+pub use autosurgeon;
+
+pub use clock::{Clock, ManualClock, SkewedClock, SystemClock};
+pub use conflict::{Candidate, Conflict, Side};
+pub use entity::EntityError;
 pub use error::{Error, Result};
-pub use id::{Collection, DocId, WorkspaceId};
-pub use migrate::Migration;
-pub use replica::{Origin, Replica, ReplicaBuilder, ReplicaEvent};
+pub use id::{Collection, DocId, IdError, WorkspaceId, MAX_COLLECTION_LEN};
+pub use migrate::{migration_actor, Migration, MigrationError, MIGRATION_TIMESTAMP};
+pub use pointer::{JsonPointer, PointerError};
+pub use protocol::{
+    ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
+    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
+    MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+};
+#[cfg(feature = "supabase")]
+pub use remote::{
+    AccessTokenProvider, MemberRole, StaticToken, SupabaseConfigError, SupabaseRemote,
+    SupabaseRemoteBuilder, TokenError,
+};
+pub use remote::{LocalHub, Remote, RemoteError};
+pub use replica::{
+    ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, Origin, RemoteChange,
+    Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
+};
+pub use store::{CursorRecord, DeadLetter, Durability, OutboxEntry, StoreError};
+pub use sync::{
+    sync_once, Backoff, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind,
+    SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,
+};

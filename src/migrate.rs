@@ -74,7 +74,7 @@ impl Migration {
     /// A migration of `collection` to schema `version` (the version the
     /// document has after this migration, >= 1). `f` edits the document's
     /// `data` map (the `ObjId` it gets) in the given transaction; it must be
-    /// deterministic (see the [module docs](self)).
+    /// deterministic (see `docs/conflicts.md`).
     pub fn new(
         collection: Collection,
         version: u64,

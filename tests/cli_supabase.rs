@@ -215,7 +215,7 @@ fn stderr(o: &Output) -> String {
 }
 
 async fn create_workspace(url: &str, token: &str, ws: &str) {
-    let remote = supamerge::remote::SupabaseRemote::builder(url, ANON_KEY)
+    let remote = supamerge::SupabaseRemote::builder(url, ANON_KEY)
         .with_access_token(token)
         .build()
         .expect("remote");

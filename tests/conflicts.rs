@@ -7,11 +7,10 @@ use std::sync::Arc;
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ReadDoc, ScalarValue};
 use serde_json::{json, Value as Json};
-use supamerge::clock::{ManualClock, SkewedClock};
-use supamerge::conflict::{self, Side};
-use supamerge::entity::{self as ent, EntityError};
-use supamerge::replica::RemoteChange;
-use supamerge::{Collection, DocId, Error, Replica, ReplicaEvent, WorkspaceId};
+use supamerge::{
+    Collection, DocId, EntityError, Error, ManualClock, RemoteChange, Replica, ReplicaEvent, Side,
+    SkewedClock, SyncPort, WorkspaceId,
+};
 
 const HOUR: i64 = 3_600_000;
 const T0: i64 = 1_700_000_000_000;
@@ -346,10 +345,10 @@ fn resolving_to_an_existing_value_is_still_a_new_write() {
         let hash = a.resolve(&id, "/title", &json!(value)).unwrap();
         let writer = |r: &Replica| {
             r.with_doc(&id, |d| {
-                let data = ent::data_obj(d).unwrap();
+                let data = supamerge::raw::data_obj(d).unwrap();
                 let all = d.get_all(&data, "title").unwrap();
                 assert_eq!(all.len(), 1);
-                conflict::stamp_of(d, &all[0].1).unwrap()
+                supamerge::raw::stamp_of(d, &all[0].1).unwrap()
             })
             .unwrap()
         };
@@ -516,7 +515,7 @@ fn edit_concurrent_with_delete_stays_deleted_and_keeps_the_edit() {
         assert!(r.list(&tasks()).unwrap().is_empty());
         // the edit is in the document, hidden behind the tombstone
         let title = r
-            .with_doc(&id, |d| ent::data_json(d)["title"].clone())
+            .with_doc(&id, |d| supamerge::raw::data_json(d)["title"].clone())
             .unwrap();
         assert_eq!(title, "edited");
         assert!(r.conflicts(&id).unwrap().is_empty(), "different fields");

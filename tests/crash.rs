@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use supamerge::replica::CompactionPolicy;
-use supamerge::store::{ChunkKind, StoreError};
-use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
+use supamerge::test_util::store_format::ChunkKind;
+use supamerge::{
+    Collection, CompactionPolicy, DocId, Error, Replica, StoreError, SyncPort, WorkspaceId,
+};
 
 const CHILD_ENV: &str = "SUPAMERGE_CRASH_CHILD";
 const DIR_ENV: &str = "SUPAMERGE_CRASH_DIR";
@@ -324,7 +325,7 @@ fn sigkill_during_constant_compaction_loses_nothing() {
         check_outbox(&r, &reported);
         // Compaction really ran: a snapshot plus at most one increment, or
         // two when the kill fell between a commit and its compaction.
-        let chunks = r.store().chunks(&id).unwrap();
+        let chunks = supamerge::test_util::chunks(&r, &id).unwrap();
         assert!(
             chunks.len() <= 3,
             "{} chunks: compaction did not run",

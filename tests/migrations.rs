@@ -8,11 +8,11 @@ use std::sync::Arc;
 use automerge::transaction::Transactable;
 use automerge::{ObjType, ReadDoc, ScalarValue, Value};
 use serde_json::json;
-use supamerge::clock::{ManualClock, SkewedClock};
-use supamerge::migrate::{migration_actor, MigrationError, MIGRATION_TIMESTAMP};
-use supamerge::remote::LocalHub;
-use supamerge::sync::session::{self, SyncConfig, SyncReport};
-use supamerge::{Collection, DocId, Error, Migration, Origin, Replica, ReplicaEvent, WorkspaceId};
+use supamerge::{
+    migration_actor, Collection, DocId, Error, LocalHub, ManualClock, Migration, MigrationError,
+    Origin, Replica, ReplicaEvent, SkewedClock, SyncConfig, SyncPort, SyncReport, WorkspaceId,
+    MIGRATION_TIMESTAMP,
+};
 
 const T0: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3_600_000;
@@ -73,10 +73,10 @@ fn node(seed: u64, clock: &ManualClock, skew: i64, migrations: Vec<Migration>) -
     }
 }
 
-fn no_progress(_: session::Progress) {}
+fn no_progress(_: supamerge::SyncProgress) {}
 
 async fn sync(r: &Replica, hub: &LocalHub) -> SyncReport {
-    session::run(r, hub, &SyncConfig::default(), &[ws()], &no_progress)
+    supamerge::sync_once(r, hub, &SyncConfig::default(), &[ws()], &no_progress)
         .await
         .unwrap()
 }

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use autosurgeon::{Hydrate, Reconcile};
 use serde_json::json;
-use supamerge::clock::ManualClock;
-use supamerge::entity::EntityError;
-use supamerge::replica::RemoteChange;
-use supamerge::store::CursorRecord;
-use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
+use supamerge::test_util;
+use supamerge::{
+    Collection, CursorRecord, DocId, EntityError, Error, ManualClock, RemoteChange, Replica,
+    SyncPort, WorkspaceId,
+};
 
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
 struct Task {
@@ -225,7 +225,7 @@ fn early_arrivals_wait_on_disk_across_restart() {
     }
     let mut entries = a.peek(usize::MAX, usize::MAX).unwrap();
     assert_eq!(entries.len(), 4);
-    let to_rc = |e: supamerge::store::OutboxEntry| RemoteChange {
+    let to_rc = |e: supamerge::OutboxEntry| RemoteChange {
         workspace: e.workspace,
         doc_id: e.doc_id,
         collection: e.collection,
@@ -288,11 +288,11 @@ fn corrupt_and_mismatched_changes_are_rejected_rest_applies() {
     assert_eq!(rep.rejected.len(), 2);
     assert!(matches!(
         rep.rejected[0],
-        supamerge::replica::ChangeError::Corrupt { index: 0, .. }
+        supamerge::ChangeError::Corrupt { index: 0, .. }
     ));
     assert!(matches!(
         rep.rejected[1],
-        supamerge::replica::ChangeError::HashMismatch { index: 1, .. }
+        supamerge::ChangeError::HashMismatch { index: 1, .. }
     ));
     assert_eq!(rep.applied, 1);
     assert_eq!(b.get_json(&id).unwrap(), json!({"v": 1}));
@@ -388,7 +388,7 @@ fn compaction_folds_chunks_and_keeps_everything() {
         for i in 1..=100 {
             r.patch_json(&id, &json!({"n": i})).unwrap();
         }
-        let chunks = r.store().chunks(&id).unwrap();
+        let chunks = test_util::chunks(&r, &id).unwrap();
         assert!(
             chunks.len() < 20,
             "{} chunks: compaction did not run",
@@ -396,9 +396,9 @@ fn compaction_folds_chunks_and_keeps_everything() {
         );
         assert!(chunks
             .iter()
-            .any(|(_, c)| c.kind == supamerge::store::ChunkKind::Snapshot));
+            .any(|(_, c)| c.kind == supamerge::test_util::store_format::ChunkKind::Snapshot));
         r.compact(&id).unwrap();
-        assert_eq!(r.store().chunks(&id).unwrap().len(), 1);
+        assert_eq!(test_util::chunks(&r, &id).unwrap().len(), 1);
     }
     let r = open(d.path(), 2, &clock);
     assert_eq!(r.get_json(&id).unwrap(), json!({"n": 100}));

@@ -4,10 +4,9 @@
 use std::num::NonZeroUsize;
 
 use serde_json::json;
-use supamerge::entity::EntityError;
-use supamerge::store::keys::{self, trees};
-use supamerge::store::{codec, Chunk, ChunkKind, DocRecord, Durability, StoreError};
-use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
+use supamerge::test_util;
+use supamerge::test_util::store_format::{codec, keys, trees, Chunk, ChunkKind, DocRecord};
+use supamerge::{Collection, DocId, EntityError, Error, Replica, StoreError, WorkspaceId};
 
 fn ws() -> WorkspaceId {
     WorkspaceId::from_random([3; 16])
@@ -190,24 +189,29 @@ const MANY: usize = 100_000;
 /// 100,000 documents. Creating them one by one through `create_json` costs
 /// ~4 ms each in an unoptimised build (Automerge and sled in debug), far too
 /// slow for the test command; so one real entity is created through the
-/// replica and its change chunk is written for 100,000 ids through the
-/// store's public transaction API — exactly the records `create_json` writes
-/// (an entity's Automerge content does not contain its id), minus the outbox.
+/// replica, the replica is closed, and its change chunk, record and index
+/// entry are written for 100,000 ids with raw sled in the documented layout
+/// (`docs/storage.md`) — exactly the records `create_json` writes (an
+/// entity's Automerge content does not contain its id), minus the outbox.
 #[test]
 fn replica_with_100k_documents_opens_without_loading_them() {
     let dir = tempfile::tempdir().unwrap();
     let coll = Collection::new("items").unwrap();
-    {
-        let r = Replica::builder(dir.path())
-            .with_durability(Durability::Buffered {
-                flush_every_ms: 1_000,
-            })
-            .open()
-            .unwrap();
+    let (chunk, mut record) = {
+        let r = Replica::open(dir.path()).unwrap();
         let template = r.create_json(ws(), &coll, &json!({"n": 0})).unwrap();
-        let chunk = r.store().chunks(&template).unwrap().remove(0).1;
-        let mut record = r.store().get_doc(&template).unwrap().unwrap();
-        record.changes_since_upload = 0;
+        let chunk = test_util::chunks(&r, &template).unwrap().remove(0).1;
+        let record = test_util::doc_record(&r, &template).unwrap().unwrap();
+        (chunk, record)
+    };
+    record.changes_since_upload = 0;
+    {
+        let db = open_raw(dir.path());
+        let chunks = db.open_tree(trees::CHUNKS).unwrap();
+        let docs = db.open_tree(trees::DOCS).unwrap();
+        let index = db.open_tree(trees::BY_COLLECTION).unwrap();
+        let chunk_value = codec::encode(trees::CHUNKS, &chunk).unwrap();
+        let record_value = codec::encode(trees::DOCS, &record).unwrap();
         let ids: Vec<DocId> = (1..MANY as u64)
             .map(|i| {
                 let mut random = [0u8; 10];
@@ -216,18 +220,21 @@ fn replica_with_100k_documents_opens_without_loading_them() {
             })
             .collect();
         for batch in ids.chunks(5_000) {
-            r.store()
-                .transact("bulk build", |tx| {
-                    for id in batch {
-                        tx.put_chunk(id, 0, &chunk)?;
-                        tx.put_doc(id, &record)?;
-                        tx.index_collection(&coll, id)?;
-                    }
-                    Ok(())
-                })
-                .unwrap();
+            let (mut c, mut d, mut x) = (
+                sled::Batch::default(),
+                sled::Batch::default(),
+                sled::Batch::default(),
+            );
+            for id in batch {
+                c.insert(&keys::chunk(id, 0)[..], chunk_value.clone());
+                d.insert(&keys::doc(id)[..], record_value.clone());
+                x.insert(keys::collection_entry(&coll, id), &[][..]);
+            }
+            chunks.apply_batch(c).unwrap();
+            docs.apply_batch(d).unwrap();
+            index.apply_batch(x).unwrap();
         }
-        r.flush().unwrap();
+        db.flush().unwrap();
     }
 
     let r = Replica::builder(dir.path())
@@ -249,7 +256,7 @@ fn replica_with_100k_documents_opens_without_loading_them() {
     // And a write to one of them is an ordinary local commit.
     r.patch_json(&ids[7], &json!({"n": 7})).unwrap();
     assert_eq!(r.pending(), 1 + 1);
-    let rec: DocRecord = r.store().get_doc(&ids[7]).unwrap().unwrap();
+    let rec: DocRecord = test_util::doc_record(&r, &ids[7]).unwrap().unwrap();
     assert_eq!(rec.next_chunk, 2);
 }
 

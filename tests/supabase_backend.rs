@@ -15,13 +15,11 @@ use async_trait::async_trait;
 use base64::Engine;
 use pg::{envelopes, user_jwt, SupabaseFixture, TestDb, ANON_KEY, SERVICE_KEY};
 use serde_json::{json, Value};
-use supamerge::protocol::wire::{
-    Cursor, PullRequest, PushOutcome, PushRequest, SnapshotOutcome, SnapshotQuery, SnapshotUpload,
-    WIRE_VERSION,
+use supamerge::{
+    AccessTokenProvider, Cursor, MemberRole, PullRequest, PushOutcome, PushRequest, Remote,
+    RemoteError, SnapshotOutcome, SnapshotQuery, SnapshotUpload, SupabaseRemote, TokenError,
+    WorkspaceId, WIRE_VERSION,
 };
-use supamerge::remote::supabase::{AccessTokenProvider, TokenError};
-use supamerge::remote::{MemberRole, Remote, RemoteError, SupabaseRemote};
-use supamerge::WorkspaceId;
 use uuid::Uuid;
 
 fn b64(bytes: &[u8]) -> String {
@@ -121,7 +119,7 @@ async fn sql_json(
     row.get::<_, tokio_postgres::types::Json<Value>>(0).0
 }
 
-fn items(envs: &[supamerge::protocol::wire::ChangeEnvelope]) -> Value {
+fn items(envs: &[supamerge::ChangeEnvelope]) -> Value {
     serde_json::to_value(envs).expect("json")
 }
 
@@ -1157,7 +1155,7 @@ async fn concurrent_pushes_get_a_dense_log() {
 /// then the pass stops offering snapshots), and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_syncs_without_uploading_snapshots() {
-    use supamerge::sync::session::{self, SyncConfig};
+    use supamerge::SyncConfig;
     use supamerge::{Collection, Replica};
 
     let fx = SupabaseFixture::start().await;
@@ -1181,7 +1179,7 @@ async fn a_reader_syncs_without_uploading_snapshots() {
         ..SyncConfig::default()
     };
     let owner_remote = fx.remote_for(owner);
-    session::run(&writer, &owner_remote, &quiet, &[], &|_| {})
+    supamerge::sync_once(&writer, &owner_remote, &quiet, &[], &|_| {})
         .await
         .expect("owner pushes");
 
@@ -1191,14 +1189,14 @@ async fn a_reader_syncs_without_uploading_snapshots() {
         ..SyncConfig::default()
     };
     let reader_remote = fx.remote_for(reader);
-    let first = session::run(&r, &reader_remote, &eager, &[ws], &|_| {})
+    let first = supamerge::sync_once(&r, &reader_remote, &eager, &[ws], &|_| {})
         .await
         .expect("a reader's pass succeeds although its snapshot is refused");
     assert_eq!(first.pulled, 30, "{first:?}");
     assert_eq!(first.snapshots_uploaded, 0, "{first:?}");
     assert_eq!(first.snapshots_skipped, 1, "{first:?}");
     assert_eq!(r.get_json(&id).expect("read"), json!({"n": 29}));
-    let again = session::run(&r, &reader_remote, &eager, &[ws], &|_| {})
+    let again = supamerge::sync_once(&r, &reader_remote, &eager, &[ws], &|_| {})
         .await
         .expect("second pass");
     assert_eq!(

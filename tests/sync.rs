@@ -34,14 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use supamerge::remote::{Fault, LocalHub, Op, Remote};
-use supamerge::store::OutboxEntry;
-use supamerge::sync::backoff::Backoff;
-use supamerge::sync::session::{SyncConfig, SyncReport};
-use supamerge::sync::{
-    SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
+use supamerge::test_util::{Fault, Op};
+use supamerge::{
+    Backoff, DocId, LocalHub, Origin, OutboxEntry, Remote, Replica, SyncConfig, SyncEngine,
+    SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncPort, SyncReport,
+    SyncState, WorkspaceId,
 };
-use supamerge::{DocId, Origin, Replica, WorkspaceId};
 use tokio::sync::broadcast;
 
 use support::backend::{Backend, LocalHubBackend, SupabaseBackend};
@@ -240,13 +238,7 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
     let c = Cluster::new(b, 3).await;
     let d = seed(&c).await;
     let r1 = &c.nodes[1].replica;
-    let real = r1
-        .store()
-        .docs()
-        .next()
-        .expect("a doc")
-        .expect("doc record")
-        .0;
+    let real = r1.documents(&c.ws).expect("documents")[0];
     let some_change = r1
         .with_doc(&real, |doc| doc.get_changes(&[])[0].raw_bytes().to_vec())
         .expect("doc");
@@ -269,14 +261,7 @@ async fn case_rejected_change_is_dead_lettered_and_does_not_block(b: &dyn Backen
         },
     ];
     // First in the outbox, ahead of the real edits.
-    r1.store()
-        .transact("test: corrupt outbox", |tx| {
-            for e in &bad {
-                tx.push_outbox(e)?;
-            }
-            Ok(())
-        })
-        .expect("craft corrupt entries");
+    supamerge::test_util::push_raw_outbox(r1, &bad).expect("craft corrupt entries");
     concurrent_edits(&c, &d, 0);
     let r = c.sync(1).await.expect("the pass succeeds");
     assert_eq!(r.dead_lettered, 2, "{r:?}");
@@ -572,14 +557,13 @@ async fn case_pages_apply_in_batches_with_their_cursor(b: &dyn Backend) {
     }
     bnode.remote.inject(Op::Pull, Fault::ServerError);
     let pages = std::sync::Mutex::new(Vec::new());
-    let record = |p: supamerge::sync::session::Progress| {
-        if let supamerge::sync::session::Progress::Pulled { changes, .. } = p {
+    let record = |p: supamerge::SyncProgress| {
+        if let supamerge::SyncProgress::Pulled { changes, .. } = p {
             pages.lock().expect("lock").push(changes);
         }
     };
     let failed =
-        supamerge::sync::session::run(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws], &record)
-            .await;
+        supamerge::sync_once(&bnode.replica, bnode.remote.as_ref(), &cfg, &[ws], &record).await;
     assert!(failed.is_err(), "the seventh page fails: {failed:?}");
     assert_eq!(*pages.lock().expect("lock"), vec![20], "one batch applied");
     let history = bnode
@@ -657,7 +641,7 @@ fn kill_child_worker() {
         let hub = LocalHub::open(dir.join("hub")).expect("open hub");
         let ws = kill_ws();
         let cfg = kill_cfg();
-        let progress = |p: supamerge::sync::session::Progress| println!("progress {p:?}");
+        let progress = |p: supamerge::SyncProgress| println!("progress {p:?}");
         for step in 0..10_000 {
             let id = replica
                 .create_json(ws, &notes(), &json!({"step": step, "n": 0}))
@@ -667,7 +651,7 @@ fn kill_child_worker() {
                 replica.patch_json(&id, &json!({"n": n})).expect("edit");
                 println!("committed {id} {n}");
             }
-            let r = supamerge::sync::session::run(&replica, &hub, &cfg, &[ws], &progress).await;
+            let r = supamerge::sync_once(&replica, &hub, &cfg, &[ws], &progress).await;
             println!("pass {:?}", r.map(|r| r.pushed));
         }
     });
@@ -770,9 +754,8 @@ fn boot_child_worker() {
     rt.block_on(async move {
         let replica = Replica::open(dir.join("fresh")).expect("open replica");
         let hub = LocalHub::open(dir.join("hub")).expect("open hub");
-        let progress = |p: supamerge::sync::session::Progress| println!("progress {p:?}");
-        let r = supamerge::sync::session::run(&replica, &hub, &boot_cfg(), &[kill_ws()], &progress)
-            .await;
+        let progress = |p: supamerge::SyncProgress| println!("progress {p:?}");
+        let r = supamerge::sync_once(&replica, &hub, &boot_cfg(), &[kill_ws()], &progress).await;
         println!("pass {:?}", r.map(|r| (r.pulled, r.snapshots_loaded)));
     });
 }
@@ -1194,8 +1177,8 @@ async fn engine_announces_doc_changed_from_remote_pulls() {
 /// and answers the current one.
 #[tokio::test]
 async fn local_hub_refuses_unknown_protocol_versions() {
-    use supamerge::protocol::wire::{Cursor, PullRequest, WIRE_VERSION};
-    use supamerge::remote::RemoteError;
+    use supamerge::RemoteError;
+    use supamerge::{Cursor, PullRequest, WIRE_VERSION};
     let b = LocalHubBackend::new().await;
     let ws = b.new_workspace(1).await;
     let req = |v| PullRequest {

@@ -17,19 +17,13 @@ use automerge::{ChangeHash, ObjType, ReadDoc, ScalarValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use serde_json::{json, Value as Json};
-use supamerge::clock::ManualClock;
-use supamerge::conflict::Conflict;
-use supamerge::entity::EntityError;
-use supamerge::protocol::wire::{
-    ChangeEnvelope, Cursor, PullPage, PullRequest, PushOutcome, PushRequest, PushResponse,
-    SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload, WIRE_VERSION,
+use supamerge::test_util::{Fault, FaultyRemote, Op};
+use supamerge::{
+    ChangeEnvelope, Collection, Conflict, Cursor, CursorRecord, DocId, EntityError, Error,
+    LocalHub, ManualClock, Migration, PullPage, PullRequest, PushOutcome, PushRequest,
+    PushResponse, Remote, RemoteChange, RemoteError, Replica, SnapshotOutcome, SnapshotPage,
+    SnapshotQuery, SnapshotUpload, StoreError, SyncConfig, SyncPort, WorkspaceId, WIRE_VERSION,
 };
-use supamerge::remote::RemoteError;
-use supamerge::remote::{Fault, FaultyRemote, LocalHub, Op, Remote};
-use supamerge::replica::RemoteChange;
-use supamerge::store::{CursorRecord, StoreError};
-use supamerge::sync::session::{self, SyncConfig};
-use supamerge::{Collection, DocId, Error, Migration, Replica, WorkspaceId};
 
 // ----- configuration -------------------------------------------------------
 
@@ -685,7 +679,7 @@ pub struct World {
 
 const START_MS: i64 = 1_790_000_000_000;
 
-fn no_progress(_: session::Progress) {}
+fn no_progress(_: supamerge::SyncProgress) {}
 
 impl World {
     /// `remotes.len()` replicas (replica `i` talks through `remotes[i]`) with
@@ -978,7 +972,7 @@ impl World {
             }
             Action::Sync { r } => {
                 let n = &self.nodes[*r];
-                let _ = session::run(
+                let _ = supamerge::sync_once(
                     n.replica(),
                     n.remote.as_ref(),
                     &self.cfg,
@@ -990,7 +984,7 @@ impl World {
             Action::SyncAll => {
                 let wss = [self.ws];
                 let futs = self.nodes.iter().map(|n| {
-                    session::run(
+                    supamerge::sync_once(
                         n.replica(),
                         n.remote.as_ref(),
                         &self.cfg,
@@ -1030,7 +1024,7 @@ impl World {
                 let n = &self.nodes[*r];
                 let crash = n.remote.arm(*call, *after);
                 let wss = [self.ws];
-                let pass = session::run(
+                let pass = supamerge::sync_once(
                     n.replica(),
                     n.remote.as_ref(),
                     &self.cfg,
@@ -1077,7 +1071,7 @@ impl World {
         for round in 0..12 {
             let mut moved = false;
             for (i, n) in self.nodes.iter().enumerate() {
-                let report = session::run(
+                let report = supamerge::sync_once(
                     n.replica(),
                     n.base.as_ref(),
                     &self.cfg,
@@ -1103,12 +1097,7 @@ impl World {
     pub fn doc_ids(&self) -> BTreeSet<DocId> {
         let mut ids: BTreeSet<DocId> = self.slots.iter().flatten().copied().collect();
         for n in &self.nodes {
-            for d in n.replica().store().docs() {
-                let (id, rec) = d.expect("read doc record");
-                if rec.workspace == self.ws {
-                    ids.insert(id);
-                }
-            }
+            ids.extend(n.replica().documents(&self.ws).expect("read doc records"));
         }
         ids
     }
@@ -1134,7 +1123,7 @@ impl World {
         // Migrations made independently on several replicas are one change
         // per version and document, never a conflict between migrations.
         let migration_actors: Vec<automerge::ActorId> = (1..=MIGRATIONS)
-            .map(|v| supamerge::migrate::migration_actor(&collection(), v))
+            .map(|v| supamerge::migration_actor(&collection(), v))
             .collect();
         for id in &ids {
             replicas[0]

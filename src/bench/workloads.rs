@@ -18,7 +18,7 @@ use super::{
 };
 use crate::id::{DocId, WorkspaceId};
 use crate::remote::{LocalHub, Remote, RemoteError};
-use crate::replica::{RemoteChange, Replica};
+use crate::replica::{RemoteChange, Replica, SyncPort};
 use crate::store::Durability;
 use crate::sync::session;
 use crate::sync::SyncConfig;
@@ -71,7 +71,7 @@ pub(super) fn sync_once(
     cfg: &SyncConfig,
     ws: WorkspaceId,
 ) -> BenchResult<session::SyncReport> {
-    rt.block_on(session::run(replica, remote, cfg, &[ws], &|_| {}))
+    rt.block_on(session::sync_once(replica, remote, cfg, &[ws], &|_| {}))
         .map_err(eng(w))
 }
 

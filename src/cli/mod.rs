@@ -141,7 +141,7 @@ pub enum CliError {
     MissingRemote,
     /// The Supabase settings are invalid.
     #[error(transparent)]
-    Supabase(#[from] crate::remote::supabase::SupabaseConfigError),
+    Supabase(#[from] crate::remote::SupabaseConfigError),
     /// The gateway could not start or failed.
     #[cfg(feature = "gateway")]
     #[error(transparent)]

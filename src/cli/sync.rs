@@ -8,6 +8,7 @@ use std::io::Write;
 use super::remote::{Opened, RemoteArgs};
 use super::{CliError, OutputMode};
 use crate::id::WorkspaceId;
+use crate::replica::SyncPort;
 use crate::sync::session::{self, SyncConfig};
 
 /// Arguments of `sync`.
@@ -42,7 +43,7 @@ pub fn sync(
     let Opened { remote, hub } = args.remote.open()?;
     let rt = runtime()?;
     let report = rt.block_on(async {
-        session::run(
+        session::sync_once(
             replica,
             remote.as_ref(),
             &SyncConfig::default(),
@@ -82,7 +83,7 @@ pub fn status(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let replica = &super::entity::open(data)?;
-    let cursors = replica.store().cursors().map_err(crate::Error::from)?;
+    let cursors = replica.cursors()?;
     let dead = replica.dead_letters()?;
     let pending = replica.pending();
     let waiting = replica.pending_remote();

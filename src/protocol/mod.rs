@@ -12,7 +12,6 @@
 pub mod chunk;
 pub mod wire;
 
-pub use chunk::ChunkError;
 pub use wire::{
     ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
     PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,

@@ -141,12 +141,15 @@ pub trait Remote: Send + Sync {
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError>;
 }
 
-pub mod faulty;
-pub mod local_hub;
-pub mod supabase;
+#[cfg(feature = "test-util")]
+pub(crate) mod faulty;
+mod local_hub;
+#[cfg(feature = "supabase")]
+mod supabase;
 
-pub use faulty::{Fault, FaultyRemote, Op};
 pub use local_hub::LocalHub;
+#[cfg(feature = "supabase")]
 pub use supabase::{
-    AccessTokenProvider, MemberRole, StaticToken, SupabaseRemote, SupabaseRemoteBuilder,
+    AccessTokenProvider, MemberRole, StaticToken, SupabaseConfigError, SupabaseRemote,
+    SupabaseRemoteBuilder, TokenError,
 };

@@ -27,7 +27,7 @@ use crate::id::{Collection, DocId, WorkspaceId};
 use crate::protocol::ChangeEnvelope;
 use crate::store::{Chunk, ChunkKind, CursorRecord, DocRecord, PendingChange, Store, StoreError};
 
-/// A remote change handed to [`Replica::apply_remote`].
+/// A remote change handed to [`SyncPort::apply_remote`](super::SyncPort::apply_remote).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteChange {
     /// The workspace it was pulled from.
@@ -96,7 +96,7 @@ pub enum ChangeError {
     },
 }
 
-/// What [`Replica::apply_remote`] did.
+/// What [`SyncPort::apply_remote`](super::SyncPort::apply_remote) did.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     /// Changes applied now (including earlier early arrivals that now fit).
@@ -112,35 +112,8 @@ pub struct ApplyReport {
 }
 
 impl Replica {
-    /// Applies changes pulled from a remote, grouped per document in one
-    /// `apply_changes` call each, and persists them — with `cursor`, when
-    /// given — in one sled transaction. Changes whose dependencies are missing
-    /// are kept on disk and applied when the dependencies arrive. Corrupt
-    /// changes are reported in [`ApplyReport::rejected`]; the rest applies.
-    ///
-    /// # Errors
-    /// Storage errors: then nothing of the batch (nor the cursor) is stored.
-    pub fn apply_remote(
-        &self,
-        changes: Vec<RemoteChange>,
-        cursor: Option<(WorkspaceId, CursorRecord)>,
-    ) -> Result<ApplyReport> {
-        self.apply_inner(changes, cursor)
-    }
-
-    /// Merges downloaded snapshots (`save()` bytes) into the replica, as
-    /// [`Replica::apply_remote`] does for changes.
-    ///
-    /// A snapshot of a document this replica has never seen (the fresh-device
-    /// case) is loaded once and stored as the document's snapshot chunk, all
-    /// such documents in one sled transaction. A snapshot of a document that
-    /// already exists here (or has early arrivals waiting) is merged change by
-    /// change through the same path as pulled changes.
-    ///
-    /// # Errors
-    /// Storage errors; a snapshot that does not load is reported as an
-    /// [`EntityError::CorruptDocument`].
-    pub fn apply_snapshots(
+    /// [`SyncPort::apply_snapshots`](super::SyncPort::apply_snapshots).
+    pub(super) fn apply_snapshot_batch(
         &self,
         snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
     ) -> Result<ApplyReport> {
@@ -198,7 +171,7 @@ impl Replica {
         let mut report = if changes.is_empty() {
             ApplyReport::default()
         } else {
-            self.apply_inner(changes, None)?
+            self.apply_changes_batch(changes, None)?
         };
         for (id, _, _, n) in fresh {
             report.applied += n;
@@ -218,7 +191,8 @@ impl Replica {
         Ok(report)
     }
 
-    fn apply_inner(
+    /// [`SyncPort::apply_remote`](super::SyncPort::apply_remote).
+    pub(super) fn apply_changes_batch(
         &self,
         changes: Vec<RemoteChange>,
         cursor: Option<(WorkspaceId, CursorRecord)>,

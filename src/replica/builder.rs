@@ -87,7 +87,8 @@ impl ReplicaBuilder {
         self
     }
 
-    /// Registers a schema migration (see [`crate::migrate`]). May be called
+    /// Registers a schema migration (a [`Migration`]; `docs/conflicts.md`
+    /// explains how every replica makes the identical change). May be called
     /// repeatedly; the versions of each collection must be `1, 2, 3, ...`
     /// without gaps or duplicates, which [`ReplicaBuilder::open`] checks.
     pub fn with_migration(mut self, m: Migration) -> Self {

@@ -11,7 +11,7 @@ use crate::id::{Collection, DocId};
 use crate::migrate;
 
 impl Replica {
-    /// Applies every registered migration (see [`crate::migrate`]) the
+    /// Applies every registered [`Migration`](crate::Migration) the
     /// document has not had yet, in version order, each as a deterministic
     /// local change (outbox, `DocChanged` event). Returns the document's
     /// schema version afterwards. Idempotent: a migration whose change is

@@ -56,6 +56,7 @@ pub use apply::{ApplyReport, ChangeError, RemoteChange};
 pub use builder::ReplicaBuilder;
 pub use compaction::CompactionPolicy;
 pub use read::{EntityInfo, HistoryEntry};
+pub use sync_port::SyncPort;
 
 use cache::DocState;
 
@@ -158,11 +159,6 @@ impl Replica {
         &self.inner.path
     }
 
-    /// The store (for the sync engine and tools).
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
     /// The current wall-clock time of the replica's clock.
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
@@ -179,6 +175,13 @@ impl Replica {
     /// Storage errors.
     pub fn flush(&self) -> Result<()> {
         Ok(self.inner.store.flush()?)
+    }
+
+    /// The store, for the inspection and fault-injection helpers of
+    /// [`crate::test_util`] only: there is no public way into the store.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     fn emit(&self, e: ReplicaEvent) {

@@ -165,6 +165,31 @@ impl Replica {
         })
     }
 
+    /// The compacted `save()` of a document with its heads.
+    ///
+    /// # Errors
+    /// [`EntityError::NotFound`]; storage errors.
+    pub fn save(&self, id: &DocId) -> Result<(Vec<u8>, Vec<ChangeHash>)> {
+        self.with_doc(id, |d| (d.save(), d.get_heads()))
+    }
+
+    /// Every document of `ws` this replica holds: live, deleted, and those
+    /// that so far only have early arrivals (changes waiting for their
+    /// dependencies), in id order.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn documents(&self, ws: &WorkspaceId) -> Result<Vec<DocId>> {
+        let mut out = Vec::new();
+        for r in self.inner.store.docs() {
+            let (id, rec) = r?;
+            if rec.workspace == *ws {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// The number of documents (live, deleted and not yet materialised).
     pub fn doc_count(&self) -> usize {
         self.inner.store.doc_count()

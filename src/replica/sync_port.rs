@@ -1,38 +1,137 @@
-//! The sync port: what a sync engine needs from a replica — the outbox
-//! (peek, acknowledge, dead-letter), the pull cursors, the workspaces to
-//! pull, and the documents worth a snapshot upload. Applying pulled changes
-//! and snapshots is in `apply.rs`.
+//! The sync port: what a sync engine needs from a replica, as one narrow
+//! trait ([`SyncPort`]) — the outbox (peek, acknowledge, dead-letter), the
+//! pull cursors, the workspaces to pull, applying pulled changes and
+//! snapshots, and the documents worth a snapshot upload.
+//!
+//! The engine (`crate::sync`) reaches the replica only through this port
+//! (plus [`Replica::save`], [`Replica::pending`] and the other public
+//! reads). Every call is blocking I/O on the store; each one that writes is
+//! one sled transaction.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use automerge::ChangeHash;
 
-use super::Replica;
+use super::{ApplyReport, RemoteChange, Replica};
 use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::store::{CursorRecord, DeadLetter, OutboxEntry};
 
-impl Replica {
-    /// How many local changes wait to be pushed.
-    pub fn pending(&self) -> usize {
-        self.inner.store.outbox_len()
-    }
+mod sealed {
+    /// Only [`Replica`](super::Replica) implements the port: methods can be
+    /// added to it without breaking anyone.
+    pub trait Sealed {}
 
+    impl Sealed for super::Replica {}
+}
+
+/// What a sync engine needs from a replica.
+///
+/// [`SyncEngine`](crate::SyncEngine) and [`sync_once`](crate::sync_once)
+/// drive it; an app needs it only to inspect the outbox or to move changes
+/// over a transport of its own (`use supamerge::SyncPort;`). Sealed:
+/// implemented by [`Replica`] only.
+pub trait SyncPort: sealed::Sealed {
     /// The oldest outbox entries: at most `max_count`, at most `max_bytes` of
     /// change bytes (at least one entry when the outbox is not empty).
     ///
     /// # Errors
     /// Storage errors.
-    pub fn peek(&self, max_count: usize, max_bytes: usize) -> Result<Vec<OutboxEntry>> {
-        Ok(self.inner.store.outbox_peek(max_count, max_bytes)?)
-    }
+    fn peek(&self, max_count: usize, max_bytes: usize) -> Result<Vec<OutboxEntry>>;
 
     /// Removes the entries of these hashes from the outbox (the remote
     /// confirmed them). Returns how many were removed.
     ///
     /// # Errors
     /// Storage errors (nothing is removed then).
-    pub fn ack(&self, hashes: &[ChangeHash]) -> Result<usize> {
+    fn ack(&self, hashes: &[ChangeHash]) -> Result<usize>;
+
+    /// Moves the entry of `hash` from the outbox to the dead letters with the
+    /// remote's reason. Returns whether it was in the outbox.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn dead_letter(&self, hash: &ChangeHash, reason: &str) -> Result<bool>;
+
+    /// The cursor record of a workspace.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn cursor(&self, ws: &WorkspaceId) -> Result<Option<CursorRecord>>;
+
+    /// Every workspace's cursor record.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn cursors(&self) -> Result<Vec<(WorkspaceId, CursorRecord)>>;
+
+    /// Sets a workspace's cursor record alone (no changes).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn set_cursor(&self, ws: &WorkspaceId, rec: &CursorRecord) -> Result<()>;
+
+    /// Every workspace this replica holds documents of or has synced.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn workspaces(&self) -> Result<Vec<WorkspaceId>>;
+
+    /// Applies changes pulled from a remote, grouped per document in one
+    /// `apply_changes` call each, and persists them — with `cursor`, when
+    /// given — in one sled transaction. Changes whose dependencies are missing
+    /// are kept on disk and applied when the dependencies arrive. Corrupt
+    /// changes are reported in [`ApplyReport::rejected`]; the rest applies.
+    ///
+    /// # Errors
+    /// Storage errors: then nothing of the batch (nor the cursor) is stored.
+    fn apply_remote(
+        &self,
+        changes: Vec<RemoteChange>,
+        cursor: Option<(WorkspaceId, CursorRecord)>,
+    ) -> Result<ApplyReport>;
+
+    /// Merges downloaded snapshots (`save()` bytes) into the replica, as
+    /// [`SyncPort::apply_remote`] does for changes.
+    ///
+    /// A snapshot of a document this replica has never seen (the fresh-device
+    /// case) is loaded once and stored as the document's snapshot chunk, all
+    /// such documents in one sled transaction. A snapshot of a document that
+    /// already exists here (or has early arrivals waiting) is merged change by
+    /// change through the same path as pulled changes.
+    ///
+    /// # Errors
+    /// Storage errors; a snapshot that does not load is reported as an
+    /// [`EntityError::CorruptDocument`](crate::EntityError::CorruptDocument).
+    fn apply_snapshots(
+        &self,
+        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
+    ) -> Result<ApplyReport>;
+
+    /// Documents worth a snapshot upload: at least `threshold` changes since
+    /// the last upload, nothing in the outbox and nothing pending for them.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn snapshot_candidates(
+        &self,
+        ws: &WorkspaceId,
+        threshold: u64,
+    ) -> Result<Vec<(DocId, Collection)>>;
+
+    /// Records that a snapshot of `id` was uploaded (resets its counter).
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn mark_snapshot_uploaded(&self, id: &DocId) -> Result<()>;
+}
+
+impl SyncPort for Replica {
+    fn peek(&self, max_count: usize, max_bytes: usize) -> Result<Vec<OutboxEntry>> {
+        Ok(self.inner.store.outbox_peek(max_count, max_bytes)?)
+    }
+
+    fn ack(&self, hashes: &[ChangeHash]) -> Result<usize> {
         Ok(self.inner.store.transact("ack", |tx| {
             let mut n = 0;
             for h in hashes {
@@ -44,12 +143,7 @@ impl Replica {
         })?)
     }
 
-    /// Moves the entry of `hash` from the outbox to the dead letters with the
-    /// remote's reason. Returns whether it was in the outbox.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn dead_letter(&self, hash: &ChangeHash, reason: &str) -> Result<bool> {
+    fn dead_letter(&self, hash: &ChangeHash, reason: &str) -> Result<bool> {
         let now = self.inner.clock.now_ms();
         Ok(self
             .inner
@@ -67,39 +161,23 @@ impl Replica {
             })?)
     }
 
-    /// The changes the remote rejected, with reasons.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        Ok(self.inner.store.dead_letters()?)
-    }
-
-    /// The cursor record of a workspace.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn cursor(&self, ws: &WorkspaceId) -> Result<Option<CursorRecord>> {
+    fn cursor(&self, ws: &WorkspaceId) -> Result<Option<CursorRecord>> {
         Ok(self.inner.store.cursor(ws)?)
     }
 
-    /// Sets a workspace's cursor record alone (no changes).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn set_cursor(&self, ws: &WorkspaceId, rec: &CursorRecord) -> Result<()> {
+    fn cursors(&self) -> Result<Vec<(WorkspaceId, CursorRecord)>> {
+        Ok(self.inner.store.cursors()?)
+    }
+
+    fn set_cursor(&self, ws: &WorkspaceId, rec: &CursorRecord) -> Result<()> {
         Ok(self
             .inner
             .store
             .transact("cursor", |tx| tx.put_cursor(ws, rec))?)
     }
 
-    /// Every workspace this replica holds documents of or has synced.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn workspaces(&self) -> Result<Vec<WorkspaceId>> {
-        let mut set: std::collections::BTreeSet<WorkspaceId> = self
+    fn workspaces(&self) -> Result<Vec<WorkspaceId>> {
+        let mut set: BTreeSet<WorkspaceId> = self
             .inner
             .store
             .cursors()?
@@ -112,20 +190,22 @@ impl Replica {
         Ok(set.into_iter().collect())
     }
 
-    /// The compacted `save()` of a document with its heads.
-    ///
-    /// # Errors
-    /// [`EntityError::NotFound`]; storage errors.
-    pub fn save(&self, id: &DocId) -> Result<(Vec<u8>, Vec<ChangeHash>)> {
-        self.with_doc(id, |d| (d.save(), d.get_heads()))
+    fn apply_remote(
+        &self,
+        changes: Vec<RemoteChange>,
+        cursor: Option<(WorkspaceId, CursorRecord)>,
+    ) -> Result<ApplyReport> {
+        self.apply_changes_batch(changes, cursor)
     }
 
-    /// Documents worth a snapshot upload: at least `threshold` changes since
-    /// the last upload, nothing in the outbox and nothing pending for them.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn snapshot_candidates(
+    fn apply_snapshots(
+        &self,
+        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
+    ) -> Result<ApplyReport> {
+        self.apply_snapshot_batch(snapshots)
+    }
+
+    fn snapshot_candidates(
         &self,
         ws: &WorkspaceId,
         threshold: u64,
@@ -148,11 +228,7 @@ impl Replica {
         Ok(out)
     }
 
-    /// Records that a snapshot of `id` was uploaded (resets its counter).
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub fn mark_snapshot_uploaded(&self, id: &DocId) -> Result<()> {
+    fn mark_snapshot_uploaded(&self, id: &DocId) -> Result<()> {
         let mut st = self.lock();
         let ds = self.get_loaded(&mut st, id)?;
         let mut record = ds.record.clone();
@@ -162,6 +238,21 @@ impl Replica {
             .transact("mark snapshot", |tx| tx.put_doc(id, &record))?;
         ds.record = record;
         Ok(())
+    }
+}
+
+impl Replica {
+    /// How many local changes wait to be pushed.
+    pub fn pending(&self) -> usize {
+        self.inner.store.outbox_len()
+    }
+
+    /// The changes the remote rejected, with reasons.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        Ok(self.inner.store.dead_letters()?)
     }
 
     /// The number of remote changes waiting for their dependencies.

@@ -103,12 +103,6 @@ pub fn seq(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-/// Decodes a big-endian sequence key.
-pub fn decode_seq(key: &[u8]) -> Option<u64> {
-    let arr: [u8; 8] = key.try_into().ok()?;
-    Some(u64::from_be_bytes(arr))
-}
-
 /// Key of a pending (early-arrival) change.
 pub fn pending(id: &DocId, hash: &[u8; 32]) -> [u8; 48] {
     let mut k = [0u8; 48];

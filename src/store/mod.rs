@@ -321,20 +321,6 @@ impl StoreTx<'_> {
         &self.t[8]
     }
 
-    /// Reads a document record inside the transaction.
-    ///
-    /// # Errors
-    /// Storage failure or a corrupt record.
-    pub fn get_doc(&self, id: &DocId) -> Result<Option<DocRecord>, TxError> {
-        let key = keys::doc(id);
-        match self.docs().get(key).map_err(unab)? {
-            Some(v) => codec::decode(trees::DOCS, &key, &v)
-                .map(Some)
-                .map_err(abort),
-            None => Ok(None),
-        }
-    }
-
     /// Writes a document record.
     ///
     /// # Errors
@@ -475,15 +461,6 @@ impl StoreTx<'_> {
             .map_err(unab)?;
         Ok(())
     }
-
-    /// Writes a raw meta value.
-    ///
-    /// # Errors
-    /// Storage failure.
-    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), TxError> {
-        self.meta().insert(key, value).map_err(unab)?;
-        Ok(())
-    }
 }
 
 impl Store {
@@ -558,11 +535,6 @@ impl Store {
                 self.flush()
             }
         }
-    }
-
-    /// The configured durability.
-    pub fn durability(&self) -> Durability {
-        self.durability
     }
 
     /// Runs `f` as one atomic transaction over every tree, then flushes when
@@ -722,21 +694,6 @@ impl Store {
         self.outbox.len()
     }
 
-    /// The outbox entries of one document (for snapshot decisions).
-    ///
-    /// # Errors
-    /// Storage failure or a corrupt entry.
-    pub fn outbox_has_doc(&self, id: &DocId) -> Result<bool, StoreError> {
-        for r in self.outbox.iter() {
-            let (k, v) = r.map_err(StoreError::sled("scan outbox"))?;
-            let e: OutboxEntry = codec::decode(trees::OUTBOX, &k, &v)?;
-            if e.doc_id == *id {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// The pending (early-arrival) changes of a document.
     ///
     /// # Errors
@@ -811,15 +768,5 @@ impl Store {
                 codec::decode(trees::DEAD_LETTERS, &k, &v)
             })
             .collect()
-    }
-
-    /// Size of the database on disk, in bytes.
-    ///
-    /// # Errors
-    /// Storage failure.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db
-            .size_on_disk()
-            .map_err(StoreError::sled("size_on_disk"))
     }
 }

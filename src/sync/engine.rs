@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
-use super::session::{self, Progress, SyncConfig, SyncReport};
+use super::session::{self, SyncConfig, SyncProgress, SyncReport};
 use crate::conflict::Conflict;
 use crate::error::Error;
 use crate::id::{DocId, WorkspaceId};
@@ -199,7 +199,7 @@ pub enum SyncEvent {
         conflicts: Vec<Conflict>,
     },
     /// Progress of the running pass.
-    Progress(Progress),
+    Progress(SyncProgress),
     /// A pass finished.
     Finished(SyncReport),
     /// A pass failed.
@@ -577,10 +577,10 @@ impl EngineTask {
     async fn pass(&mut self) -> Result<SyncReport, SyncError> {
         self.status.send_modify(|s| s.state = SyncState::Syncing);
         let events = self.events.clone();
-        let progress = move |p: Progress| {
+        let progress = move |p: SyncProgress| {
             let _ = events.send(SyncEvent::Progress(p));
         };
-        let result = session::run(
+        let result = session::sync_once(
             &self.replica,
             self.remote.as_ref(),
             &self.config,

@@ -6,12 +6,13 @@
 //!   from snapshots, upload snapshots — as plain async functions;
 //! - [`engine`]: the tokio task that decides when to run a session.
 
-pub mod backoff;
-pub mod engine;
-pub mod session;
+mod backoff;
+mod engine;
+pub(crate) mod session;
 
+pub use backoff::Backoff;
 pub use engine::{
     SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
     SyncStatus,
 };
-pub use session::{SyncConfig, SyncReport};
+pub use session::{sync_once, SyncConfig, SyncProgress, SyncReport};

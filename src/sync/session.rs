@@ -8,7 +8,6 @@
 //! pass redoes the unfinished work, and the remote's deduplication and the
 //! replica's duplicate detection make redoing harmless.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use automerge::ChangeHash;
@@ -21,7 +20,7 @@ use crate::protocol::wire::{
     MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
 };
 use crate::remote::{Remote, RemoteError};
-use crate::replica::{RemoteChange, Replica};
+use crate::replica::{RemoteChange, Replica, SyncPort};
 use crate::store::{CursorRecord, OutboxEntry};
 
 /// Batch sizes and thresholds of a sync pass.
@@ -115,7 +114,7 @@ pub struct SyncReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum Progress {
+pub enum SyncProgress {
     /// A push batch was confirmed.
     Pushed {
         /// Changes confirmed so far in this pass.
@@ -174,7 +173,7 @@ pub async fn push(
     remote: &dyn Remote,
     cfg: &SyncConfig,
     report: &mut SyncReport,
-    progress: &(dyn Fn(Progress) + Send + Sync),
+    progress: &(dyn Fn(SyncProgress) + Send + Sync),
 ) -> Result<()> {
     let (max_count, max_bytes) = cfg.clamp();
     let total = replica.pending();
@@ -195,7 +194,7 @@ pub async fn push(
         }
         for (ws, group) in groups {
             done += push_batch(replica, remote, ws, group, report).await?;
-            progress(Progress::Pushed { done, total });
+            progress(SyncProgress::Pushed { done, total });
         }
     }
     Ok(())
@@ -324,7 +323,7 @@ pub async fn pull(
     cfg: &SyncConfig,
     ws: WorkspaceId,
     report: &mut SyncReport,
-    progress: &(dyn Fn(Progress) + Send + Sync),
+    progress: &(dyn Fn(SyncProgress) + Send + Sync),
 ) -> Result<()> {
     let mut rec = blocking(replica, move |r| r.cursor(&ws))
         .await?
@@ -410,7 +409,7 @@ pub async fn pull(
             for e in &applied.rejected {
                 tracing::warn!(workspace = %ws, error = %e, "pulled change rejected");
             }
-            progress(Progress::Pulled {
+            progress(SyncProgress::Pulled {
                 workspace: ws,
                 changes: b.received,
                 pages: pages_before + b.pages,
@@ -451,7 +450,7 @@ pub async fn pull(
             let applied = blocking(replica, move |r| r.apply_snapshots(snaps)).await?;
             report.applied += applied.applied;
             report.duplicates += applied.duplicates;
-            progress(Progress::Snapshots {
+            progress(SyncProgress::Snapshots {
                 workspace: ws,
                 loaded: report.snapshots_loaded,
             });
@@ -527,17 +526,26 @@ pub async fn upload_snapshots(
     Ok(())
 }
 
-/// One whole pass: push, then pull and snapshot every workspace in
-/// `workspaces` plus every workspace the replica holds documents of.
+/// Runs one whole sync pass without an engine: push the outbox, then pull
+/// and upload snapshots of every workspace in `workspaces` plus every
+/// workspace the replica holds documents of. `progress` hears of every
+/// confirmed push batch and every applied batch of pages.
+///
+/// [`SyncEngine`](crate::SyncEngine) runs this pass when its triggers say
+/// so; call it directly for a one-shot sync (the `supamerge sync` command
+/// does). Safe to interrupt or fail at any point: the next pass redoes the
+/// unfinished work.
 ///
 /// # Errors
-/// The first failing step; see [`push`] and [`pull`].
-pub async fn run(
+/// The first failing step: a remote call ([`Error::Remote`]), the store
+/// ([`Error::Store`]), a blocking task ([`Error::Task`]). What was confirmed
+/// or applied before stays so.
+pub async fn sync_once(
     replica: &Replica,
     remote: &dyn Remote,
     cfg: &SyncConfig,
     workspaces: &[WorkspaceId],
-    progress: &(dyn Fn(Progress) + Send + Sync),
+    progress: &(dyn Fn(SyncProgress) + Send + Sync),
 ) -> Result<SyncReport> {
     let started = Instant::now();
     let mut report = SyncReport::default();
@@ -556,6 +564,3 @@ pub async fn run(
     report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
-
-/// A remote shared between tasks.
-pub type SharedRemote = Arc<dyn Remote>;

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use supamerge::remote::{LocalHub, Remote};
-use supamerge::{DocId, WorkspaceId};
+use supamerge::{DocId, LocalHub, Remote, WorkspaceId};
 use uuid::Uuid;
 
 use super::pg::SupabaseFixture;
@@ -102,7 +101,7 @@ impl Backend for LocalHubBackend {
 /// writers. What is stored is read back with a superuser connection, past
 /// row-level security.
 ///
-/// [`SupabaseRemote`]: supamerge::remote::SupabaseRemote
+/// [`SupabaseRemote`]: supamerge::SupabaseRemote
 pub struct SupabaseBackend {
     fixture: SupabaseFixture,
     users: Vec<Uuid>,

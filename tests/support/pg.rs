@@ -17,9 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use supamerge::gateway::auth::dev_access_token;
 use supamerge::gateway::{Gateway, GatewayConfig, GatewayHandle};
-use supamerge::protocol::wire::ChangeEnvelope;
-use supamerge::remote::SupabaseRemote;
-use supamerge::{Collection, DocId, WorkspaceId};
+use supamerge::{ChangeEnvelope, Collection, DocId, SupabaseRemote, WorkspaceId};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -286,7 +284,7 @@ impl SupabaseFixture {
             .await
             .expect("create workspace"));
         for w in writers {
-            r.add_member(ws, *w, supamerge::remote::MemberRole::Writer)
+            r.add_member(ws, *w, supamerge::MemberRole::Writer)
                 .await
                 .expect("add member");
         }

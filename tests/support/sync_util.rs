@@ -9,11 +9,11 @@ use automerge::transaction::Transactable;
 use automerge::{ObjType, ReadDoc};
 use autosurgeon::{Hydrate, Reconcile};
 use serde_json::{json, Value as Json};
-use supamerge::conflict::Conflict;
-use supamerge::entity::EntityError;
-use supamerge::remote::{FaultyRemote, Remote};
-use supamerge::sync::session::{self, SyncConfig, SyncReport};
-use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
+use supamerge::test_util::FaultyRemote;
+use supamerge::{
+    Collection, Conflict, DocId, EntityError, Error, Remote, Replica, SyncConfig, SyncReport,
+    WorkspaceId,
+};
 
 use super::backend::Backend;
 
@@ -90,7 +90,7 @@ impl Totals {
     }
 }
 
-fn no_progress(_: session::Progress) {}
+fn no_progress(_: supamerge::SyncProgress) {}
 
 /// One sync pass of `replica` through `remote`.
 pub async fn pass(
@@ -99,7 +99,7 @@ pub async fn pass(
     cfg: &SyncConfig,
     workspaces: &[WorkspaceId],
 ) -> Result<SyncReport, Error> {
-    session::run(replica, remote, cfg, workspaces, &no_progress).await
+    supamerge::sync_once(replica, remote, cfg, workspaces, &no_progress).await
 }
 
 impl Cluster {
@@ -187,12 +187,7 @@ impl Cluster {
 
 /// The documents of `ws` a replica holds.
 pub fn docs_of(r: &Replica, ws: &WorkspaceId) -> Vec<DocId> {
-    r.store()
-        .docs()
-        .map(|d| d.expect("read doc record"))
-        .filter(|(_, rec)| rec.workspace == *ws)
-        .map(|(id, _)| id)
-        .collect()
+    r.documents(ws).expect("read doc records")
 }
 
 /// Every change hash a replica holds for a document.
