@@ -156,6 +156,7 @@ pub use error::{Error, Result};
 pub use id::{Collection, DocId, IdError, WorkspaceId, MAX_COLLECTION_LEN};
 pub use migrate::{migration_actor, Migration, MigrationError, MIGRATION_TIMESTAMP};
 pub use pointer::{JsonPointer, PointerError};
+pub use protocol::realtime::{workspace_topic, NudgePayload, NUDGE_EVENT};
 pub use protocol::{
     ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
     PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
@@ -163,8 +164,12 @@ pub use protocol::{
 };
 #[cfg(feature = "supabase")]
 pub use remote::{
-    AccessTokenProvider, MemberRole, StaticToken, SupabaseConfigError, SupabaseRemote,
-    SupabaseRemoteBuilder, TokenError,
+    AccessTokenProvider, MemberRole, RealtimeClient, RealtimeClientBuilder, StaticToken,
+    SupabaseConfigError, SupabaseRemote, SupabaseRemoteBuilder, TokenError,
+};
+pub use remote::{
+    ChannelState, ConnectionState, HubLive, LiveError, LiveUpdates, Nudge, NudgeKind,
+    PresenceEntry, PresenceState, Subscription,
 };
 pub use remote::{LocalHub, Remote, RemoteError};
 pub use replica::{

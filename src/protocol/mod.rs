@@ -7,9 +7,12 @@
 //! both ends of a connection share.
 //!
 //! - [`wire`]: the serde types of requests and responses (`docs/protocol.md`);
-//! - [`chunk`]: recomputing and checking the hash of a change chunk.
+//! - [`chunk`]: recomputing and checking the hash of a change chunk;
+//! - [`realtime`]: Supabase Realtime's wire protocol (Phoenix channels) and
+//!   the nudge a push announces.
 
 pub mod chunk;
+pub mod realtime;
 pub mod wire;
 
 pub use wire::{

@@ -22,6 +22,7 @@ use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
+use super::hub_live::{HubLive, LocalLive};
 use super::{Remote, RemoteError};
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::protocol::chunk;
@@ -64,6 +65,8 @@ struct HubInner {
     snapshots: sled::Tree,
     /// Serialises pushes: the gap-free sequence.
     push_lock: Mutex<()>,
+    /// The workspaces' channels: pushes nudge their subscriptions.
+    live: Arc<LocalLive>,
 }
 
 impl std::fmt::Debug for LocalHub {
@@ -146,8 +149,23 @@ impl LocalHub {
                 snapshots: t("snapshots")?,
                 db,
                 push_lock: Mutex::new(()),
+                live: Arc::new(LocalLive::default()),
             }),
         })
+    }
+
+    /// Live updates of this hub, in process: every push that stores changes
+    /// nudges the workspace's subscriptions once it is durable; presence is
+    /// shared by the hub's clients. Each call is a new client with its own
+    /// presence key.
+    pub fn live(&self) -> HubLive {
+        HubLive::new(self.inner.live.clone(), None)
+    }
+
+    /// Like [`LocalHub::live`], with a chosen presence key (a user id, a
+    /// device name).
+    pub fn live_with_presence_key(&self, key: impl Into<String>) -> HubLive {
+        HubLive::new(self.inner.live.clone(), Some(key.into()))
     }
 
     /// The number of changes stored for a workspace.
@@ -254,8 +272,16 @@ impl LocalHub {
             })?;
         // Durable before acknowledged: the client deletes its outbox entries
         // on this answer, so a crash after it must not lose the changes.
-        if !writes.is_empty() {
+        if let (Some(first), Some(last)) = (writes.first(), writes.last()) {
             self.flush()?;
+            let docs: Vec<DocId> = req
+                .changes
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| matches!(r, PushOutcome::Stored { .. }))
+                .map(|(c, _)| c.doc_id)
+                .collect();
+            self.inner.live.announce(ws, first.0, last.0, &docs);
         }
         Ok(PushResponse {
             v: WIRE_VERSION,

@@ -143,11 +143,22 @@ pub trait Remote: Send + Sync {
 
 #[cfg(feature = "test-util")]
 pub(crate) mod faulty;
+mod hub_live;
+mod live;
 mod local_hub;
+#[cfg(feature = "supabase")]
+mod realtime;
 #[cfg(feature = "supabase")]
 mod supabase;
 
+pub use hub_live::HubLive;
+pub use live::{
+    ChannelState, ConnectionState, LiveError, LiveUpdates, Nudge, NudgeKind, PresenceEntry,
+    PresenceState, Subscription,
+};
 pub use local_hub::LocalHub;
+#[cfg(feature = "supabase")]
+pub use realtime::{RealtimeClient, RealtimeClientBuilder};
 #[cfg(feature = "supabase")]
 pub use supabase::{
     AccessTokenProvider, MemberRole, StaticToken, SupabaseConfigError, SupabaseRemote,
