@@ -35,8 +35,8 @@ use crate::id::{Collection, DocId, WorkspaceId};
 use crate::migrate::{self, Migration, Migrations};
 use crate::pointer::JsonPointer;
 use crate::store::{
-    Chunk, ChunkKind, CursorRecord, DeadLetter, DocRecord, Durability, OutboxEntry, PendingChange,
-    Store,
+    Chunk, ChunkKind, CursorRecord, DeadLetter, DocRecord, Durability, ListReport, OutboxEntry,
+    PendingChange, Store,
 };
 use crate::sync::wire::{ChangeEnvelope, HashHex};
 
@@ -904,32 +904,27 @@ impl Replica {
 
     /// The live (not deleted) entities of a collection, in id (creation) order.
     ///
-    /// An entity whose stored record is damaged is listed too (whether it was
-    /// deleted cannot be known): reading it returns the typed corruption
-    /// error, and the other entities stay readable.
+    /// A damaged record is skipped, not listed and not fatal for the others
+    /// (a `tracing` warning names it); [`Replica::list_report`] says what was
+    /// skipped.
     ///
     /// # Errors
     /// Storage errors reading the collection index itself.
     pub fn list(&self, collection: &Collection) -> Result<Vec<DocId>> {
-        let mut out = Vec::new();
-        for id in self.inner.store.collection_ids(collection) {
-            let id = id?;
-            match self.inner.store.get_doc(&id) {
-                Ok(Some(rec)) => {
-                    if !rec.deleted && (rec.snapshot_len > 0 || rec.incremental_count > 0) {
-                        out.push(id);
-                    }
-                }
-                Ok(None) => {}
-                // A damaged record is listed, not hidden and not fatal for
-                // the others: reading that entity reports the damage.
-                Err(e) => {
-                    tracing::warn!(doc = %id, error = %e, "listing a damaged document record");
-                    out.push(id);
-                }
-            }
+        Ok(self.list_report(collection)?.live)
+    }
+
+    /// Like [`Replica::list`], with the damaged records that were skipped
+    /// (`supamerge doctor --repair` moves them to quarantine).
+    ///
+    /// # Errors
+    /// Storage errors reading the collection index itself.
+    pub fn list_report(&self, collection: &Collection) -> Result<ListReport> {
+        let report = self.inner.store.list_collection(collection)?;
+        for d in &report.damaged {
+            tracing::warn!(doc = ?d.id, error = %d.error, "skipped a damaged record while listing");
         }
-        Ok(out)
+        Ok(report)
     }
 
     /// Facts about an entity (also for deleted ones).

@@ -131,7 +131,7 @@ pub enum CliError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// Some entities of a listing could not be read (each reported on stderr).
-    #[error("{count} entities could not be read (damaged records)")]
+    #[error("{count} entities could not be read (damaged records, named above); `supamerge doctor --repair` moves them to quarantine")]
     Unreadable {
         /// How many.
         count: usize,
@@ -214,8 +214,14 @@ impl CliError {
                 Error::Entity(EntityError::NotFound { .. }) => "not_found",
                 Error::Entity(EntityError::Deleted { .. }) => "deleted",
                 Error::Entity(EntityError::CorruptDocument { .. })
-                | Error::Store(StoreError::Corrupt { .. }) => "corrupt",
-                Error::Store(StoreError::Locked { .. }) => "locked",
+                | Error::Store(
+                    StoreError::Corrupt { .. }
+                    | StoreError::DamagedConf { .. }
+                    | StoreError::DamagedSnapshot { .. },
+                ) => "corrupt",
+                Error::Store(StoreError::Locked { .. } | StoreError::AlreadyOpen { .. }) => {
+                    "locked"
+                }
                 Error::Store(_) => "storage",
                 _ => "error",
             },
