@@ -431,6 +431,13 @@ impl Replica {
         &self.inner.path
     }
 
+    /// What opening repaired: files an interrupted open or snapshot left in
+    /// the directory (empty almost always; see `docs/storage.md`, "Crash
+    /// safety").
+    pub fn recovered(&self) -> &[crate::store::Recovery] {
+        self.inner.store.recovered()
+    }
+
     /// The store (for the sync engine and tools).
     pub fn store(&self) -> &Store {
         &self.inner.store

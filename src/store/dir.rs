@@ -66,9 +66,10 @@ pub enum Recovery {
         /// Its length in bytes.
         len: u64,
     },
-    /// `conf` was missing, or held a prefix of the bytes sled writes for
-    /// supamerge's settings (a kill during the first open); it was written
-    /// whole (atomically, fsynced).
+    /// `conf` held a prefix of the bytes sled writes for supamerge's settings
+    /// (a kill during the first open), or was missing beside a log; it was
+    /// written whole (atomically, fsynced). (A new directory gets its `conf`
+    /// the same way, but that is no repair and is not reported.)
     WroteConf {
         /// The file.
         file: PathBuf,
@@ -207,12 +208,19 @@ fn repair_conf(dir: &Path, done: &mut Vec<Recovery>) -> Result<(), StoreError> {
         None => {}
         Some(_) => return Err(StoreError::DamagedConf { path }),
     }
+    // Written whole before sled looks, so sled never writes it (its own
+    // write is two `write` calls with no fsync: a kill between them leaves a
+    // file sled refuses).
     write_atomically(dir, CONF_FILE, &expected)?;
-    tracing::warn!(file = %path.display(), found_len, "wrote sled's conf file whole: the first open of this directory was interrupted");
-    done.push(Recovery::WroteConf {
-        file: path,
-        found_len,
-    });
+    let fresh = found_len == 0
+        && std::fs::metadata(dir.join("db")).map_or(true, |m| m.len() == 0);
+    if !fresh {
+        tracing::warn!(file = %path.display(), found_len, "wrote sled's conf file whole: the first open of this directory was interrupted");
+        done.push(Recovery::WroteConf {
+            file: path,
+            found_len,
+        });
+    }
     Ok(())
 }
 
