@@ -51,4 +51,11 @@ cargo test --all-targets
 step "doc tests"
 cargo test --doc
 
+# sled's failpoints need a build of sled with its `failpoints` feature: a
+# separate, explicit target (tests/failpoints.rs, ~1.5 min to build, seconds
+# to run).
+step "failpoint tests"
+cargo clippy --features failpoints --test failpoints -- -D warnings
+cargo test --features failpoints --test failpoints
+
 step "all checks passed"

@@ -137,7 +137,7 @@ fn lifecycle_child(dir: &Path, start: u64, report: &dyn Fn(String)) {
         report("opened".into());
         for _ in 0..LIFECYCLE_WRITES {
             match current {
-                Some(id) if n % 3 != 0 => {
+                Some(id) if !n.is_multiple_of(3) => {
                     let hash = r
                         .patch_json(&id, &json!({ format!("w{n}"): n }))
                         .expect("patch")
@@ -779,7 +779,10 @@ fn processes_opening_one_directory_at_once_stay_safe() {
     assert!(held > 0);
     let r = Replica::open(dir.path()).unwrap();
     for c in &reported {
-        assert!(r.get_json(&c.id).is_ok(), "write of a contending child lost");
+        assert!(
+            r.get_json(&c.id).is_ok(),
+            "write of a contending child lost"
+        );
     }
     let outbox = r.peek(usize::MAX, usize::MAX).unwrap();
     assert_eq!(outbox.len(), reported.len());
@@ -878,7 +881,7 @@ fn a_partial_generating_snapshot_is_removed_and_the_replica_opens() {
         let r = Replica::open(dir.path()).expect("the replica opens");
         check_values(&r, &want);
         assert!(
-            matches!(&r.recovered()[..], [supamerge::store::Recovery::RemovedPartialSnapshot { file, len }]
+            matches!(r.recovered(), [supamerge::store::Recovery::RemovedPartialSnapshot { file, len }]
                 if file.ends_with(&name) && *len == bytes.len() as u64),
             "{:?}",
             r.recovered()
@@ -923,7 +926,7 @@ fn a_conf_cut_short_by_a_kill_in_the_first_open_is_written_whole() {
         let r = Replica::open(dir.path()).expect("the replica opens");
         check_values(&r, &want);
         assert!(
-            matches!(&r.recovered()[..], [supamerge::store::Recovery::WroteConf { found_len, .. }] if *found_len == cut as u64),
+            matches!(r.recovered(), [supamerge::store::Recovery::WroteConf { found_len, .. }] if *found_len == cut as u64),
             "{:?}",
             r.recovered()
         );

@@ -194,7 +194,10 @@ fn a_second_open_in_the_same_process_says_already_open_at_once() {
                 unreachable!()
             };
             assert_eq!(path, dir.path());
-            assert!(e.to_string().contains("already open in this process"), "{e}");
+            assert!(
+                e.to_string().contains("already open in this process"),
+                "{e}"
+            );
             assert!(e.to_string().contains("clone the Replica"), "{e}");
         }
         other => panic!("expected StoreError::AlreadyOpen, got {other:?}"),

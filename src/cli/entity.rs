@@ -205,7 +205,10 @@ pub(super) fn list(
     for d in &report.damaged {
         match d.id {
             Some(id) => eprintln!("error: entity {id} cannot be read: {}", d.error),
-            None => eprintln!("error: a collection index entry cannot be read: {}", d.error),
+            None => eprintln!(
+                "error: a collection index entry cannot be read: {}",
+                d.error
+            ),
         }
     }
     for id in report.live {

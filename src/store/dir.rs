@@ -212,8 +212,7 @@ fn repair_conf(dir: &Path, done: &mut Vec<Recovery>) -> Result<(), StoreError> {
     // write is two `write` calls with no fsync: a kill between them leaves a
     // file sled refuses).
     write_atomically(dir, CONF_FILE, &expected)?;
-    let fresh = found_len == 0
-        && std::fs::metadata(dir.join("db")).map_or(true, |m| m.len() == 0);
+    let fresh = found_len == 0 && std::fs::metadata(dir.join("db")).map_or(true, |m| m.len() == 0);
     if !fresh {
         tracing::warn!(file = %path.display(), found_len, "wrote sled's conf file whole: the first open of this directory was interrupted");
         done.push(Recovery::WroteConf {

@@ -700,18 +700,17 @@ impl Store {
     /// whose value is damaged) is counted once and the key written.
     fn load_outbox_len(&self) -> Result<u64, StoreError> {
         let key = keys::META_OUTBOX_LEN;
-        match self
+        if let Some(v) = self
             .meta
             .get(key)
             .map_err(StoreError::sled("read outbox count"))?
         {
-            Some(v) => match codec::decode::<u64>(trees::META, key, &v) {
+            match codec::decode::<u64>(trees::META, key, &v) {
                 Ok(n) => return Ok(n),
                 Err(e) => {
                     tracing::warn!(error = %e, "recounting the outbox: its stored count is damaged");
                 }
-            },
-            None => {}
+            }
         }
         self.recount_outbox()
     }
