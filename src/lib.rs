@@ -110,6 +110,7 @@ pub mod cli;
 pub mod clock;
 pub mod conflict;
 pub mod demo;
+pub mod doctor;
 pub mod entity;
 pub mod error;
 #[cfg(feature = "gateway")]

@@ -929,7 +929,14 @@ impl Replica {
     pub fn list_report(&self, collection: &Collection) -> Result<ListReport> {
         let report = self.inner.store.list_collection(collection)?;
         for d in &report.damaged {
-            tracing::warn!(doc = ?d.id, error = %d.error, "skipped a damaged record while listing");
+            match d.id {
+                Some(id) => {
+                    tracing::warn!(doc = %id, error = %d.error, "skipped a damaged record while listing");
+                }
+                None => {
+                    tracing::warn!(error = %d.error, "skipped a damaged index entry while listing")
+                }
+            }
         }
         Ok(report)
     }

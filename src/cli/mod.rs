@@ -15,6 +15,7 @@
 #[cfg(feature = "bench")]
 mod bench;
 mod demo;
+mod doctor;
 mod entity;
 #[cfg(feature = "gateway")]
 mod gateway;
@@ -89,6 +90,8 @@ pub enum Command {
     Resolve(entity::ResolveArgs),
     /// Print facts about an entity (also a deleted one).
     Info(entity::IdArgs),
+    /// Check a replica directory; with --repair, move what is damaged to quarantine.
+    Doctor(doctor::DoctorArgs),
     // No doc comment: `gateway --help` shows `GatewayArgs`' own, which says
     // plainly that this is a development stand-in for Supabase's API gateway.
     #[cfg(feature = "gateway")]
@@ -136,6 +139,18 @@ pub enum CliError {
         /// How many.
         count: usize,
     },
+    /// `doctor` found problems (or some remain after `--repair`).
+    #[error("{count} problems (listed above)")]
+    Unhealthy {
+        /// How many.
+        count: usize,
+    },
+    /// `doctor` was pointed at a directory that holds no replica.
+    #[error("{path} holds no replica (no sled `db` file)")]
+    NotAReplica {
+        /// The directory.
+        path: std::path::PathBuf,
+    },
     /// `sync` needs `--hub DIR` or `--supabase-url`.
     #[error("no remote: pass --hub DIR or --supabase-url URL --anon-key KEY")]
     MissingRemote,
@@ -178,9 +193,10 @@ impl CliError {
     /// The process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::InvalidJson { .. } | CliError::MissingRemote | CliError::Supabase(_) => {
-                EXIT_USAGE
-            }
+            CliError::InvalidJson { .. }
+            | CliError::MissingRemote
+            | CliError::Supabase(_)
+            | CliError::NotAReplica { .. } => EXIT_USAGE,
             #[cfg(feature = "gateway")]
             CliError::Gateway(crate::gateway::GatewayError::Config { .. }) => EXIT_USAGE,
             CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
@@ -197,7 +213,8 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
-            CliError::Unreadable { .. } => "corrupt",
+            CliError::Unreadable { .. } | CliError::Unhealthy { .. } => "corrupt",
+            CliError::NotAReplica { .. } => "invalid_input",
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
             #[cfg(feature = "gateway")]
             CliError::Gateway(_) => "gateway",
@@ -325,6 +342,7 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Conflicts(a) => entity::conflicts(&cli.data, a, mode, out),
         Command::Resolve(a) => entity::resolve(&cli.data, a, mode, out),
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
+        Command::Doctor(a) => doctor::run(&cli.data, a, mode, out),
         #[cfg(feature = "gateway")]
         Command::Gateway(a) => gateway::run(a),
         #[cfg(feature = "gateway")]

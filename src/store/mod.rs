@@ -715,11 +715,13 @@ impl Store {
         self.recount_outbox()
     }
 
-    /// Counts the outbox entries (a full scan) and stores the count.
+    /// Counts the outbox entries (a full scan) and stores the count. For a
+    /// tool holding the replica alone (`supamerge doctor`): a transaction
+    /// running meanwhile would be counted or not.
     ///
     /// # Errors
     /// Storage failure.
-    pub fn recount_outbox(&self) -> Result<u64, StoreError> {
+    pub(crate) fn recount_outbox(&self) -> Result<u64, StoreError> {
         let n = self.outbox.len() as u64;
         let v = codec::encode(trees::META, &n)?;
         self.meta
@@ -749,6 +751,24 @@ impl Store {
                 self.flush()
             }
         }
+    }
+
+    /// A tree by its name (see [`keys::trees`]), for tools that read every
+    /// value raw (`supamerge doctor`).
+    pub(crate) fn tree_by_name(&self, name: &str) -> Option<&sled::Tree> {
+        Some(match name {
+            trees::META => &self.meta,
+            trees::DOCS => &self.docs,
+            trees::CHUNKS => &self.chunks,
+            trees::BY_COLLECTION => &self.by_collection,
+            trees::OUTBOX => &self.outbox,
+            trees::OUTBOX_INDEX => &self.outbox_index,
+            trees::PENDING => &self.pending,
+            trees::CURSORS => &self.cursors,
+            trees::DEAD_LETTERS => &self.dead_letters,
+            trees::QUARANTINE => &self.quarantine,
+            _ => return None,
+        })
     }
 
     /// What opening repaired (files left by an interrupted open), if anything.
