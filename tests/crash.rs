@@ -984,3 +984,26 @@ fn a_damaged_complete_snapshot_is_refused_and_left_untouched() {
     let r = Replica::open(dir.path()).unwrap();
     check_values(&r, &want);
 }
+
+#[test]
+fn a_hub_directory_gets_the_same_repairs_and_locking() {
+    use supamerge::remote::local_hub::LocalHub;
+    let dir = tempfile::tempdir().unwrap();
+    drop(LocalHub::open(dir.path()).unwrap());
+    {
+        // Something written, so that the next open writes a snapshot.
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"k", b"v").unwrap();
+        db.flush().unwrap();
+    }
+    drop(LocalHub::open(dir.path()).unwrap());
+    std::fs::write(dir.path().join(next_generating(dir.path())), b"").unwrap();
+    assert!(sled_alone_refuses(dir.path()).contains("corrupt"));
+    let hub = LocalHub::open(dir.path()).expect("the hub opens");
+    let again = LocalHub::open(dir.path()).unwrap_err();
+    assert!(
+        again.to_string().contains("already open in this process"),
+        "{again}"
+    );
+    drop(hub);
+}
