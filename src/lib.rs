@@ -12,10 +12,11 @@
 //! | module | responsibility |
 //! |--------|----------------|
 //! | [`replica`] | the local replica: entities (typed, JSON, raw Automerge), the outbox, applying remote changes, events. Plain blocking I/O, no tokio. |
-//! | [`store`] | the sled trees under a replica: typed keys ([`store::keys`]), versioned records ([`store::codec`]), one atomic transaction per commit. |
+//! | [`store`] | the sled trees under a replica: typed keys ([`store::keys`]), versioned records ([`store::codec`]), one atomic transaction per commit; the crash-safe open and directory lock ([`store::dir`]). |
 //! | [`entity`], [`conflict`], [`clock`], [`id`] | how an entity lives in its document, last-writer-wins by hybrid logical clock, the injectable clock, typed ids. |
 //! | [`pointer`](mod@pointer) | JSON pointers naming a field: the paths of [`Replica::conflicts`] and [`Replica::resolve`]. |
 //! | [`migrate`] | deterministic schema migrations: every replica makes the identical change. |
+//! | [`doctor`] | checking a replica directory, and moving what is damaged to quarantine (`supamerge doctor`). |
 //! | [`sync`] | the wire types, one push/pull session as plain async functions, and the tokio [`SyncEngine`](sync::SyncEngine) deciding when to sync. |
 //! | [`remote`] | the [`Remote`](remote::Remote) contract and its implementations: the embedded `LocalHub`, a fault-injecting wrapper for tests, and the Supabase client. |
 //! | gateway | (feature `gateway`) a local PostgREST-compatible RPC server over a real PostgreSQL, so the Supabase path runs on one machine. |

@@ -306,3 +306,48 @@ fn open_raw(dir: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+/// The outbox count lives in `meta/outbox_len`, updated in the transaction
+/// that adds or removes entries; a store written before the key existed is
+/// counted once at open.
+#[test]
+fn outbox_count_is_stored_and_recovered_for_older_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = two_entities(dir.path());
+    {
+        let r = Replica::open(dir.path()).unwrap();
+        assert_eq!(r.pending(), 3);
+        let first = r.peek(1, usize::MAX).unwrap()[0].hash;
+        assert_eq!(r.ack(&[automerge::ChangeHash(first)]).unwrap(), 1);
+        let second = r.peek(1, usize::MAX).unwrap()[0].hash;
+        assert!(r
+            .dead_letter(&automerge::ChangeHash(second), "refused")
+            .unwrap());
+        assert_eq!(r.pending(), 1);
+        r.patch_json(&a, &json!({"again": true})).unwrap();
+        assert_eq!(r.pending(), 2);
+    }
+    let stored = |dir: &std::path::Path| -> Option<u64> {
+        let db = open_raw(dir);
+        let v = db
+            .open_tree(trees::META)
+            .unwrap()
+            .get(keys::META_OUTBOX_LEN)
+            .unwrap()?;
+        Some(codec::decode(trees::META, keys::META_OUTBOX_LEN, &v).unwrap())
+    };
+    assert_eq!(stored(dir.path()), Some(2));
+    // An older store: no key. Opening counts once and writes it.
+    {
+        let db = open_raw(dir.path());
+        db.open_tree(trees::META)
+            .unwrap()
+            .remove(keys::META_OUTBOX_LEN)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let r = Replica::open(dir.path()).unwrap();
+    assert_eq!(r.pending(), 2);
+    drop(r);
+    assert_eq!(stored(dir.path()), Some(2));
+}

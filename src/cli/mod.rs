@@ -7,7 +7,7 @@
 //! Exit codes (documented in `docs/cli.md`):
 //! - `0` success;
 //! - `1` runtime failure: unknown or deleted entity, storage failure, replica
-//!   directory in use;
+//!   directory in use, damaged records (`list`, `doctor`);
 //! - `2` usage error or invalid input: unknown flag, malformed JSON, a JSON
 //!   value that is not an object, bad UUID, bad collection name, a path that
 //!   is not a JSON pointer.

@@ -44,7 +44,8 @@ pub const SLED_LOCK_WAIT: Duration = Duration::from_secs(1);
 /// 512 KiB, no compression): the text, then its CRC-32 (little-endian).
 const CONF_TEXT: &[u8] = b"segment_size: 524288\nuse_compression: false\nversion: 0.34\n";
 
-/// The exact bytes of a complete `conf` file for [`CONF_TEXT`].
+/// The exact bytes of a complete `conf` file for supamerge's settings (segment
+/// size 512 KiB, no compression, sled 0.34), as sled 0.34.7 writes it.
 pub fn expected_conf() -> Vec<u8> {
     let mut out = CONF_TEXT.to_vec();
     out.extend_from_slice(&crc32fast::hash(CONF_TEXT).to_le_bytes());
