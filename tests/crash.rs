@@ -29,6 +29,8 @@ const DOC_ENV: &str = "SUPAMERGE_CRASH_DOC";
 const ROUNDS_ENV: &str = "SUPAMERGE_CRASH_ROUNDS";
 /// Seed of the kill-anywhere test's kill points (default: random, printed).
 const SEED_ENV: &str = "SUPAMERGE_CRASH_SEED";
+/// How long a contending child holds the directory.
+const HOLD_ENV: &str = "SUPAMERGE_CRASH_HOLD_MS";
 /// Writes per open in the lifecycle child.
 const LIFECYCLE_WRITES: u64 = 3;
 
@@ -161,9 +163,14 @@ fn lifecycle_child(dir: &Path, start: u64, report: &dyn Fn(String)) {
 }
 
 /// Tries to open the shared directory once: on success proves it is the only
-/// holder (creates `holder` exclusively), writes one entity, reports it, and
-/// closes; on `Locked` reports that. Anything else panics.
+/// holder (creates `holder` exclusively), writes one entity, holds the
+/// directory `SUPAMERGE_CRASH_HOLD_MS`, reports the write, and closes; on
+/// `Locked` reports that. Anything else panics.
 fn contend_child(dir: &Path, report: &dyn Fn(String)) {
+    let hold_ms: u64 = std::env::var(HOLD_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     match Replica::open(dir) {
         Ok(r) => {
             let marker = dir.join("holder");
@@ -180,6 +187,7 @@ fn contend_child(dir: &Path, report: &dyn Fn(String)) {
                 .create_json(ws(), &coll(), &json!({ "pid": std::process::id() }))
                 .expect("create");
             let heads = r.heads(&id).expect("heads");
+            std::thread::sleep(Duration::from_millis(hold_ms));
             std::fs::remove_file(&marker).expect("remove the holder marker");
             drop(r);
             report(format!("committed 0 {id} {}", heads[0]));
@@ -195,7 +203,18 @@ struct Spawned {
 }
 
 fn spawn(mode: &str, dir: &Path, start: u64, doc: Option<DocId>) -> Spawned {
+    spawn_with(mode, dir, start, doc, &[])
+}
+
+fn spawn_with(
+    mode: &str,
+    dir: &Path,
+    start: u64,
+    doc: Option<DocId>,
+    env: &[(&str, &str)],
+) -> Spawned {
     let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.envs(env.iter().copied());
     cmd.args(["--exact", "crash_child", "--ignored", "--nocapture"])
         .args(["--test-threads", "1"])
         .env(CHILD_ENV, mode)
@@ -737,18 +756,22 @@ fn sigkill_at_any_instant_of_open_write_close_loses_nothing() {
     );
 }
 
-/// Several processes open one directory at the same instant, again and
-/// again: each either holds it alone (proved by creating a marker file
-/// exclusively) and writes, or gets `Locked` at once; every reported write is
-/// there afterwards.
+/// Four processes open one directory at the same instant, four times over:
+/// each either holds it alone (proved by creating a marker file exclusively)
+/// and writes, or gets `Locked`; every reported write is there afterwards.
+/// Two of them hold it for 1.5 s, longer than an open waits (1 s), so the
+/// later of those two (at least) is told `Locked`.
 #[test]
 fn processes_opening_one_directory_at_once_stay_safe() {
     let dir = tempfile::tempdir().unwrap();
     let mut reported = Vec::new();
     let (mut held, mut locked) = (0, 0);
-    for _ in 0..8 {
+    for _ in 0..4 {
         let mut children: Vec<Spawned> = (0..4)
-            .map(|_| spawn("contend", dir.path(), 0, None))
+            .map(|i| {
+                let hold = if i % 2 == 0 { "1500" } else { "0" };
+                spawn_with("contend", dir.path(), 0, None, &[(HOLD_ENV, hold)])
+            })
             .collect();
         for c in &mut children {
             let mut outcome = None;
@@ -776,7 +799,8 @@ fn processes_opening_one_directory_at_once_stay_safe() {
         }
     }
     eprintln!("{held} opens held the directory, {locked} were told it is locked");
-    assert!(held > 0);
+    assert!(held >= 4, "{held} opens held the directory");
+    assert!(locked >= 4, "{locked} opens were told it is locked");
     let r = Replica::open(dir.path()).unwrap();
     for c in &reported {
         assert!(

@@ -18,7 +18,7 @@
 //! as long as the returned [`DirLock`] lives. A second open of the same
 //! directory in this process fails at once with
 //! [`StoreError::AlreadyOpen`]; another process gets [`StoreError::Locked`]
-//! at once.
+//! after [`LOCK_WAIT`] (1 s).
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -35,10 +35,17 @@ pub const LOCK_FILE: &str = "supamerge.lock";
 /// sled's settings file.
 pub const CONF_FILE: &str = "conf";
 
+/// How long [`DirLock::acquire`] waits while another process holds
+/// [`LOCK_FILE`] before it reports [`StoreError::Locked`]. Not zero: a process
+/// that forks a child while closing a replica shares the lock with that child
+/// until the child's `exec` (file descriptions are inherited), a moment.
+pub const LOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// How long [`open_sled`] waits for sled's own lock on `db` while holding
-/// [`LOCK_FILE`]: sled releases it from background threads a moment after the
-/// last handle of a previous open in this process was dropped.
-pub const SLED_LOCK_WAIT: Duration = Duration::from_secs(1);
+/// [`LOCK_FILE`]: sled releases it from its (process-wide, shared) thread pool
+/// a moment after the last handle of a previous open in this process was
+/// dropped — longer on a loaded machine with many databases open.
+pub const SLED_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// The `conf` file sled 0.34 writes for supamerge's settings (segment size
 /// 512 KiB, no compression): the text, then its CRC-32 (little-endian).
@@ -127,13 +134,22 @@ impl DirLock {
         let canonical = dir
             .canonicalize()
             .map_err(StoreError::io("resolve the directory", dir))?;
-        let mut open = open_dirs();
-        if open.contains(&canonical) {
-            return Err(StoreError::AlreadyOpen {
-                path: dir.to_path_buf(),
-            });
+        {
+            let mut open = open_dirs();
+            if open.contains(&canonical) {
+                return Err(StoreError::AlreadyOpen {
+                    path: dir.to_path_buf(),
+                });
+            }
+            // Claimed from now on (a concurrent open here says AlreadyOpen);
+            // `lock`'s drop releases the claim on every error path below.
+            open.insert(canonical.clone());
         }
-        let lock_path = canonical.join(LOCK_FILE);
+        let mut lock = Self {
+            canonical,
+            file: None,
+        };
+        let lock_path = lock.canonical.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -141,22 +157,25 @@ impl DirLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(StoreError::io("create the lock file", &lock_path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StoreError::io("lock the lock file", &lock_path)(e))
+        let deadline = Instant::now() + LOCK_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked {
+                        path: dir.to_path_buf(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::io("lock the lock file", &lock_path)(e))
+                }
             }
         }
-        open.insert(canonical.clone());
-        Ok(Self {
-            canonical,
-            file: Some(file),
-        })
+        lock.file = Some(file);
+        Ok(lock)
     }
 
     /// The canonical path of the locked directory.
@@ -264,6 +283,7 @@ fn repair_snapshots(dir: &Path, done: &mut Vec<Recovery>) -> Result<(), StoreErr
         }
     }
     let mut removed = false;
+    let mut failed = None;
     names.retain(|name| {
         if !name.ends_with(".generating") {
             return true;
@@ -280,15 +300,20 @@ fn repair_snapshots(dir: &Path, done: &mut Vec<Recovery>) -> Result<(), StoreErr
                             len: bytes.len() as u64,
                         });
                         removed = true;
-                        false
                     }
-                    // Reported below when it is the one sled would read.
-                    Err(_) => true,
+                    Err(e) => failed = Some(StoreError::io("remove the partial snapshot", &path)(e)),
                 }
+                false
             }
-            Err(_) => true,
+            Err(e) => {
+                failed = Some(StoreError::io("read", &path)(e));
+                false
+            }
         }
     });
+    if let Some(e) = failed {
+        return Err(e);
+    }
     if removed {
         sync_dir(dir)?;
     }
@@ -341,6 +366,33 @@ fn is_sled_lock_error(e: &sled::Error) -> bool {
             && io.to_string().contains("could not acquire lock"))
 }
 
+/// Waits (until `deadline`) for nobody to hold sled's lock on `db`.
+fn wait_until_sled_lock_free(path: &Path, deadline: Instant) -> Result<(), StoreError> {
+    let db = path.join("db");
+    let file = match File::open(&db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::io("open", &db)(e)),
+    };
+    loop {
+        match file.try_lock() {
+            // Released when `file` is closed, at return.
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io("probe sled's lock on", &db)(e))
+            }
+        }
+    }
+}
+
 /// Opens the sled database in `path` crash-safely: locks the directory,
 /// repairs what a kill can leave behind, then lets sled open it. `config`
 /// must not set a path (this sets it).
@@ -355,12 +407,14 @@ pub fn open_sled(
     config: sled::Config,
 ) -> Result<(sled::Db, DirLock, Vec<Recovery>), StoreError> {
     let lock = DirLock::acquire(path)?;
-    let recovered = repair(path)?;
-    let config = config.path(path);
     // Holding our lock, only this process's previous handle (released by
     // sled's background threads a moment after its drop) or a program that
-    // does not know `supamerge.lock` can hold sled's.
+    // does not know `supamerge.lock` can hold sled's. Repair nothing while
+    // anyone holds it.
     let deadline = Instant::now() + SLED_LOCK_WAIT;
+    wait_until_sled_lock_free(path, deadline)?;
+    let recovered = repair(path)?;
+    let config = config.path(path);
     let db = loop {
         match config.open() {
             Ok(db) => break db,

@@ -47,7 +47,7 @@ pub enum StoreError {
         source: sled::Error,
     },
     /// Another process holds the replica directory: one process at a time
-    /// may open it. Reported at once, without waiting (see
+    /// may open it. Reported after [`dir::LOCK_WAIT`] (see
     /// `docs/storage.md`, "Locking").
     #[error(
         "the replica at {path} is in use by another process; close it (or stop its sync) and retry"
