@@ -63,4 +63,11 @@ cargo test --features "$FEATURES" --all-targets
 step "doc tests"
 cargo test --features "$FEATURES" --doc
 
+# sled's failpoints need a build of sled with its `failpoints` feature: a
+# separate, explicit target (tests/failpoints.rs, ~1.5 min to build, seconds
+# to run).
+step "failpoint tests"
+cargo clippy --features "$FEATURES,failpoints" --test failpoints -- -D warnings
+cargo test --features "$FEATURES,failpoints" --test failpoints
+
 step "all checks passed"

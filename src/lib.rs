@@ -24,6 +24,7 @@
 //! | errors | `error` | the crate [`Error`], every module's error gathered. |
 //! | replica | `replica` | the local [`Replica`]: writes, reads, conflicts, migrations, remote apply, compaction, and the [`SyncPort`] the engine uses. Plain blocking I/O, no tokio. |
 //! | sync | `sync` | one sync pass ([`sync_once`]) and the tokio [`SyncEngine`] deciding when to run it. |
+//! | doctor | [`doctor`] | checking a replica directory, and moving what is damaged to quarantine (`supamerge doctor`). |
 //! | tools | `gateway`, `bench`, `cli`, `demo` | (features `gateway`, `bench`, `cli`) the local PostgREST-compatible gateway, the benchmark workloads, the `supamerge` command line and its demo. |
 //!
 //! # Features
@@ -137,6 +138,7 @@ pub mod bench;
 pub mod cli;
 #[cfg(feature = "cli")]
 mod demo;
+pub mod doctor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod raw;
@@ -171,7 +173,10 @@ pub use replica::{
     ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, Origin, RemoteChange,
     Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
 };
-pub use store::{CursorRecord, DeadLetter, Durability, OutboxEntry, StoreError};
+pub use store::{
+    CursorRecord, DamagedRecord, DeadLetter, Durability, ListReport, OutboxEntry, Recovery,
+    StoreError,
+};
 pub use sync::{
     sync_once, Backoff, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind,
     SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,

@@ -197,10 +197,21 @@ pub(super) fn list(
 ) -> Result<(), CliError> {
     let coll = Collection::new(a.collection)?;
     let r = open(data)?;
-    let ids = r.list(&coll)?;
+    let report = r.list_report(&coll)?;
     let mut rows = Vec::new();
-    let mut unreadable = 0;
-    for id in ids {
+    // Damaged records are skipped by the listing; each is named on stderr
+    // and the command fails at the end, after listing every readable one.
+    let mut unreadable = report.damaged.len();
+    for d in &report.damaged {
+        match d.id {
+            Some(id) => eprintln!("error: entity {id} cannot be read: {}", d.error),
+            None => eprintln!(
+                "error: a collection index entry cannot be read: {}",
+                d.error
+            ),
+        }
+    }
+    for id in report.live {
         if a.ids_only {
             match mode {
                 OutputMode::Human => write_line(out, id)?,

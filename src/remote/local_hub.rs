@@ -64,6 +64,9 @@ struct HubInner {
     snapshots: sled::Tree,
     /// Serialises pushes: the gap-free sequence.
     push_lock: Mutex<()>,
+    /// The directory lock (none for a temporary hub); the last field, so it
+    /// is released after sled's handles above.
+    _dir_lock: Option<crate::store::dir::DirLock>,
 }
 
 impl std::fmt::Debug for LocalHub {
@@ -110,17 +113,16 @@ fn snapshot_key(ws: &WorkspaceId, doc: &DocId) -> [u8; 32] {
 }
 
 impl LocalHub {
-    /// Opens (or creates) a hub stored in `path`.
+    /// Opens (or creates) a hub stored in `path`, crash-safely like a
+    /// replica (see `docs/storage.md`, "Crash safety").
     ///
     /// # Errors
-    /// [`RemoteError::Storage`] when sled cannot open it.
+    /// [`RemoteError::Storage`] when sled cannot open it, or another process
+    /// (`Locked`) or this one (`AlreadyOpen`: clone the hub) holds it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RemoteError> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(sled_err("open hub"))?;
-        Self::from_db(db)
+        let config = sled::Config::new().flush_every_ms(Some(200));
+        let (db, lock, _) = crate::store::dir::open_sled(path.as_ref(), config)?;
+        Self::from_db(db, Some(lock))
     }
 
     /// A hub in a fresh temporary directory (removed when the process exits
@@ -133,10 +135,13 @@ impl LocalHub {
             .temporary(true)
             .open()
             .map_err(sled_err("open hub"))?;
-        Self::from_db(db)
+        Self::from_db(db, None)
     }
 
-    fn from_db(db: sled::Db) -> Result<Self, RemoteError> {
+    fn from_db(
+        db: sled::Db,
+        dir_lock: Option<crate::store::dir::DirLock>,
+    ) -> Result<Self, RemoteError> {
         let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
         Ok(Self {
             inner: Arc::new(HubInner {
@@ -146,6 +151,7 @@ impl LocalHub {
                 snapshots: t("snapshots")?,
                 db,
                 push_lock: Mutex::new(()),
+                _dir_lock: dir_lock,
             }),
         })
     }

@@ -11,6 +11,7 @@ use crate::conflict::LwwView;
 use crate::entity::{self, EntityError};
 use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::store::ListReport;
 
 /// Facts about one entity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -91,32 +92,34 @@ impl Replica {
 
     /// The live (not deleted) entities of a collection, in id (creation) order.
     ///
-    /// An entity whose stored record is damaged is listed too (whether it was
-    /// deleted cannot be known): reading it returns the typed corruption
-    /// error, and the other entities stay readable.
+    /// A damaged record is skipped, not listed and not fatal for the others
+    /// (a `tracing` warning names it); [`Replica::list_report`] says what was
+    /// skipped.
     ///
     /// # Errors
     /// Storage errors reading the collection index itself.
     pub fn list(&self, collection: &Collection) -> Result<Vec<DocId>> {
-        let mut out = Vec::new();
-        for id in self.inner.store.collection_ids(collection) {
-            let id = id?;
-            match self.inner.store.get_doc(&id) {
-                Ok(Some(rec)) => {
-                    if !rec.deleted && (rec.snapshot_len > 0 || rec.incremental_count > 0) {
-                        out.push(id);
-                    }
+        Ok(self.list_report(collection)?.live)
+    }
+
+    /// Like [`Replica::list`], with the damaged records that were skipped
+    /// (`supamerge doctor --repair` moves them to quarantine).
+    ///
+    /// # Errors
+    /// Storage errors reading the collection index itself.
+    pub fn list_report(&self, collection: &Collection) -> Result<ListReport> {
+        let report = self.inner.store.list_collection(collection)?;
+        for d in &report.damaged {
+            match d.id {
+                Some(id) => {
+                    tracing::warn!(doc = %id, error = %d.error, "skipped a damaged record while listing");
                 }
-                Ok(None) => {}
-                // A damaged record is listed, not hidden and not fatal for
-                // the others: reading that entity reports the damage.
-                Err(e) => {
-                    tracing::warn!(doc = %id, error = %e, "listing a damaged document record");
-                    out.push(id);
+                None => {
+                    tracing::warn!(error = %d.error, "skipped a damaged index entry while listing")
                 }
             }
         }
-        Ok(out)
+        Ok(report)
     }
 
     /// Facts about an entity (also for deleted ones).
