@@ -28,7 +28,7 @@ use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
 use crate::clock::{hlc_timestamp, Clock, SystemClock};
-use crate::conflict::{self, Candidate, Conflict, LwwView, Side, WriteStamp};
+use crate::conflict::{Candidate, Conflict, EffectiveClock, LwwView, Side, WriteStamp};
 use crate::entity::{self, EntityError, Written};
 use crate::error::{Error, Result};
 use crate::id::{Collection, DocId, WorkspaceId};
@@ -188,6 +188,10 @@ pub struct EntityInfo {
     pub heads: Vec<String>,
     /// Its schema version.
     pub schema: u64,
+    /// The JSON pointers of the fields that hold counters (they read as
+    /// plain numbers; a merge patch setting one increments it by the
+    /// difference).
+    pub counters: Vec<String>,
 }
 
 /// One change in an entity's history.
@@ -377,34 +381,24 @@ struct State {
 struct DocState {
     doc: Automerge,
     record: DocRecord,
-    /// Largest timestamp among the heads' changes (for the HLC).
-    max_ts: Option<i64>,
+    /// Effective timestamps of the document's changes (last-writer-wins and
+    /// the HLC of local commits), filled as they are needed.
+    clock: EffectiveClock,
 }
 
-/// The largest timestamp among the changes a new local change depends on.
-///
-/// Usually the largest timestamp of the heads. Migration changes carry the
-/// fixed timestamp 0 ([`crate::migrate`]) and are not later than what they
-/// build on, so a head with a timestamp of 0 or less is looked through to its
-/// own dependencies: the hybrid logical clock stays monotonic along every
-/// causal chain.
-fn heads_max_ts(doc: &Automerge) -> Option<i64> {
-    let mut max = None;
-    let mut stack = doc.get_heads();
-    let mut seen = HashSet::new();
-    while let Some(h) = stack.pop() {
-        if !seen.insert(h) {
-            continue;
-        }
-        let Some(meta) = doc.get_change_meta_by_hash(&h) else {
-            continue;
-        };
-        max = max.max(Some(meta.timestamp));
-        if meta.timestamp <= 0 {
-            stack.extend(meta.deps.iter().copied());
+impl DocState {
+    fn new(doc: Automerge, record: DocRecord) -> Self {
+        Self {
+            doc,
+            record,
+            clock: EffectiveClock::new(),
         }
     }
-    max
+
+    /// The last-writer-wins view of the document.
+    fn view(&self) -> LwwView<'_> {
+        LwwView::new(&self.doc, &self.clock)
+    }
 }
 
 impl Replica {
@@ -490,12 +484,7 @@ impl Replica {
             // Automerge; the persisted copy stays in `pending`.
             let _ = doc.apply_changes(changes);
         }
-        let max_ts = heads_max_ts(&doc);
-        Ok(DocState {
-            doc,
-            record,
-            max_ts,
-        })
+        Ok(DocState::new(doc, record))
     }
 
     fn get_loaded<'s>(&self, st: &'s mut State, id: &DocId) -> Result<&'s mut DocState> {
@@ -520,10 +509,7 @@ impl Replica {
 
     fn visible<'s>(&self, st: &'s mut State, id: &DocId) -> Result<&'s mut DocState> {
         let ds = self.get_loaded(st, id)?;
-        if entity::meta_obj(&ds.doc).is_none() {
-            // Only early arrivals so far: the entity does not exist yet here.
-            return Err(EntityError::NotFound { id: *id }.into());
-        }
+        not_an_entity(ds, id)?;
         if ds.record.deleted {
             return Err(EntityError::Deleted { id: *id }.into());
         }
@@ -545,13 +531,14 @@ impl Replica {
         &self,
         st: &mut State,
         id: &DocId,
-        prepare: impl FnOnce(&Automerge) -> Result<P>,
+        prepare: impl FnOnce(LwwView<'_>) -> Result<P>,
         write: impl FnOnce(&mut Transaction<'_>, P) -> Result<R>,
     ) -> Result<(R, Option<ChangeHash>)> {
         let now = self.inner.clock.now_ms();
         let ds = self.get_loaded(st, id)?;
-        let prepared = prepare(&ds.doc)?;
-        let ts = hlc_timestamp(now, ds.max_ts);
+        let prepared = prepare(ds.view())?;
+        let heads = ds.doc.get_heads();
+        let ts = hlc_timestamp(now, ds.clock.max_effective(&ds.doc, &heads));
         let mut tx = ds.doc.transaction();
         let out = match write(&mut tx, prepared) {
             Ok(out) => out,
@@ -567,7 +554,7 @@ impl Replica {
         let result = self.persist_local(ds, id, &hash, now);
         match result {
             Ok(()) => {
-                ds.max_ts = Some(ts);
+                ds.clock.record_commit(hash, ts, &heads, ds.doc.get_heads());
                 self.maybe_compact(st, id)?;
                 self.emit(ReplicaEvent::DocChanged {
                     id: *id,
@@ -596,7 +583,7 @@ impl Replica {
             .map(|c| c.raw_bytes().to_vec())
             .ok_or(EntityError::NotFound { id: *id })?;
         let mut record = ds.record.clone();
-        record.deleted = entity::is_deleted(&ds.doc);
+        record.deleted = entity::is_deleted(ds.view());
         let seq = record.next_chunk;
         record.next_chunk += 1;
         record.incremental_len += bytes.len() as u64;
@@ -650,11 +637,7 @@ impl Replica {
         doc.set_actor(self.inner.actor.clone());
         st.cache.put(
             id,
-            DocState {
-                doc,
-                record: DocRecord::new(ws, collection.clone()),
-                max_ts: None,
-            },
+            DocState::new(doc, DocRecord::new(ws, collection.clone())),
         );
         let res = self.commit(
             &mut st,
@@ -675,7 +658,8 @@ impl Replica {
                 tx.put(&meta, entity::META_WORKSPACE, ws.to_string())
                     .map_err(am)?;
                 tx.put(&meta, entity::META_DELETED, false).map_err(am)?;
-                tx.put(&meta, entity::META_SCHEMA, 0u64).map_err(am)?;
+                // A plain integer: JavaScript reads an unsigned one as a BigInt.
+                tx.put(&meta, entity::META_SCHEMA, 0i64).map_err(am)?;
                 fill(tx)
             },
         );
@@ -751,7 +735,7 @@ impl Replica {
     pub fn get<T: Hydrate>(&self, id: &DocId) -> Result<T> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        autosurgeon::hydrate_prop(&LwwView(&ds.doc), &ROOT, entity::DATA).map_err(|source| {
+        autosurgeon::hydrate_prop(&ds.view(), &ROOT, entity::DATA).map_err(|source| {
             EntityError::Hydrate {
                 id: *id,
                 source: Box::new(source),
@@ -760,14 +744,19 @@ impl Replica {
         })
     }
 
-    /// Reads an entity as JSON (every field resolved by LWW).
+    /// Reads an entity as JSON (every field resolved by last-writer-wins).
+    ///
+    /// Text objects and scalar strings both read as strings; counters read as
+    /// plain numbers ([`EntityInfo::counters`] lists which fields are
+    /// counters; a merge patch setting one increments it by the difference).
     ///
     /// # Errors
-    /// [`EntityError::NotFound`], [`EntityError::Deleted`].
+    /// [`EntityError::NotFound`], [`EntityError::Deleted`],
+    /// [`EntityError::NotAnEntity`].
     pub fn get_json(&self, id: &DocId) -> Result<Json> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        Ok(entity::data_json(&ds.doc))
+        Ok(entity::data_json(ds.view()))
     }
 
     /// Edits a typed entity: `f` changes a hydrated copy, and only the fields
@@ -785,28 +774,29 @@ impl Replica {
         let mut st = self.lock();
         self.visible(&mut st, id)?;
         let id = *id;
-        let (_, hash) = self.commit(
-            &mut st,
-            &id,
-            |doc| {
-                let mut value: T = autosurgeon::hydrate_prop(&LwwView(doc), &ROOT, entity::DATA)
-                    .map_err(|source| EntityError::Hydrate {
-                        id,
-                        source: Box::new(source),
-                    })?;
-                f(&mut value);
-                Ok(value)
-            },
-            |tx, value| {
-                autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
-                    EntityError::Reconcile {
-                        id,
-                        source: Box::new(source),
-                    }
-                    .into()
-                })
-            },
-        )?;
+        let (_, hash) =
+            self.commit(
+                &mut st,
+                &id,
+                |view| {
+                    let mut value: T = autosurgeon::hydrate_prop(&view, &ROOT, entity::DATA)
+                        .map_err(|source| EntityError::Hydrate {
+                            id,
+                            source: Box::new(source),
+                        })?;
+                    f(&mut value);
+                    Ok(value)
+                },
+                |tx, value| {
+                    autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
+                        EntityError::Reconcile {
+                            id,
+                            source: Box::new(source),
+                        }
+                        .into()
+                    })
+                },
+            )?;
         Ok(hash)
     }
 
@@ -824,9 +814,9 @@ impl Replica {
         let (_, hash) = self.commit(
             &mut st,
             &id,
-            |doc| {
-                let data = entity::data_obj(doc).ok_or(EntityError::NotFound { id })?;
-                let resolved = entity::resolve_for_patch(doc, &data, patch);
+            |view| {
+                let data = entity::data_obj(view).ok_or(EntityError::NotFound { id })?;
+                let resolved = entity::resolve_for_patch(view, &id, &data, patch)?;
                 Ok((data, resolved))
             },
             |tx, (data, resolved)| {
@@ -863,7 +853,7 @@ impl Replica {
         self.commit(
             &mut st,
             &id,
-            |doc| entity::data_obj(doc).ok_or_else(|| EntityError::NotFound { id }.into()),
+            |view| entity::data_obj(view).ok_or_else(|| EntityError::NotFound { id }.into()),
             |tx, data| {
                 f(tx, &data).map_err(|source| {
                     EntityError::Automerge {
@@ -888,7 +878,7 @@ impl Replica {
         let (_, hash) = self.commit(
             &mut st,
             &id,
-            |doc| entity::meta_obj(doc).ok_or_else(|| EntityError::NotFound { id }.into()),
+            |view| entity::meta_obj(view).ok_or_else(|| EntityError::NotFound { id }.into()),
             |tx, meta| {
                 tx.put(&meta, entity::META_DELETED, true).map_err(|source| {
                     EntityError::Automerge {
@@ -945,7 +935,8 @@ impl Replica {
             collection: ds.record.collection.clone(),
             deleted: ds.record.deleted,
             heads: ds.doc.get_heads().iter().map(|h| h.to_string()).collect(),
-            schema: entity::schema_version(&ds.doc),
+            schema: entity::schema_version(ds.view()),
+            counters: entity::counter_paths(ds.view()),
         })
     }
 
@@ -983,7 +974,9 @@ impl Replica {
     /// # Errors
     /// [`EntityError::NotFound`]; storage errors.
     pub fn conflicts(&self, id: &DocId) -> Result<Vec<Conflict>> {
-        self.with_doc(id, doc_conflicts)
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(doc_conflicts(ds.view()))
     }
 
     /// Resolves the conflict at `path` (a JSON pointer into the entity, as in
@@ -1095,8 +1088,9 @@ impl Replica {
         let (_, hash) = self.commit(
             &mut st,
             &id,
-            |doc| {
-                let (obj, prop) = locate(doc, &id, &pointer)?;
+            |view| {
+                let doc = view.doc();
+                let (obj, prop) = locate(view, &id, &pointer)?;
                 let all = doc.get_all(&obj, prop.clone()).map_err(am)?;
                 match all.len() {
                     0 => {
@@ -1115,18 +1109,16 @@ impl Replica {
                     }
                     _ => {}
                 }
-                let win = conflict::winner(doc, &obj, prop.clone())
-                    .map_err(am)?
-                    .map(|(_, w)| w);
+                let win = view.winner(&obj, prop.clone()).map_err(am)?.map(|(_, w)| w);
                 let mut cands = Vec::with_capacity(all.len());
                 for (v, opid) in &all {
-                    let stamp = conflict::stamp_of(doc, opid).map(|(s, _)| s);
+                    let stamp = view.stamp_of(opid).map(|(s, _)| s);
                     let local = match &stamp {
                         Some(s) => self.is_local_actor(&s.actor)?,
                         None => false,
                     };
                     cands.push(ResolveCandidate {
-                        written: entity::written_of(doc, v, opid),
+                        written: entity::written_of(view, v, opid),
                         winner: win.as_ref() == Some(opid),
                         side: if local { Side::Local } else { Side::Remote },
                         stamp,
@@ -1209,9 +1201,7 @@ impl Replica {
     fn migrate_doc(&self, id: &DocId) -> Result<(u64, bool)> {
         let mut st = self.lock();
         let ds = self.get_loaded(&mut st, id)?;
-        if entity::meta_obj(&ds.doc).is_none() {
-            return Err(EntityError::NotFound { id: *id }.into());
-        }
+        not_an_entity(ds, id)?;
         let collection = ds.record.collection.clone();
         let mut changed = false;
         let outcome = self.apply_migrations(&mut st, id, &collection, &mut changed);
@@ -1228,7 +1218,7 @@ impl Replica {
             outcome?;
         }
         let ds = self.get_loaded(&mut st, id)?;
-        Ok((entity::schema_version(&ds.doc), changed))
+        Ok((entity::schema_version(ds.view()), changed))
     }
 
     /// Commits each missing migration of `collection` to `id`, in version
@@ -1244,12 +1234,12 @@ impl Replica {
             let ds = self.get_loaded(st, id)?;
             // Only migrations write `_meta.schema` after creation, each on
             // top of the previous one: a version >= v means v is there.
-            if entity::schema_version(&ds.doc) >= m.version()
+            if entity::schema_version(ds.view()) >= m.version()
                 || migrate::migration_change(&ds.doc, collection, m.version()).is_some()
             {
                 continue;
             }
-            let change = migrate::build_change(&ds.doc, id, m)?;
+            let change = migrate::build_change(&ds.doc, &ds.clock, id, m)?;
             let hash = change.hash();
             if ds.doc.get_change_by_hash(&hash).is_some() {
                 continue;
@@ -1270,7 +1260,6 @@ impl Replica {
                 st.cache.pop(id);
                 return Err(e);
             }
-            ds.max_ts = heads_max_ts(&ds.doc);
             *changed = true;
         }
         Ok(())
@@ -1412,7 +1401,7 @@ impl Replica {
         snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
     ) -> Result<ApplyReport> {
         let mut changes = Vec::new();
-        let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize)> = Vec::new();
+        let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize, bool)> = Vec::new();
         let mut fresh_ids = HashSet::new();
         let st = self.lock();
         for (ws, coll, id, bytes) in snapshots {
@@ -1425,12 +1414,15 @@ impl Replica {
                 && self.inner.store.get_doc(&id)?.is_none();
             if is_new {
                 let mut record = DocRecord::new(ws, coll);
-                record.deleted = entity::is_deleted(&doc);
+                let view_clock = EffectiveClock::new();
+                let view = LwwView::new(&doc, &view_clock);
+                record.deleted = entity::is_deleted(view);
+                let entity = entity::meta_obj(view).is_some();
                 record.next_chunk = 1;
                 record.snapshot_len = bytes.len() as u64;
                 let n = doc.stats().num_changes as usize;
                 fresh_ids.insert(id);
-                fresh.push((id, record, bytes, n));
+                fresh.push((id, record, bytes, n, entity));
                 continue;
             }
             for mut c in doc.get_changes(&[]) {
@@ -1446,7 +1438,7 @@ impl Replica {
         }
         if !fresh.is_empty() {
             self.inner.store.transact("load snapshots", |tx| {
-                for (id, record, bytes, _) in &fresh {
+                for (id, record, bytes, _, entity) in &fresh {
                     tx.put_chunk(
                         id,
                         0,
@@ -1456,7 +1448,9 @@ impl Replica {
                         },
                     )?;
                     tx.put_doc(id, record)?;
-                    tx.index_collection(&record.collection, id)?;
+                    if *entity {
+                        tx.index_collection(&record.collection, id)?;
+                    }
                 }
                 Ok(())
             })?;
@@ -1467,7 +1461,7 @@ impl Replica {
         } else {
             self.apply_inner(changes, None)?
         };
-        for (id, _, _, n) in fresh {
+        for (id, _, _, n, _) in fresh {
             report.applied += n;
             report.changed.push(id);
             self.emit(ReplicaEvent::DocChanged {
@@ -1535,14 +1529,8 @@ impl Replica {
             if is_new {
                 let mut doc = Automerge::new();
                 doc.set_actor(self.inner.actor.clone());
-                st.cache.put(
-                    id,
-                    DocState {
-                        doc,
-                        record: DocRecord::new(ws, coll),
-                        max_ts: None,
-                    },
-                );
+                st.cache
+                    .put(id, DocState::new(doc, DocRecord::new(ws, coll)));
             }
             let ds = match self.get_loaded(&mut st, &id) {
                 Ok(ds) => ds,
@@ -1554,15 +1542,20 @@ impl Replica {
                 }
             };
             if watch_conflicts {
-                conflicts_before.insert(id, doc_conflicts(&ds.doc));
+                conflicts_before.insert(id, doc_conflicts(ds.view()));
             }
+            let had_meta = !is_new && entity::meta_obj(ds.view()).is_some();
             let plan = self.apply_group(ds, &id, batch, &mut report)?;
-            plans.push((id, is_new, plan));
+            // A document is listed in its collection once it is an entity
+            // (has `_meta`): early arrivals alone, or a document another
+            // client wrote without `_meta`, are not.
+            let index = !had_meta && entity::meta_obj(ds.view()).is_some();
+            plans.push((id, index, plan));
         }
 
         // 2. persist everything (and the cursor) in one transaction
         let persisted = self.inner.store.transact("apply remote", |tx| {
-            for (id, is_new, plan) in &plans {
+            for (id, index, plan) in &plans {
                 if let Some((seq, bytes)) = &plan.chunk {
                     tx.put_chunk(
                         id,
@@ -1574,7 +1567,7 @@ impl Replica {
                     )?;
                 }
                 tx.put_doc(id, &plan.record)?;
-                if *is_new {
+                if *index {
                     tx.index_collection(&plan.record.collection, id)?;
                 }
                 for h in &plan.unpend {
@@ -1605,7 +1598,6 @@ impl Replica {
         for (id, _, plan) in plans {
             if let Some(ds) = st.cache.get_mut(&id) {
                 ds.record = plan.record;
-                ds.max_ts = heads_max_ts(&ds.doc);
             }
             if plan.changed {
                 changed.push(id);
@@ -1676,11 +1668,7 @@ impl Replica {
             let mut fresh = self.load(id).or_else(|_| {
                 let mut doc = Automerge::new();
                 doc.set_actor(self.inner.actor.clone());
-                Ok::<_, Error>(DocState {
-                    doc,
-                    record: ds.record.clone(),
-                    max_ts: None,
-                })
+                Ok::<_, Error>(DocState::new(doc, ds.record.clone()))
             })?;
             let mut remaining = all.clone();
             loop {
@@ -1761,7 +1749,7 @@ impl Replica {
             plan.record.changes_since_upload += applied;
             plan.chunk = Some((seq, chunk));
         }
-        plan.record.deleted = entity::is_deleted(&ds.doc);
+        plan.record.deleted = entity::is_deleted(ds.view());
         Ok(plan)
     }
 
@@ -1903,6 +1891,19 @@ impl Replica {
     }
 }
 
+/// Refuses a loaded document that is not an entity (yet): `NotFound` while
+/// only early arrivals are there, `NotAnEntity` when its changes created no
+/// `_meta` map.
+fn not_an_entity(ds: &DocState, id: &DocId) -> Result<()> {
+    if entity::meta_obj(ds.view()).is_some() {
+        return Ok(());
+    }
+    if ds.doc.get_heads().is_empty() {
+        return Err(EntityError::NotFound { id: *id }.into());
+    }
+    Err(EntityError::NotAnEntity { id: *id }.into())
+}
+
 /// What one document group of a remote batch writes.
 struct ApplyPlan {
     record: DocRecord,
@@ -1922,14 +1923,15 @@ struct ResolveCandidate {
     side: Side,
     /// The stamp of the change that wrote it.
     stamp: Option<WriteStamp>,
-    /// The op that wrote it (the tie-breaker, as in [`conflict::winner`]).
+    /// The op that wrote it (the tie-breaker, as in [`LwwView::winner`]).
     opid: ObjId,
 }
 
 /// The object and property a pointer names inside the `data` map; each
 /// intermediate step follows the last-writer-wins winner (as
 /// [`Replica::conflicts`] does).
-fn locate(doc: &Automerge, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, Prop)> {
+fn locate(view: LwwView<'_>, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, Prop)> {
+    let doc = view.doc();
     let no_path = || -> Error {
         EntityError::NoSuchPath {
             id: *id,
@@ -1937,11 +1939,11 @@ fn locate(doc: &Automerge, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, 
         }
         .into()
     };
-    let mut obj = entity::data_obj(doc).ok_or_else(no_path)?;
+    let mut obj = entity::data_obj(view).ok_or_else(no_path)?;
     let (last, parents) = pointer.tokens().split_last().ok_or_else(no_path)?;
     for token in parents {
         let prop = prop_in(doc, &obj, token).ok_or_else(no_path)?;
-        match conflict::winner(doc, &obj, prop) {
+        match view.winner(&obj, prop) {
             Ok(Some((
                 automerge::Value::Object(ObjType::Map | ObjType::Table | ObjType::List),
                 child,
@@ -1967,14 +1969,15 @@ fn prop_in(doc: &Automerge, obj: &ObjId, token: &str) -> Option<Prop> {
 }
 
 /// Every conflicted field of a document's `data` map.
-fn doc_conflicts(doc: &Automerge) -> Vec<Conflict> {
-    match entity::data_obj(doc) {
-        Some(data) => collect_conflicts(doc, &data, ""),
+fn doc_conflicts(view: LwwView<'_>) -> Vec<Conflict> {
+    match entity::data_obj(view) {
+        Some(data) => collect_conflicts(view, &data, ""),
         None => Vec::new(),
     }
 }
 
-fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> {
+fn collect_conflicts(view: LwwView<'_>, obj: &ObjId, path: &str) -> Vec<Conflict> {
+    let doc = view.doc();
     let mut out = Vec::new();
     let props: Vec<automerge::Prop> = match doc.object_type(obj) {
         Ok(ObjType::Map | ObjType::Table) => doc.keys(obj).map(automerge::Prop::Map).collect(),
@@ -1989,26 +1992,28 @@ fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> 
         let here = format!("{path}/{seg}");
         let all = doc.get_all(obj, prop.clone()).unwrap_or_default();
         if all.len() > 1 {
-            let mut cands: Vec<(conflict::WriteStamp, Candidate)> = all
+            let mut cands: Vec<(WriteStamp, Candidate)> = all
                 .iter()
                 .filter_map(|(v, id)| {
-                    let (stamp, hash) = conflict::stamp_of(doc, id)?;
+                    let (stamp, hash) = view.stamp_of(id)?;
+                    let time = doc.get_change_meta_by_hash(&hash)?.timestamp;
                     Some((
                         stamp.clone(),
                         Candidate {
-                            value: entity::value_to_json(doc, v, id),
+                            value: entity::value_to_json(view, v, id),
                             actor: stamp.actor.to_hex_string(),
                             timestamp: stamp.timestamp,
+                            time,
                             change: hash.to_string(),
                         },
                     ))
                 })
                 .collect();
             cands.sort_by(|a, b| a.0.cmp(&b.0));
-            let winner = conflict::winner(doc, obj, prop.clone()).ok().flatten();
+            let winner = view.winner(obj, prop.clone()).ok().flatten();
             let winner_idx = winner
                 .and_then(|(_, wid)| {
-                    let (ws, _) = conflict::stamp_of(doc, &wid)?;
+                    let (ws, _) = view.stamp_of(&wid)?;
                     cands.iter().position(|(s, _)| *s == ws)
                 })
                 .unwrap_or(cands.len().saturating_sub(1));
@@ -2018,8 +2023,8 @@ fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> 
                 winner: winner_idx,
             });
         }
-        if let Ok(Some((automerge::Value::Object(_), child))) = conflict::winner(doc, obj, prop) {
-            out.extend(collect_conflicts(doc, &child, &here));
+        if let Ok(Some((automerge::Value::Object(_), child))) = view.winner(obj, prop) {
+            out.extend(collect_conflicts(view, &child, &here));
         }
     }
     out

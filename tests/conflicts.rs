@@ -346,10 +346,12 @@ fn resolving_to_an_existing_value_is_still_a_new_write() {
         let hash = a.resolve(&id, "/title", &json!(value)).unwrap();
         let writer = |r: &Replica| {
             r.with_doc(&id, |d| {
-                let data = ent::data_obj(d).unwrap();
+                let clock = conflict::EffectiveClock::new();
+                let view = conflict::LwwView::new(d, &clock);
+                let data = ent::data_obj(view).unwrap();
                 let all = d.get_all(&data, "title").unwrap();
                 assert_eq!(all.len(), 1);
-                conflict::stamp_of(d, &all[0].1).unwrap()
+                view.stamp_of(&all[0].1).unwrap()
             })
             .unwrap()
         };
@@ -516,7 +518,10 @@ fn edit_concurrent_with_delete_stays_deleted_and_keeps_the_edit() {
         assert!(r.list(&tasks()).unwrap().is_empty());
         // the edit is in the document, hidden behind the tombstone
         let title = r
-            .with_doc(&id, |d| ent::data_json(d)["title"].clone())
+            .with_doc(&id, |d| {
+                let clock = conflict::EffectiveClock::new();
+                ent::data_json(conflict::LwwView::new(d, &clock))["title"].clone()
+            })
             .unwrap();
         assert_eq!(title, "edited");
         assert!(r.conflicts(&id).unwrap().is_empty(), "different fields");

@@ -390,6 +390,7 @@ pub(super) fn info(
             write_line(out, format_args!("collection: {}", info.collection))?;
             write_line(out, format_args!("deleted:    {}", info.deleted))?;
             write_line(out, format_args!("schema:     {}", info.schema))?;
+            write_line(out, format_args!("counters:   {}", info.counters.join(" ")))?;
             write_line(out, format_args!("heads:      {}", info.heads.join(" ")))
         }
     }
