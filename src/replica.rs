@@ -203,8 +203,12 @@ pub struct HistoryEntry {
     pub actor: String,
     /// The actor's sequence number.
     pub seq: u64,
-    /// The HLC timestamp (ms).
+    /// The time the writer stamped on it (ms for supamerge's changes; other
+    /// writers may stamp seconds or 0, see [`crate::conflict`]).
     pub timestamp: i64,
+    /// Its effective timestamp (ms): what last-writer-wins compares. Equal
+    /// to `timestamp` for supamerge's own changes.
+    pub effective: i64,
     /// The number of operations.
     pub ops: u64,
     /// The hashes it depends on (hex).
@@ -953,20 +957,26 @@ impl Replica {
     /// # Errors
     /// [`EntityError::NotFound`]; storage errors.
     pub fn history(&self, id: &DocId) -> Result<Vec<HistoryEntry>> {
-        self.with_doc(id, |d| {
-            d.get_changes(&[])
-                .into_iter()
-                .map(|c| HistoryEntry {
-                    hash: c.hash().to_string(),
-                    actor: c.actor_id().to_hex_string(),
-                    seq: c.seq(),
-                    timestamp: c.timestamp(),
-                    ops: c.len() as u64,
-                    deps: c.deps().iter().map(|h| h.to_string()).collect(),
-                    message: c.message().map(str::to_owned),
-                })
-                .collect()
-        })
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(ds
+            .doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| HistoryEntry {
+                hash: c.hash().to_string(),
+                actor: c.actor_id().to_hex_string(),
+                seq: c.seq(),
+                timestamp: c.timestamp(),
+                effective: ds
+                    .clock
+                    .effective(&ds.doc, &c.hash())
+                    .unwrap_or(c.timestamp()),
+                ops: c.len() as u64,
+                deps: c.deps().iter().map(|h| h.to_string()).collect(),
+                message: c.message().map(str::to_owned),
+            })
+            .collect())
     }
 
     /// Every field of an entity holding concurrent values.

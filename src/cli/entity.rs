@@ -253,9 +253,14 @@ pub(super) fn history(
                 write_line(
                     out,
                     format_args!(
-                        "{short_hash}  actor {short_actor} seq {:<4} ts {} ops {}{}",
+                        "{short_hash}  actor {short_actor} seq {:<4} ts {}{} ops {}{}",
                         e.seq,
                         e.timestamp,
+                        if e.effective == e.timestamp {
+                            String::new()
+                        } else {
+                            format!(" (effective {})", e.effective)
+                        },
                         e.ops,
                         e.message
                             .as_deref()
