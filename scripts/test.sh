@@ -45,6 +45,14 @@ cargo clippy --all-targets -- -D warnings
 step "cargo doc"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps
 
+# The JavaScript dependencies, from the lockfiles (a few seconds): the
+# reference client's `node --test` suite (run by tests/js_client.rs against a
+# gateway process) and the supabase-js compatibility check (tests/supabase_js.rs).
+step "npm ci (clients/js, tests/js)"
+for dir in clients/js tests/js; do
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+done
+
 step "cargo test"
 cargo test --all-targets
 

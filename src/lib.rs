@@ -13,7 +13,7 @@
 //! |--------|----------------|
 //! | [`replica`] | the local replica: entities (typed, JSON, raw Automerge), the outbox, applying remote changes, events. Plain blocking I/O, no tokio. |
 //! | [`store`] | the sled trees under a replica: typed keys ([`store::keys`]), versioned records ([`store::codec`]), one atomic transaction per commit. |
-//! | [`entity`], [`conflict`], [`clock`], [`id`] | how an entity lives in its document, last-writer-wins by hybrid logical clock, the injectable clock, typed ids. |
+//! | [`entity`], [`conflict`], [`clock`], [`id`] | how an entity lives in its document, last-writer-wins by effective timestamp (a hybrid logical clock derived from the change graph), the injectable clock, typed ids. |
 //! | [`pointer`](mod@pointer) | JSON pointers naming a field: the paths of [`Replica::conflicts`] and [`Replica::resolve`]. |
 //! | [`migrate`] | deterministic schema migrations: every replica makes the identical change. |
 //! | [`sync`] | the wire types, one push/pull session as plain async functions, and the tokio [`SyncEngine`](sync::SyncEngine) deciding when to sync. |
