@@ -77,14 +77,18 @@ export class EffectiveClock {
         }
       }
     }
+    const unsorted = new Set()
     for (const m of metas) {
       if (!this.eff.has(m.hash)) compute(m.hash)
+      if (this.time.has(m.hash)) continue
       this.time.set(m.hash, m.time)
       let list = this.byActor.get(m.actor)
       if (list === undefined) { list = []; this.byActor.set(m.actor, list) }
+      // An actor's changes come in sequence order, so this is rarely needed.
+      if (list.length > 0 && list[list.length - 1].startOp > m.startOp) unsorted.add(list)
       list.push({ startOp: m.startOp, maxOp: m.maxOp, hash: m.hash })
     }
-    for (const list of this.byActor.values()) list.sort((a, b) => a.startOp - b.startOp)
+    for (const list of unsorted) list.sort((a, b) => a.startOp - b.startOp)
     this.heads = heads
   }
 
