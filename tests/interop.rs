@@ -530,6 +530,60 @@ async fn the_sql_decoder_of_first_changes_agrees_with_automerge() {
     assert!(cases.len() >= 15);
 }
 
+/// `supamerge_private.base64_problem` names the encoding a client used by
+/// mistake, and lets every standard base64 text through (also one that
+/// starts like the hex magic but is not hex).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_names_the_encoding_of_bytes_that_are_not_base64() {
+    use base64::Engine;
+    let db = support::pg::TestDb::new().await;
+    let client = db.superuser().await;
+    let change = with_meta("tasks");
+    let bytes = change.raw_bytes();
+    let std = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (std.clone(), None),
+        ("856f4a83Zg==".into(), None),
+        ("".into(), None),
+        (hex.clone(), Some("bytes are hex (they start with 856f4a83")),
+        (
+            hex.to_uppercase(),
+            Some("bytes are hex (they start with 856f4a83"),
+        ),
+        (
+            format!("\\x{hex}"),
+            Some("bytes are PostgreSQL bytea hex text"),
+        ),
+        (
+            "ab-_cd".into(),
+            Some("bytes use the URL-safe base64 alphabet"),
+        ),
+        (
+            "YWJjZA".to_owned(),
+            Some("bytes are base64 without padding"),
+        ),
+        (
+            "not base64!".into(),
+            Some("bytes are not valid standard base64"),
+        ),
+    ];
+    for (text, expected) in cases {
+        let row = client
+            .query_one("select supamerge_private.base64_problem($1)", &[&text])
+            .await
+            .expect("query");
+        let got: Option<String> = row.get(0);
+        match expected {
+            None => assert_eq!(got, None, "{text:?}"),
+            Some(start) => assert!(
+                got.as_deref().is_some_and(|g| g.starts_with(start)),
+                "{text:?}: {got:?}"
+            ),
+        }
+    }
+}
+
 /// A document written without `_meta` (here handed to `apply_remote`; the
 /// servers refuse it) is not an entity: not listed, and get, edit, delete,
 /// resolve and migrate agree. Early arrivals alone are "not found" until the

@@ -200,7 +200,8 @@ $$;
 create or replace function supamerge_private.base64_problem(p_text text) returns text
 language sql immutable strict set search_path = '' as $$
   select case
-    when supamerge_private.is_base64(p_text) and lower(left(p_text, 8)) <> '856f4a83' then null
+    when supamerge_private.is_base64(p_text)
+         and not (p_text ~ '^[0-9a-fA-F]+$' and lower(left(p_text, 8)) = '856f4a83') then null
     when p_text ~ '^\\x[0-9a-fA-F]*$' then
       'bytes are PostgreSQL bytea hex text (\x...), not base64: send the change bytes as standard base64'
     when p_text ~ '^[0-9a-fA-F]+$' and lower(left(p_text, 8)) = '856f4a83' then
