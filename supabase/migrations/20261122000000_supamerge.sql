@@ -668,7 +668,7 @@ begin
     select k into v_extra from jsonb_object_keys(v_item) k
      where k not in ('doc_id', 'collection', 'hash', 'bytes') limit 1;
     if v_extra is not null then
-      raise exception 'change % has the unknown field %: a change has exactly doc_id, collection, hash and bytes',
+      raise exception 'change % has the unknown field "%": a change has exactly doc_id, collection, hash and bytes',
         v_idx, left(v_extra, 40) using errcode = '22023';
     end if;
     if (v_item ->> 'doc_id') !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' then

@@ -298,7 +298,7 @@ test('every push mistake of docs/interop.md gets its documented answer', async (
   const extra = await rawPush(supabase, ws, [{ ...item(uuidv7(), 'tasks', good), seq: 1 }])
   assert.equal(extra.status, 400)
   assert.equal(extra.error.code, '22023')
-  assert.match(extra.error.message, /change 0 has the unknown field seq/)
+  assert.match(extra.error.message, /change 0 has the unknown field "seq"/)
   const wrongNames = await supabase.rpc('supamerge_pull', { workspace: ws, cursor: '', limit: 10 })
   assert.equal(wrongNames.status, 404)
   assert.equal(wrongNames.error.code, 'PGRST202')
