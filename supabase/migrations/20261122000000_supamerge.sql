@@ -349,9 +349,21 @@ declare
   v_vlen     int;
   v_act      bigint;
 begin
+  -- Most changes have dependencies: tell them apart without entering the
+  -- exception block below (a subtransaction). Skip the chunk's length
+  -- prefix (the framing was verified); the next byte starts the dependency
+  -- count, which is not 0 when its low 7 bits are not.
+  while v_pos < octet_length(p_bytes) and get_byte(p_bytes, v_pos) >= 128 loop
+    v_pos := v_pos + 1;
+  end loop;
+  v_pos := v_pos + 1;
+  if v_pos >= octet_length(p_bytes) then
+    return 'err:' || c_undecodable;
+  end if;
+  if get_byte(p_bytes, v_pos) & 127 <> 0 then
+    return null;
+  end if;
   begin
-    -- Chunk length prefix (the framing was verified), then the dependencies.
-    select o_next into v_pos from supamerge_private.read_uleb(p_bytes, 9);
     select o_value, o_next into v_n, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
     if v_n <> 0 then
       return null;
