@@ -513,7 +513,7 @@ impl Replica {
 
     fn visible<'s>(&self, st: &'s mut State, id: &DocId) -> Result<&'s mut DocState> {
         let ds = self.get_loaded(st, id)?;
-        not_an_entity(ds, id)?;
+        require_entity(ds, id)?;
         if ds.record.deleted {
             return Err(EntityError::Deleted { id: *id }.into());
         }
@@ -1211,7 +1211,7 @@ impl Replica {
     fn migrate_doc(&self, id: &DocId) -> Result<(u64, bool)> {
         let mut st = self.lock();
         let ds = self.get_loaded(&mut st, id)?;
-        not_an_entity(ds, id)?;
+        require_entity(ds, id)?;
         let collection = ds.record.collection.clone();
         let mut changed = false;
         let outcome = self.apply_migrations(&mut st, id, &collection, &mut changed);
@@ -1904,7 +1904,7 @@ impl Replica {
 /// Refuses a loaded document that is not an entity (yet): `NotFound` while
 /// only early arrivals are there, `NotAnEntity` when its changes created no
 /// `_meta` map.
-fn not_an_entity(ds: &DocState, id: &DocId) -> Result<()> {
+fn require_entity(ds: &DocState, id: &DocId) -> Result<()> {
     if entity::meta_obj(ds.view()).is_some() {
         return Ok(());
     }
