@@ -57,6 +57,14 @@ step "cargo doc (features $FEATURES, and the library alone)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --features "$FEATURES"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --no-default-features
 
+# The JavaScript dependencies, from the lockfiles (a few seconds): the
+# reference client's `node --test` suite (run by tests/js_client.rs against a
+# gateway process) and the supabase-js compatibility check (tests/supabase_js.rs).
+step "npm ci (clients/js, tests/js)"
+for dir in clients/js tests/js; do
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+done
+
 step "cargo test"
 cargo test --features "$FEATURES" --all-targets
 

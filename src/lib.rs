@@ -17,7 +17,7 @@
 //! | layer | modules | responsibility |
 //! |-------|---------|----------------|
 //! | foundation | `id`, `clock`, `hash`, `pointer` | typed ids, the injectable clock and the hybrid logical clock, the one change-hash type and its serde forms, JSON pointers. |
-//! | model | `conflict`, `entity`, `migrate` | last-writer-wins by hybrid logical clock, how an entity lives in its Automerge document, deterministic schema migrations. |
+//! | model | `conflict`, `entity`, `migrate` | last-writer-wins by effective timestamp (a hybrid logical clock derived from the change graph), how an entity lives in its Automerge document, deterministic schema migrations. |
 //! | protocol | `protocol` | the wire types every backend speaks and change-chunk verification, below both replicas and remotes. |
 //! | storage | `store` | the sled trees under a replica: typed keys, versioned records, one atomic transaction per commit. |
 //! | remotes | `remote` | the [`Remote`] contract, the embedded [`LocalHub`], the Supabase client (feature `supabase`). |
@@ -156,7 +156,7 @@ pub use conflict::{Candidate, Conflict, Side};
 pub use entity::EntityError;
 pub use error::{Error, Result};
 pub use id::{Collection, DocId, IdError, WorkspaceId, MAX_COLLECTION_LEN};
-pub use migrate::{migration_actor, Migration, MigrationError, MIGRATION_TIMESTAMP};
+pub use migrate::{migration_actor, migration_actor_v1, Migration, MigrationError};
 pub use pointer::{JsonPointer, PointerError};
 pub use protocol::{
     ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,

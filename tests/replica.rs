@@ -53,6 +53,9 @@ fn deliver(from: &Replica, to: &Replica) -> usize {
     n
 }
 
+/// A realistic wall clock (ms): change times below 10^11 are seconds.
+const T0: i64 = 1_790_000_000_000;
+
 #[test]
 fn typed_crud_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,8 +334,9 @@ fn cursor_is_persisted_with_the_batch() {
 #[test]
 fn hlc_orders_causally_later_writes_after_even_with_a_clock_behind() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let fast = ManualClock::new(10_000_000);
-    let slow = ManualClock::new(1_000); // far behind
+    // Realistic clocks: a time below 10^11 would be read as seconds.
+    let fast = ManualClock::new(T0 + 10_000_000);
+    let slow = ManualClock::new(T0); // far behind
     let a = open(d1.path(), 1, &fast);
     let b = open(d2.path(), 2, &slow);
     let id = a.create_json(ws(), &tasks(), &json!({"v": "a"})).unwrap();
@@ -340,14 +344,14 @@ fn hlc_orders_causally_later_writes_after_even_with_a_clock_behind() {
     b.patch_json(&id, &json!({"v": "b"})).unwrap();
     let hist = b.history(&id).unwrap();
     assert!(hist[1].timestamp > hist[0].timestamp, "{hist:?}");
-    assert_eq!(hist[1].timestamp, 10_000_001);
+    assert_eq!(hist[1].timestamp, T0 + 10_000_001);
 }
 
 #[test]
 fn concurrent_scalar_writes_resolve_by_hlc_then_actor() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ca = ManualClock::new(1_000);
-    let cb = ManualClock::new(1_000);
+    let ca = ManualClock::new(T0);
+    let cb = ManualClock::new(T0);
     let a = open(d1.path(), 1, &ca);
     let b = open(d2.path(), 2, &cb);
     let id = a
@@ -362,8 +366,8 @@ fn concurrent_scalar_writes_resolve_by_hlc_then_actor() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    ca.set(5_000);
-    cb.set(9_000); // b writes later by the clock
+    ca.set(T0 + 5_000);
+    cb.set(T0 + 9_000); // b writes later by the clock
     a.patch_json(&id, &json!({"v": "from a"})).unwrap();
     b.patch_json(&id, &json!({"v": "from b"})).unwrap();
     deliver(&a, &b);

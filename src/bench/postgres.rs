@@ -144,7 +144,10 @@ fn local_read(
             })?;
         let mut doc = Automerge::new();
         doc.apply_changes(changes).map_err(am(W))?;
-        let v = crate::entity::data_json(&doc);
+        let v = crate::entity::data_json(crate::conflict::LwwView::new(
+            &doc,
+            &crate::conflict::EffectiveClock::new(),
+        ));
         fetched.push(t.elapsed());
         if v != expected {
             return Err(BenchError::Mismatch {

@@ -265,9 +265,14 @@ pub(super) fn history(
                 write_line(
                     out,
                     format_args!(
-                        "{short_hash}  actor {short_actor} seq {:<4} ts {} ops {}{}",
+                        "{short_hash}  actor {short_actor} seq {:<4} ts {}{} ops {}{}",
                         e.seq,
                         e.timestamp,
+                        if e.effective == e.timestamp {
+                            String::new()
+                        } else {
+                            format!(" (effective {})", e.effective)
+                        },
                         e.ops,
                         e.message
                             .as_deref()
@@ -402,6 +407,7 @@ pub(super) fn info(
             write_line(out, format_args!("collection: {}", info.collection))?;
             write_line(out, format_args!("deleted:    {}", info.deleted))?;
             write_line(out, format_args!("schema:     {}", info.schema))?;
+            write_line(out, format_args!("counters:   {}", info.counters.join(" ")))?;
             let heads: Vec<String> = info.heads.iter().map(ToString::to_string).collect();
             write_line(out, format_args!("heads:      {}", heads.join(" ")))
         }

@@ -204,7 +204,9 @@ impl CliError {
             CliError::Gateway(crate::gateway::GatewayError::Config { .. }) => EXIT_USAGE,
             CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
             CliError::Supamerge(Error::Entity(
-                EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
+                EntityError::NotAnObject { .. }
+                | EntityError::InvalidPath { .. }
+                | EntityError::CounterPatch { .. },
             )) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
@@ -234,6 +236,8 @@ impl CliError {
                     Error::Entity(EntityError::NotConflicted { .. }) => "not_conflicted",
                     Error::Entity(EntityError::NoCandidate { .. }) => "no_candidate",
                     Error::Entity(EntityError::NotFound { .. }) => "not_found",
+                    Error::Entity(EntityError::NotAnEntity { .. }) => "not_an_entity",
+                    Error::Entity(EntityError::CounterPatch { .. }) => "counter_patch",
                     Error::Entity(EntityError::Deleted { .. }) => "deleted",
                     Error::Entity(EntityError::CorruptDocument { .. })
                     | Error::Store(

@@ -6,7 +6,11 @@
 //! change log with a gap-free sequence: pushes are serialised by a lock and
 //! each batch is committed in one sled transaction while the lock is held, so
 //! a reader never sees seq n+1 before seq n. Deduplication is by
-//! (workspace, document, hash); the hash is recomputed from the bytes.
+//! (workspace, document, hash); the hash is recomputed from the bytes. A
+//! document's changes are filed under one collection: its first change must
+//! name it in `_meta.collection`, and a change pushed to another collection
+//! than the one the hub holds the document under is rejected
+//! ([`crate::entity::collection_problem`], the same rule as the SQL backend).
 //!
 //! A push is flushed to disk before it is answered (the client deletes its
 //! outbox entries on the answer).
@@ -178,6 +182,40 @@ impl LocalHub {
             .collect()
     }
 
+    /// The collection the hub holds a document under: that of any of its
+    /// stored changes (they all agree), `None` when it stores none.
+    fn stored_collection(
+        &self,
+        ws: &WorkspaceId,
+        doc: &DocId,
+    ) -> Result<Option<Collection>, RemoteError> {
+        let mut prefix = Vec::with_capacity(32);
+        prefix.extend_from_slice(&ws.to_bytes());
+        prefix.extend_from_slice(&doc.to_bytes());
+        let Some(entry) = self.inner.dedup.scan_prefix(&prefix).next() else {
+            return Ok(None);
+        };
+        let (k, seq) = entry.map_err(sled_err("read dedup"))?;
+        let seq = <[u8; 8]>::try_from(seq.as_ref()).map_err(|_| {
+            RemoteError::Storage(StoreError::Corrupt {
+                tree: "hub dedup",
+                key: codec::hex(&k),
+                reason: format!("a sequence number of {} bytes", seq.len()),
+            })
+        })?;
+        let key = change_key(ws, u64::from_be_bytes(seq));
+        let Some(v) = self
+            .inner
+            .changes
+            .get(key)
+            .map_err(sled_err("read change"))?
+        else {
+            return Ok(None);
+        };
+        let c: HubChange = codec::decode("hub changes", &key, &v)?;
+        Ok(Some(c.collection))
+    }
+
     fn push_sync(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
         if req.changes.len() > MAX_PUSH_COUNT
             || req.changes.iter().map(|c| c.bytes.len()).sum::<usize>() > MAX_PUSH_BYTES
@@ -207,11 +245,31 @@ impl LocalHub {
         let mut results = Vec::with_capacity(req.changes.len());
         let mut writes: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut batch_seen = std::collections::HashSet::new();
+        // The collection each document of the batch is held under.
+        let mut held: std::collections::HashMap<DocId, Option<Collection>> =
+            std::collections::HashMap::new();
         for env in &req.changes {
             if let Err(e) = chunk::verify(&env.bytes, &env.hash) {
                 results.push(PushOutcome::Rejected {
                     reason: e.to_string(),
                 });
+                continue;
+            }
+            let stored = match held.get(&env.doc_id) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.stored_collection(&ws, &env.doc_id)?;
+                    held.insert(env.doc_id, c.clone());
+                    c
+                }
+            };
+            if let Some(reason) = crate::entity::collection_problem(
+                &env.doc_id,
+                env.collection.as_str(),
+                &env.bytes,
+                stored.as_ref().map(Collection::as_str),
+            ) {
+                results.push(PushOutcome::Rejected { reason });
                 continue;
             }
             let dk = dedup_key(&ws, &env.doc_id, &env.hash);
@@ -236,6 +294,7 @@ impl LocalHub {
                 },
             )?;
             writes.push((last, dk, value));
+            held.insert(env.doc_id, Some(env.collection.clone()));
             results.push(PushOutcome::Stored {
                 seq: i64::try_from(last).unwrap_or(i64::MAX),
             });

@@ -7,7 +7,6 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::Replica;
-use crate::conflict::LwwView;
 use crate::entity::{self, EntityError};
 use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
@@ -29,6 +28,10 @@ pub struct EntityInfo {
     pub heads: Vec<ChangeHash>,
     /// Its schema version.
     pub schema: u64,
+    /// The JSON pointers of the fields that hold counters (they read as
+    /// plain numbers; a merge patch setting one increments it by the
+    /// difference).
+    pub counters: Vec<String>,
 }
 
 /// One change in an entity's history.
@@ -41,8 +44,12 @@ pub struct HistoryEntry {
     pub actor: String,
     /// The actor's sequence number.
     pub seq: u64,
-    /// The HLC timestamp (ms).
+    /// The time the writer stamped on it (ms for supamerge's changes; other
+    /// writers may stamp seconds or 0, see `docs/conflicts.md`).
     pub timestamp: i64,
+    /// Its effective timestamp (ms): what last-writer-wins compares. Equal
+    /// to `timestamp` for supamerge's own changes.
+    pub effective: i64,
     /// The number of operations.
     pub ops: u64,
     /// The hashes it depends on (hex in JSON).
@@ -57,11 +64,12 @@ impl Replica {
     ///
     /// # Errors
     /// [`EntityError::NotFound`], [`EntityError::Deleted`],
-    /// [`EntityError::Hydrate`] when the stored value does not fit `T`.
+    /// [`EntityError::NotAnEntity`], [`EntityError::Hydrate`] when the stored
+    /// value does not fit `T`.
     pub fn get<T: Hydrate>(&self, id: &DocId) -> Result<T> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        autosurgeon::hydrate_prop(&LwwView(&ds.doc), &ROOT, entity::DATA).map_err(|source| {
+        autosurgeon::hydrate_prop(&ds.view(), &ROOT, entity::DATA).map_err(|source| {
             EntityError::Hydrate {
                 id: *id,
                 source: Box::new(source),
@@ -70,17 +78,23 @@ impl Replica {
         })
     }
 
-    /// Reads an entity as JSON (every field resolved by LWW).
+    /// Reads an entity as JSON (every field resolved by last-writer-wins).
+    ///
+    /// Text objects and scalar strings both read as strings; counters read as
+    /// plain numbers ([`EntityInfo::counters`] lists which fields are
+    /// counters; a merge patch setting one increments it by the difference).
     ///
     /// # Errors
-    /// [`EntityError::NotFound`], [`EntityError::Deleted`].
+    /// [`EntityError::NotFound`], [`EntityError::Deleted`],
+    /// [`EntityError::NotAnEntity`].
     pub fn get_json(&self, id: &DocId) -> Result<Json> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        Ok(entity::data_json(&ds.doc))
+        Ok(entity::data_json(ds.view()))
     }
 
-    /// Runs `f` on the current document (no LWW view: raw Automerge).
+    /// Runs `f` on the current document (no LWW view: raw Automerge; read it
+    /// as the replica does with [`raw::LwwView`](crate::raw::LwwView)).
     ///
     /// # Errors
     /// [`EntityError::NotFound`] or a storage error.
@@ -135,7 +149,8 @@ impl Replica {
             collection: ds.record.collection.clone(),
             deleted: ds.record.deleted,
             heads: ds.doc.get_heads(),
-            schema: entity::schema_version(&ds.doc),
+            schema: entity::schema_version(ds.view()),
+            counters: entity::counter_paths(ds.view()),
         })
     }
 
@@ -152,20 +167,26 @@ impl Replica {
     /// # Errors
     /// [`EntityError::NotFound`]; storage errors.
     pub fn history(&self, id: &DocId) -> Result<Vec<HistoryEntry>> {
-        self.with_doc(id, |d| {
-            d.get_changes(&[])
-                .into_iter()
-                .map(|c| HistoryEntry {
-                    hash: c.hash(),
-                    actor: c.actor_id().to_hex_string(),
-                    seq: c.seq(),
-                    timestamp: c.timestamp(),
-                    ops: c.len() as u64,
-                    deps: c.deps().to_vec(),
-                    message: c.message().map(str::to_owned),
-                })
-                .collect()
-        })
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(ds
+            .doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| HistoryEntry {
+                hash: c.hash(),
+                actor: c.actor_id().to_hex_string(),
+                seq: c.seq(),
+                timestamp: c.timestamp(),
+                effective: ds
+                    .clock
+                    .effective(&ds.doc, &c.hash())
+                    .unwrap_or(c.timestamp()),
+                ops: c.len() as u64,
+                deps: c.deps().to_vec(),
+                message: c.message().map(str::to_owned),
+            })
+            .collect())
     }
 
     /// The compacted `save()` of a document with its heads.

@@ -194,6 +194,270 @@ language sql immutable strict set search_path = '' as $$
   select translate(encode(p_bytes, 'base64'), E'\n', '')
 $$;
 
+-- Why text given for bytes is not standard base64, naming the encoding it
+-- looks like (hex, PostgreSQL's \x bytea text, URL-safe base64, unpadded
+-- base64). NULL when it is standard base64 (RFC 4648 §4, padded).
+create or replace function supamerge_private.base64_problem(p_text text) returns text
+language sql immutable strict set search_path = '' as $$
+  select case
+    when supamerge_private.is_base64(p_text)
+         and not (p_text ~ '^[0-9a-fA-F]+$' and lower(left(p_text, 8)) = '856f4a83') then null
+    when p_text ~ '^\\x[0-9a-fA-F]*$' then
+      'bytes are PostgreSQL bytea hex text (\x...), not base64: send the change bytes as standard base64'
+    when p_text ~ '^[0-9a-fA-F]+$' and lower(left(p_text, 8)) = '856f4a83' then
+      'bytes are hex (they start with 856f4a83, the Automerge magic), not base64: send the change bytes as standard base64'
+    when p_text ~ '^[A-Za-z0-9_-]+=*$' and p_text ~ '[_-]' then
+      'bytes use the URL-safe base64 alphabet (- and _): send standard base64 (+ and /, padded with =)'
+    when p_text ~ '^[A-Za-z0-9+/]+$' then
+      'bytes are base64 without padding: pad with = to a multiple of 4 characters'
+    else 'bytes are not valid standard base64 (RFC 4648 section 4, padded with =)'
+  end
+$$;
+
+-- Reads an unsigned LEB128 number at 0-based offset p_pos (at most 63 bits).
+create or replace function supamerge_private.read_uleb(
+  p_bytes bytea, p_pos int, out o_value bigint, out o_next int)
+language plpgsql immutable strict set search_path = '' as $$
+declare
+  v_b     int;
+  v_shift int := 0;
+begin
+  o_value := 0;
+  o_next := p_pos;
+  loop
+    if o_next >= octet_length(p_bytes) or v_shift > 56 then
+      raise exception 'malformed LEB128 number' using errcode = '22P03';
+    end if;
+    v_b := get_byte(p_bytes, o_next);
+    o_value := o_value | ((v_b & 127)::bigint << v_shift);
+    o_next := o_next + 1;
+    exit when v_b & 128 = 0;
+    v_shift := v_shift + 7;
+  end loop;
+end
+$$;
+
+-- Reads a signed LEB128 number at 0-based offset p_pos (at most 63 bits).
+create or replace function supamerge_private.read_sleb(
+  p_bytes bytea, p_pos int, out o_value bigint, out o_next int)
+language plpgsql immutable strict set search_path = '' as $$
+declare
+  v_b     int;
+  v_shift int := 0;
+begin
+  o_value := 0;
+  o_next := p_pos;
+  loop
+    if o_next >= octet_length(p_bytes) or v_shift > 56 then
+      raise exception 'malformed LEB128 number' using errcode = '22P03';
+    end if;
+    v_b := get_byte(p_bytes, o_next);
+    o_value := o_value | ((v_b & 127)::bigint << v_shift);
+    o_next := o_next + 1;
+    v_shift := v_shift + 7;
+    exit when v_b & 128 = 0;
+  end loop;
+  if v_b & 64 <> 0 and v_shift < 64 then
+    o_value := o_value | (-1::bigint << v_shift);
+  end if;
+end
+$$;
+
+-- Decodes an Automerge RLE column (bytes p_start .. p_end - 1) of unsigned
+-- numbers (p_strings = false) or of strings (true, as their UTF-8 bytes in
+-- hex), nulls included: runs of a repeated value (count > 0), of literals
+-- (count < 0) and of nulls (count 0, then the number of nulls).
+create or replace function supamerge_private.rle_column(
+  p_bytes bytea, p_start int, p_end int, p_strings boolean) returns text[]
+language plpgsql immutable strict set search_path = '' as $$
+declare
+  v_out   text[] := '{}';
+  v_pos   int := p_start;
+  v_count bigint;
+  v_len   bigint;
+  v_val   text;
+  v_k     bigint;
+begin
+  while v_pos < p_end loop
+    select o_value, o_next into v_count, v_pos from supamerge_private.read_sleb(p_bytes, v_pos);
+    if v_count = 0 then
+      select o_value, o_next into v_count, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      v_out := v_out || array_fill(null::text, array[v_count::int]);
+      continue;
+    end if;
+    for v_k in 1 .. (case when v_count > 0 then 1 else -v_count end) loop
+      if p_strings then
+        select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+        if v_pos + v_len > p_end then
+          raise exception 'string runs past its column' using errcode = '22P03';
+        end if;
+        v_val := encode(substring(p_bytes from v_pos + 1 for v_len::int), 'hex');
+        v_pos := v_pos + v_len::int;
+      else
+        select o_value::text, o_next into v_val, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      end if;
+      if v_count > 0 then
+        v_out := v_out || array_fill(v_val, array[v_count::int]);
+      else
+        v_out := v_out || v_val;
+      end if;
+    end loop;
+  end loop;
+  return v_out;
+end
+$$;
+
+-- The collection a document's first change gives it, the rule of
+-- src/entity.rs (creation_meta) for servers: for a verified change chunk,
+--   NULL               the change has dependencies (not a first change);
+--   'ok:' || name      it creates the map _meta with the scalar string
+--                      _meta.collection = name;
+--   'err:' || reason   it does not (the same reasons as src/entity.rs).
+-- Decodes the change header and its op columns (object, key, action, value):
+-- ops are applied in order, a later op on a key replacing an earlier one.
+create or replace function supamerge_private.creation_collection(p_bytes bytea) returns text
+language plpgsql immutable strict set search_path = '' as $$
+declare
+  c_missing_meta constant text := 'the first change of a document must create the map _meta with the scalar string _meta.collection (see docs/interop.md)';
+  c_missing_coll constant text := 'the first change of a document must set _meta.collection (see docs/interop.md)';
+  c_text         constant text := '_meta.collection must be a scalar string, not a text object (in JavaScript: new ImmutableString(name))';
+  c_not_string   constant text := '_meta.collection must be a scalar string';
+  c_undecodable  constant text := 'the first change of a document does not decode as an Automerge change';
+  v_pos      int := 9;
+  v_n        bigint;
+  v_len      bigint;
+  v_start_op bigint;
+  v_k        bigint;
+  v_ncols    bigint;
+  v_spec     bigint;
+  v_col_len  bigint;
+  v_data     int;
+  v_ranges   jsonb := '{}';
+  v_obj_a    text[];
+  v_obj_c    text[];
+  v_key      text[];
+  v_action   text[];
+  v_meta     text[];
+  v_raw      int;
+  v_raw_end  int;
+  v_ops      int;
+  v_i        int;
+  v_meta_ctr bigint;
+  v_coll     text;
+  v_state    text := 'missing';
+  v_vmeta    bigint;
+  v_vlen     int;
+  v_act      bigint;
+begin
+  -- Most changes have dependencies: tell them apart without entering the
+  -- exception block below (a subtransaction). Skip the chunk's length
+  -- prefix (the framing was verified); the next byte starts the dependency
+  -- count, which is not 0 when its low 7 bits are not.
+  while v_pos < octet_length(p_bytes) and get_byte(p_bytes, v_pos) >= 128 loop
+    v_pos := v_pos + 1;
+  end loop;
+  v_pos := v_pos + 1;
+  if v_pos >= octet_length(p_bytes) then
+    return 'err:' || c_undecodable;
+  end if;
+  if get_byte(p_bytes, v_pos) & 127 <> 0 then
+    return null;
+  end if;
+  begin
+    select o_value, o_next into v_n, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    if v_n <> 0 then
+      return null;
+    end if;
+    -- actor, seq, start op, time, message, other actors
+    select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    v_pos := v_pos + v_len::int;
+    select o_next into v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    select o_value, o_next into v_start_op, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    select o_next into v_pos from supamerge_private.read_sleb(p_bytes, v_pos);
+    select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    v_pos := v_pos + v_len::int;
+    select o_value, o_next into v_n, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    for v_k in 1 .. v_n loop
+      select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      v_pos := v_pos + v_len::int;
+    end loop;
+    -- Op column metadata: (spec, length) pairs; the data follows in order.
+    select o_value, o_next into v_ncols, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    v_data := 0;
+    for v_k in 1 .. v_ncols loop
+      select o_value, o_next into v_spec, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      select o_value, o_next into v_col_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      if v_spec & 8 <> 0 then
+        return 'err:' || c_undecodable;
+      end if;
+      v_ranges := v_ranges || jsonb_build_object(v_spec::text, jsonb_build_array(v_data, v_data + v_col_len));
+      v_data := v_data + v_col_len::int;
+    end loop;
+    if v_pos + v_data > octet_length(p_bytes) then
+      return 'err:' || c_undecodable;
+    end if;
+    -- Columns: 1 object actor, 2 object counter, 21 key string, 66 action,
+    -- 86 value metadata, 87 raw values (absent columns are all null).
+    v_obj_a := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '1' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '1' ->> 1)::int, 0), false);
+    v_obj_c := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '2' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '2' ->> 1)::int, 0), false);
+    v_key := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '21' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '21' ->> 1)::int, 0), true);
+    v_action := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '66' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '66' ->> 1)::int, 0), false);
+    v_meta := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '86' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '86' ->> 1)::int, 0), false);
+    v_raw := v_pos + coalesce((v_ranges -> '87' ->> 0)::int, 0);
+    v_raw_end := v_pos + coalesce((v_ranges -> '87' ->> 1)::int, 0);
+    v_ops := coalesce(array_length(v_action, 1), 0);
+    for v_i in 1 .. v_ops loop
+      v_act := v_action[v_i]::bigint;
+      v_vmeta := coalesce(v_meta[v_i]::bigint, 0);
+      v_vlen := (v_vmeta >> 4)::int;
+      if v_obj_a[v_i] is null and v_obj_c[v_i] is null
+         and v_key[v_i] = encode(convert_to('_meta', 'UTF8'), 'hex') then
+        -- An op on the root's _meta key replaces what it held.
+        if v_act = 0 then
+          v_meta_ctr := v_start_op + v_i - 1;
+          v_state := 'no collection';
+        else
+          v_meta_ctr := null;
+          v_state := 'missing';
+        end if;
+        v_coll := null;
+      elsif v_meta_ctr is not null and v_obj_a[v_i] = '0' and v_obj_c[v_i]::bigint = v_meta_ctr
+            and v_key[v_i] = encode(convert_to('collection', 'UTF8'), 'hex') then
+        if v_act = 1 and v_vmeta & 15 = 6 then
+          if v_raw + v_vlen > v_raw_end then
+            return 'err:' || c_undecodable;
+          end if;
+          v_coll := convert_from(substring(p_bytes from v_raw + 1 for v_vlen), 'UTF8');
+          v_state := 'string';
+        elsif v_act = 4 then
+          v_state := 'text';
+        elsif v_act = 3 then
+          v_state := 'no collection';
+        elsif v_act <> 5 then
+          v_state := 'not string';
+        end if;
+      end if;
+      -- Every op's value takes the bytes its metadata says.
+      v_raw := v_raw + v_vlen;
+    end loop;
+  exception when others then
+    return 'err:' || c_undecodable;
+  end;
+  return case v_state
+    when 'string' then 'ok:' || v_coll
+    when 'text' then 'err:' || c_text
+    when 'not string' then 'err:' || c_not_string
+    when 'no collection' then 'err:' || c_missing_coll
+    else 'err:' || c_missing_meta
+  end;
+end
+$$;
+
 -- Verifies an Automerge change chunk against the claimed hash:
 --   magic 85 6f 4a 83 ‖ checksum (4) ‖ type (1 = change) ‖ uleb128 length ‖ contents,
 --   hash = SHA-256(type ‖ length ‖ contents), checksum = the hash's first 4 bytes.
@@ -356,10 +620,14 @@ $$;
 -- Stores a batch of changes: {"v":1,"results":[...]} with one outcome per item,
 -- in order: {"status":"stored","seq":N} | {"status":"already_present"} |
 -- {"status":"rejected","reason":"..."}.
--- Items: {"doc_id": uuid, "collection": text, "hash": 64 hex, "bytes": base64}.
--- Item-level integrity failures reject that item only; a structurally invalid
--- batch raises (HTTP 400) and stores nothing; more than 1000 items or more
--- than 1 MiB of change bytes raises PT413 (HTTP 413: split and retry).
+-- Items: {"doc_id": uuid, "collection": text, "hash": 64 hex, "bytes": base64},
+-- no other field. Item-level failures reject that item only: integrity
+-- (encoding, framing, hash) and the collection rule (a document's first
+-- change must create _meta with the scalar string _meta.collection equal to
+-- the item's collection; every change of a document goes to the collection
+-- the server holds it under). A structurally invalid batch raises (HTTP 400)
+-- and stores nothing; more than 1000 items or more than 1 MiB of change
+-- bytes raises PT413 (HTTP 413: split and retry). See docs/interop.md.
 create or replace function public.supamerge_push(p_workspace uuid, p_changes jsonb)
 returns jsonb
 language plpgsql volatile security definer set search_path = '' as $$
@@ -381,6 +649,10 @@ declare
   v_bytes   bytea;
   v_reason  text;
   v_rows    int;
+  v_doc     uuid;
+  v_held    text;
+  v_created text;
+  v_extra   text;
 begin
   perform supamerge_private.require_access(p_workspace, 'write');
   if p_changes is null or jsonb_typeof(p_changes) <> 'array' then
@@ -405,6 +677,12 @@ begin
       raise exception 'change % must have the string fields doc_id, collection, hash and bytes', v_idx
         using errcode = '22023';
     end if;
+    select k into v_extra from jsonb_object_keys(v_item) k
+     where k not in ('doc_id', 'collection', 'hash', 'bytes') limit 1;
+    if v_extra is not null then
+      raise exception 'change % has the unknown field "%": a change has exactly doc_id, collection, hash and bytes',
+        v_idx, left(v_extra, 40) using errcode = '22023';
+    end if;
     if (v_item ->> 'doc_id') !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' then
       raise exception 'change %: doc_id % is not a UUID', v_idx, left(v_item ->> 'doc_id', 40)
         using errcode = '22P02';
@@ -425,6 +703,7 @@ begin
 
   for v_idx in 0 .. v_count - 1 loop
     v_item := p_changes -> v_idx;
+    v_doc := (v_item ->> 'doc_id')::uuid;
     v_coll := v_item ->> 'collection';
     v_hash := lower(v_item ->> 'hash');
     v_b64 := v_item ->> 'bytes';
@@ -433,18 +712,36 @@ begin
       v_reason := 'invalid collection name: 1 to 64 characters, a letter first, then letters, digits, _ . or -';
     elsif v_hash !~ '^[0-9a-f]{64}$' then
       v_reason := 'invalid hash: expected 64 hex characters';
-    elsif not supamerge_private.is_base64(v_b64) then
-      v_reason := 'bytes are not valid standard base64';
     else
+      v_reason := supamerge_private.base64_problem(v_b64);
+    end if;
+    if v_reason is null then
       v_bytes := decode(v_b64, 'base64');
       v_reason := supamerge_private.change_chunk_problem(v_bytes, decode(v_hash, 'hex'));
+    end if;
+    if v_reason is null then
+      -- The collection rule (the same messages as src/entity.rs).
+      select c.collection into v_held from public.changes c
+       where c.workspace_id = p_workspace and c.doc_id = v_doc limit 1;
+      if v_held is not null and v_held <> v_coll then
+        v_reason := format('document %s is stored under collection "%s"; this change is pushed to "%s"',
+                           v_doc, left(v_held, 80), left(v_coll, 80));
+      else
+        v_created := supamerge_private.creation_collection(v_bytes);
+        if v_created like 'err:%' then
+          v_reason := format('document %s: %s', v_doc, substring(v_created from 5));
+        elsif v_created is not null and substring(v_created from 4) <> v_coll then
+          v_reason := format('_meta.collection of document %s is "%s" but the change is pushed to "%s"',
+                             v_doc, left(substring(v_created from 4), 80), left(v_coll, 80));
+        end if;
+      end if;
     end if;
     if v_reason is not null then
       v_results := v_results || jsonb_build_object('status', 'rejected', 'reason', v_reason);
       continue;
     end if;
     insert into public.changes (workspace_id, seq, doc_id, collection, change_hash, bytes, pushed_by)
-    values (p_workspace, v_seq, (v_item ->> 'doc_id')::uuid, v_coll, decode(v_hash, 'hex'), v_bytes, v_uid)
+    values (p_workspace, v_seq, v_doc, v_coll, decode(v_hash, 'hex'), v_bytes, v_uid)
     on conflict (workspace_id, doc_id, change_hash) do nothing;
     get diagnostics v_rows = row_count;
     if v_rows = 1 then

@@ -292,13 +292,21 @@ impl SupabaseFixture {
     }
 }
 
-/// `n` consecutive real Automerge changes of one document: (raw bytes, hash).
+/// `n` consecutive real Automerge changes of one `tasks` document: (raw
+/// bytes, hash). The first creates `_meta` with its collection, as servers
+/// require (docs/interop.md).
 pub fn change_chain(n: usize, actor_seed: u8) -> Vec<(Vec<u8>, [u8; 32])> {
     let mut doc = automerge::Automerge::new();
     doc.set_actor(automerge::ActorId::from(vec![actor_seed; 16]));
     (0..n)
         .map(|i| {
             let mut tx = doc.transaction();
+            if i == 0 {
+                let meta = tx
+                    .put_object(automerge::ROOT, "_meta", automerge::ObjType::Map)
+                    .expect("meta");
+                tx.put(&meta, "collection", "tasks").expect("collection");
+            }
             tx.put(automerge::ROOT, "n", i64::try_from(i).expect("i64"))
                 .expect("put");
             tx.commit();
