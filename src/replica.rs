@@ -38,6 +38,7 @@ use crate::store::{
     Chunk, ChunkKind, CursorRecord, DeadLetter, DocRecord, Durability, OutboxEntry, PendingChange,
     Store,
 };
+use crate::sync::snapshot_check::{self, DownloadedSnapshot, SnapshotCheckError};
 use crate::sync::wire::{ChangeEnvelope, HashHex};
 
 /// Where a document change came from.
@@ -153,6 +154,9 @@ pub struct ApplyReport {
     pub rejected: Vec<ChangeError>,
     /// Documents whose state changed.
     pub changed: Vec<DocId>,
+    /// Downloaded snapshots not trusted (and not applied): each with why
+    /// ([`crate::sync::snapshot_check`]).
+    pub untrusted: Vec<SnapshotCheckError>,
 }
 
 /// When documents are compacted.
@@ -1404,22 +1408,28 @@ impl Replica {
     /// already exists here (or has early arrivals waiting) is merged change by
     /// change through the same path as pulled changes.
     ///
+    /// A snapshot is applied only if it loads and holds exactly the changes
+    /// its digest says ([`snapshot_check::check`]); any other is left out and
+    /// reported in [`ApplyReport::untrusted`] (the caller then pulls those
+    /// documents' changes instead).
+    ///
     /// # Errors
-    /// Storage errors; a snapshot that does not load is reported as an
-    /// [`EntityError::CorruptDocument`].
-    pub fn apply_snapshots(
-        &self,
-        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
-    ) -> Result<ApplyReport> {
+    /// Storage errors.
+    pub fn apply_snapshots(&self, snapshots: Vec<DownloadedSnapshot>) -> Result<ApplyReport> {
         let mut changes = Vec::new();
         let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize)> = Vec::new();
         let mut fresh_ids = HashSet::new();
+        let mut untrusted = Vec::new();
         let st = self.lock();
-        for (ws, coll, id, bytes) in snapshots {
-            let doc = Automerge::load(&bytes).map_err(|source| EntityError::CorruptDocument {
-                id,
-                source: Box::new(source),
-            })?;
+        for snap in snapshots {
+            let (ws, coll, id, bytes) = (snap.workspace, snap.collection, snap.doc_id, snap.bytes);
+            let doc = match snapshot_check::load_checked(id, &bytes, snap.replaces.as_ref()) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    untrusted.push(e);
+                    continue;
+                }
+            };
             let is_new = !st.cache.contains(&id)
                 && !fresh_ids.contains(&id)
                 && self.inner.store.get_doc(&id)?.is_none();
@@ -1467,6 +1477,7 @@ impl Replica {
         } else {
             self.apply_inner(changes, None)?
         };
+        report.untrusted = untrusted;
         for (id, _, _, n) in fresh {
             report.applied += n;
             report.changed.push(id);

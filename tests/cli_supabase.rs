@@ -142,10 +142,26 @@ async fn demo_and_sync_run_against_the_gateway() {
         "the demo's changes are in PostgreSQL: {stored}"
     );
 
-    // Two replica directories of the same user: create on one, sync both.
+    // A workspace the server does not know is refused.
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let ws = Uuid::new_v4().to_string();
+    let stray = dir.path().join("stray");
+    let made_up = Uuid::new_v4().to_string();
+    ok(
+        bin()
+            .args(["--json", "--data"])
+            .arg(&stray)
+            .args(["create", &made_up, "notes", r#"{"title":"nowhere"}"#])
+            .output()
+            .expect("create"),
+        "create in a made-up workspace",
+    );
+    let refused = sync(&stray, &gw.url, &token, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+
+    // Two replica directories of the same user, in a workspace the server
+    // created (its id is the server's): create on one, sync both.
+    let ws = create_workspace(&gw.url, &token).await;
     let service = ok(
         bin()
             .args(["--json", "--data"])
@@ -156,10 +172,6 @@ async fn demo_and_sync_run_against_the_gateway() {
         "create",
     );
     let id = service["id"].as_str().expect("an id").to_string();
-    // The workspace must exist on the server: an unknown one is refused.
-    let refused = sync(&a, &gw.url, &token, &[]);
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    create_workspace(&gw.url, &token, &ws).await;
     ok(sync(&a, &gw.url, &token, &[]), "sync a");
     let pulled = ok(sync(&b, &gw.url, &token, &["--workspace", &ws]), "sync b");
     assert_eq!(pulled["pulled"], 1, "{pulled}");
@@ -214,14 +226,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-async fn create_workspace(url: &str, token: &str, ws: &str) {
+/// Creates a workspace on the server; returns the id it picked.
+async fn create_workspace(url: &str, token: &str) -> String {
     let remote = supamerge::remote::SupabaseRemote::builder(url, ANON_KEY)
         .with_access_token(token)
         .build()
         .expect("remote");
-    let ws: supamerge::WorkspaceId = ws.parse().expect("workspace id");
-    assert!(remote
-        .create_workspace(ws, "cli")
+    remote
+        .create_workspace("cli")
         .await
-        .expect("create workspace"));
+        .expect("create workspace")
+        .to_string()
 }

@@ -9,6 +9,7 @@ use supamerge::clock::ManualClock;
 use supamerge::entity::EntityError;
 use supamerge::replica::RemoteChange;
 use supamerge::store::CursorRecord;
+use supamerge::sync::snapshot_check::{self, DownloadedSnapshot};
 use supamerge::{Collection, DocId, Error, Replica, WorkspaceId};
 
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
@@ -455,17 +456,23 @@ fn snapshot_of_a_new_document_loads_once_and_takes_later_changes() {
             .collect::<Vec<_>>(),
     );
     let b = open(db.path(), 2, &clock);
-    let report = b
-        .apply_snapshots(vec![(ws(), tasks(), id, snapshot.clone())])
-        .unwrap();
+    let snap = |bytes: Vec<u8>| {
+        let doc = automerge::Automerge::load(&bytes).unwrap();
+        DownloadedSnapshot {
+            workspace: ws(),
+            collection: tasks(),
+            doc_id: id,
+            replaces: Some(snapshot_check::document_digest(&doc)),
+            bytes,
+        }
+    };
+    let report = b.apply_snapshots(vec![snap(snapshot.clone())]).unwrap();
     assert_eq!(report.applied, 5);
     assert_eq!(report.changed, vec![id]);
     assert_eq!(b.get_json(&id).unwrap(), a.get_json(&id).unwrap());
     assert_eq!(b.list(&tasks()).unwrap(), vec![id]);
 
-    let again = b
-        .apply_snapshots(vec![(ws(), tasks(), id, snapshot)])
-        .unwrap();
+    let again = b.apply_snapshots(vec![snap(snapshot)]).unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 5));
 
     a.patch_json(&id, &json!({"n": 99})).unwrap();
