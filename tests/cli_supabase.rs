@@ -5,73 +5,18 @@
 //! `SUPAMERGE_TEST_DATABASE_URL` (run `scripts/test.sh`).
 #![cfg(feature = "gateway")]
 
+#[path = "support/gateway_process.rs"]
+mod gateway_process;
 #[path = "support/pg.rs"]
 mod pg;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
-use pg::{user_jwt, TestDb, ANON_KEY, JWT_SECRET, SERVICE_KEY};
+use gateway_process::{bin, GatewayProcess};
+use pg::{user_jwt, TestDb, ANON_KEY, JWT_SECRET};
 use serde_json::Value;
 use uuid::Uuid;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_supamerge"));
-    for v in [
-        "SUPAMERGE_DATA",
-        "SUPAMERGE_HUB",
-        "SUPABASE_URL",
-        "SUPABASE_ANON_KEY",
-        "SUPABASE_ACCESS_TOKEN",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-/// `supamerge gateway` on a free port; killed on drop.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-}
-
-impl GatewayProcess {
-    fn start(db: &TestDb) -> Self {
-        let mut child = bin()
-            .args(["gateway", "--listen", "127.0.0.1:0"])
-            .args(["--database-url", &db.authenticator_url()])
-            .args(["--jwt-secret", JWT_SECRET, "--anon-key", ANON_KEY])
-            .args(["--service-key", SERVICE_KEY])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start supamerge gateway");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the gateway prints its address before anything else")
-                .expect("read stderr");
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                break rest.trim().to_string();
-            }
-        };
-        // Keep draining stderr so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ok(out: Output, what: &str) -> Value {
     assert!(

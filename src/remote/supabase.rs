@@ -9,7 +9,8 @@
 //! Error classification (drives the engine's retries):
 //! - no answer: connect errors → [`RemoteError::Unavailable`], timeouts →
 //!   [`RemoteError::Timeout`];
-//! - 5xx (including 503 and PGRST003) → [`RemoteError::Server`] (retryable);
+//! - 5xx (including 503 and PGRST003) and 408 → [`RemoteError::Server`]
+//!   (retryable);
 //! - 401 → one token refresh and retry when the message says the JWT
 //!   expired, else [`RemoteError::Unauthenticated`];
 //! - 403 → [`RemoteError::Forbidden`]; 413, or SQLSTATE 57014 (statement
@@ -322,7 +323,9 @@ fn classify(status: u16, body: &str) -> RemoteError {
     match status {
         401 => RemoteError::Unauthenticated { message },
         403 => RemoteError::Forbidden { message },
-        s if s >= 500 => RemoteError::Server { status: s, message },
+        // 408: the server gave up waiting for the request body (a slow or
+        // stalled upload): worth retrying, like a 5xx.
+        s if s >= 500 || s == 408 => RemoteError::Server { status: s, message },
         s => RemoteError::BadRequest {
             code: if code.is_empty() { s.to_string() } else { code },
             message,
@@ -649,6 +652,8 @@ mod tests {
         assert!(matches!(s, RemoteError::Server { status: 503, .. }));
         assert!(s.is_retryable());
         assert!(e(504, r#"{"code":"PGRST003","message":"Timed out"}"#).is_retryable());
+        assert!(e(503, r#"{"code":"PGRST_BUSY","message":"too many"}"#).is_retryable());
+        assert!(e(408, r#"{"code":"PGRST_BODY_TIMEOUT","message":"slow"}"#).is_retryable());
         match e(
             400,
             r#"{"code":"22P02","message":"invalid input syntax for type uuid","details":null,"hint":null}"#,

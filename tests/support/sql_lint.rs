@@ -559,10 +559,11 @@ fn lint_body(f: &FunctionSource, catalog: &Catalog, temp_last: bool) -> Vec<Stri
                     }
                 }
             }
-            Tok::Ident(k) if FROM_LIST_END.contains(&k.as_str()) => {
-                if from_list_depth == Some(openers.len()) {
-                    from_list_depth = None;
-                }
+            Tok::Ident(k)
+                if FROM_LIST_END.contains(&k.as_str())
+                    && from_list_depth == Some(openers.len()) =>
+            {
+                from_list_depth = None;
             }
             _ => {}
         }
