@@ -11,8 +11,8 @@
 //!   connection, since hyper arms the timer whenever it waits for a head.
 //! - **Connection cap.** At most `max_connections` are open. A new
 //!   connection past the cap closes the connection that has been idle
-//!   longest (no request in a handler: waiting for, or halfway through, a
-//!   request head, or lingering); only when every connection is busy is the
+//!   longest (no request being handled or answered: waiting for, or halfway
+//!   through, a request head, or lingering); only when every connection is busy is the
 //!   new one answered 503 and closed. Idle and slow connections therefore
 //!   never keep a legitimate request out. An `accept` that fails for lack of
 //!   file descriptors does the same eviction.
@@ -25,7 +25,8 @@
 //!   makes the kernel send RST, which can destroy the response in flight).
 //!   The answer never waits for the body.
 //! - **Graceful shutdown.** Stop accepting, let each connection finish its
-//!   request in flight (hyper's `graceful_shutdown`), wait for all.
+//!   request in flight (hyper's `graceful_shutdown`), wait for all — at most
+//!   the header, body and linger timeouts for a client that stalls.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -137,7 +138,8 @@ pub(crate) struct ServerLimits {
 }
 
 /// The hyper service of one connection: the router, with the connection
-/// marked busy while a request is in a handler.
+/// marked busy from the moment a request head is read until its response
+/// has been written.
 #[derive(Clone)]
 struct ConnService {
     inner: TowerToHyperService<Router>,
@@ -145,8 +147,8 @@ struct ConnService {
     registry: Arc<Registry>,
 }
 
-/// Marks a connection idle again when its request leaves the handler (also
-/// when the request future is dropped).
+/// Marks a connection idle again when its response body is done (also when
+/// the request future or the body is dropped).
 struct BusyGuard {
     state: Arc<ConnState>,
     registry: Arc<Registry>,
@@ -176,9 +178,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let resp = fut.await;
-            drop(guard);
-            resp
+            let resp = fut.await?;
+            // Busy until the response body is written (or dropped): a
+            // connection is not evicted in the middle of an answer.
+            Ok(resp.map(|body| {
+                Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _busy = &guard;
+                    frame
+                }))
+            }))
         })
     }
 }
