@@ -107,6 +107,32 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
     }
 }
 
+/// Raises this process's soft open-file limit to at least `n` (up to the
+/// hard limit; a hard limit below `n` fails the test with the reason).
+fn raise_open_file_limit(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim),
+            0,
+            "getrlimit"
+        );
+        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < n {
+            assert!(
+                lim.rlim_max == libc::RLIM_INFINITY || lim.rlim_max >= n,
+                "this test needs {n} open files; the hard limit is {}",
+                lim.rlim_max
+            );
+            lim.rlim_cur = n;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "setrlimit");
+        }
+    }
+}
+
 async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect")
 }
@@ -390,6 +416,9 @@ async fn requests_and_bodies_past_the_budget_get_503_retry_after() {
 /// connection for a new one) can be what lets it in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_connections_never_block_a_legitimate_request() {
+    // This process holds the 1,100 client sockets: make room for them
+    // (a soft limit of 1,024 is common; the hard limit is higher).
+    raise_open_file_limit(2048);
     let fx = SupabaseFixture::start().await;
     let alice = Uuid::new_v4();
     let ws = fx.workspace(alice, &[]).await.to_string();
