@@ -320,23 +320,6 @@ async fn requests_and_bodies_past_the_budget_get_503_retry_after() {
         h.push_str(&format!("content-length: {len}\r\n\r\n"));
         h
     };
-    // Probes send whole (tiny) bodies: one admitted ends at once.
-    let probe_until_refused = |head: String| async move {
-        let mut seen = std::collections::BTreeMap::new();
-        for _ in 0..200 {
-            let mut s = connect(addr).await;
-            s.write_all(format!("{head}{{}}").as_bytes())
-                .await
-                .expect("write");
-            let a = read_answer(&mut s).await.expect("an answer");
-            if a.status == 503 {
-                return Ok(a);
-            }
-            *seen.entry(a.status).or_insert(0) += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(seen)
-    };
     let pull_soon = || async {
         // The slots are given back once the server sees the clients gone.
         for _ in 0..200 {
@@ -347,17 +330,42 @@ async fn requests_and_bodies_past_the_budget_get_503_retry_after() {
         }
         503
     };
-    let mut stalled = Vec::new();
-    for _ in 0..2 {
+    // Two requests that stall in their bodies hold both slots. A stalled
+    // request the server answered (a probe took its slot first: the server
+    // may see connections out of order) is replaced until both are in.
+    let stall = || async {
         let mut s = connect(addr).await;
         s.write_all(format!("{}{{", user_head(50)).as_bytes())
             .await
             .expect("write");
-        stalled.push(s);
+        s
+    };
+    let mut stalled = vec![stall().await, stall().await];
+    let mut seen = std::collections::BTreeMap::new();
+    let mut refused = None;
+    for _ in 0..200 {
+        for s in &mut stalled {
+            let mut b = [0u8; 64];
+            match s.try_read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => *s = stall().await, // answered or closed: replace it
+            }
+        }
+        // Probes send whole (tiny) bodies: one that is admitted ends at once.
+        let mut s = connect(addr).await;
+        s.write_all(format!("{}{{}}", user_head(2)).as_bytes())
+            .await
+            .expect("write");
+        let a = read_answer(&mut s).await.expect("an answer");
+        if a.status == 503 {
+            refused = Some(a);
+            break;
+        }
+        *seen.entry(a.status).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let refused = probe_until_refused(user_head(2))
-        .await
-        .unwrap_or_else(|seen| panic!("a third request in flight is refused: {seen:?}"));
+    let refused =
+        refused.unwrap_or_else(|| panic!("a third request in flight is refused: {seen:?}"));
     assert!(refused.headers.contains("retry-after: 1"), "{refused:?}");
     assert!(refused.headers.contains("connection: close"), "{refused:?}");
     assert!(refused.body.contains("PGRST_BUSY"), "{refused:?}");
@@ -379,12 +387,21 @@ async fn requests_and_bodies_past_the_budget_get_503_retry_after() {
     })
     .await;
     let addr = gw.local_addr();
-    let mut hog = connect(addr).await;
-    hog.write_all(format!("{}{{", anon_head(1 << 20)).as_bytes())
-        .await
-        .expect("write");
+    let hog_up = || async {
+        let mut s = connect(addr).await;
+        s.write_all(format!("{}{{", anon_head(1 << 20)).as_bytes())
+            .await
+            .expect("write");
+        s
+    };
+    let mut hog = hog_up().await;
     let mut refused = None;
     for _ in 0..200 {
+        let mut b = [0u8; 64];
+        match hog.try_read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => hog = hog_up().await, // refused (a probe held a unit): again
+        }
         let mut s = connect(addr).await;
         s.write_all(format!("{}{{}}", anon_head(2)).as_bytes())
             .await

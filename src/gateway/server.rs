@@ -49,7 +49,7 @@ use tokio::task::JoinSet;
 
 /// The longest a closed connection keeps reading (and discarding) what its
 /// client still sends.
-pub const LINGER_TIME: Duration = Duration::from_secs(2);
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// What a connection is doing, shared between its task, its service and the
 /// registry (which evicts idle connections).
