@@ -159,9 +159,10 @@ pub use id::{Collection, DocId, IdError, WorkspaceId, MAX_COLLECTION_LEN};
 pub use migrate::{migration_actor, migration_actor_v1, Migration, MigrationError};
 pub use pointer::{JsonPointer, PointerError};
 pub use protocol::{
-    ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
-    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
-    MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+    ChangeEnvelope, Cursor, DownloadedSnapshot, PullPage, PullRequest, PulledChange, PushOutcome,
+    PushRequest, PushResponse, SnapshotCheckError, SnapshotDigest, SnapshotOutcome, SnapshotPage,
+    SnapshotQuery, SnapshotRecord, SnapshotUpload, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT,
+    MAX_SNAPSHOT_BYTES, SNAPSHOT_PAGE_VERSION, WIRE_VERSION,
 };
 #[cfg(feature = "supabase")]
 pub use remote::{

@@ -10,14 +10,16 @@
 //! absent (`scripts/test.sh` runs it from the lockfile anyway).
 #![cfg(feature = "gateway")]
 
+#[path = "support/gateway_process.rs"]
+mod gateway_process;
 #[path = "support/pg.rs"]
 mod pg;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use pg::{user_jwt, TestDb, ANON_KEY, JWT_SECRET};
+use gateway_process::GatewayProcess;
+use pg::{user_jwt, TestDb, ANON_KEY};
 use uuid::Uuid;
 
 fn tool(name: &str) {
@@ -27,59 +29,6 @@ fn tool(name: &str) {
             "`{name}` is required by the JavaScript client tests (node 20+ and npm); \
              install Node.js (e.g. `apt-get install -y nodejs npm`)"
         ),
-    }
-}
-
-/// The gateway process; killed (and reaped) when dropped.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-}
-
-impl GatewayProcess {
-    fn start(database_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_supamerge"))
-            .args([
-                "gateway",
-                "--database-url",
-                database_url,
-                "--jwt-secret",
-                JWT_SECRET,
-                "--anon-key",
-                ANON_KEY,
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start `supamerge gateway`");
-        let stderr = child.stderr.take().expect("gateway stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(at) = line.find("listening on ") {
-                        break line[at + "listening on ".len()..].trim().to_owned();
-                    }
-                }
-                other => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("the gateway stopped before listening: {other:?}");
-                }
-            }
-        };
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Self { child, url }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -97,7 +46,7 @@ async fn the_javascript_client_and_a_rust_replica_agree_through_the_gateway() {
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
     let db = TestDb::new().await;
-    let gateway = GatewayProcess::start(&db.authenticator_url());
+    let gateway = GatewayProcess::start(&db);
     let (js_user, rust_user) = (Uuid::new_v4(), Uuid::new_v4());
     let url = gateway.url.clone();
     let bin = env!("CARGO_BIN_EXE_supamerge");

@@ -7,8 +7,8 @@ use autosurgeon::{Hydrate, Reconcile};
 use serde_json::json;
 use supamerge::test_util;
 use supamerge::{
-    Collection, CursorRecord, DocId, EntityError, Error, ManualClock, RemoteChange, Replica,
-    SyncPort, WorkspaceId,
+    Collection, CursorRecord, DocId, DownloadedSnapshot, EntityError, Error, ManualClock,
+    RemoteChange, Replica, SnapshotDigest, SyncPort, WorkspaceId,
 };
 
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
@@ -459,17 +459,23 @@ fn snapshot_of_a_new_document_loads_once_and_takes_later_changes() {
             .collect::<Vec<_>>(),
     );
     let b = open(db.path(), 2, &clock);
-    let report = b
-        .apply_snapshots(vec![(ws(), tasks(), id, snapshot.clone())])
-        .unwrap();
+    let snap = |bytes: Vec<u8>| {
+        let doc = automerge::Automerge::load(&bytes).unwrap();
+        DownloadedSnapshot {
+            workspace: ws(),
+            collection: tasks(),
+            doc_id: id,
+            replaces: Some(SnapshotDigest::of_document(&doc)),
+            bytes,
+        }
+    };
+    let report = b.apply_snapshots(vec![snap(snapshot.clone())]).unwrap();
     assert_eq!(report.applied, 5);
     assert_eq!(report.changed, vec![id]);
     assert_eq!(b.get_json(&id).unwrap(), a.get_json(&id).unwrap());
     assert_eq!(b.list(&tasks()).unwrap(), vec![id]);
 
-    let again = b
-        .apply_snapshots(vec![(ws(), tasks(), id, snapshot)])
-        .unwrap();
+    let again = b.apply_snapshots(vec![snap(snapshot)]).unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 5));
 
     a.patch_json(&id, &json!({"n": 99})).unwrap();

@@ -15,15 +15,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use automerge::{Change, ChangeHash, ReadDoc};
 
 use super::cache::DocState;
 use super::resolve::doc_conflicts;
 use super::{Origin, Replica, ReplicaEvent};
 use crate::conflict::{Conflict, EffectiveClock, LwwView};
-use crate::entity::{self, EntityError};
+use crate::entity;
 use crate::error::{Error, Result};
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::protocol::snapshot_check::{self, DownloadedSnapshot, SnapshotCheckError};
 use crate::protocol::ChangeEnvelope;
 use crate::store::{Chunk, ChunkKind, CursorRecord, DocRecord, PendingChange, Store, StoreError};
 
@@ -109,24 +110,32 @@ pub struct ApplyReport {
     pub rejected: Vec<ChangeError>,
     /// Documents whose state changed.
     pub changed: Vec<DocId>,
+    /// Downloaded snapshots not trusted (and not applied), each with why
+    /// ([`SyncPort::apply_snapshots`](super::SyncPort::apply_snapshots)).
+    pub untrusted: Vec<SnapshotCheckError>,
 }
 
 impl Replica {
     /// [`SyncPort::apply_snapshots`](super::SyncPort::apply_snapshots).
     pub(super) fn apply_snapshot_batch(
         &self,
-        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
+        snapshots: Vec<DownloadedSnapshot>,
     ) -> Result<ApplyReport> {
         let mut changes = Vec::new();
         // (id, record, bytes, number of changes, whether it is an entity)
         let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize, bool)> = Vec::new();
         let mut fresh_ids = HashSet::new();
+        let mut untrusted = Vec::new();
         let st = self.lock();
-        for (ws, coll, id, bytes) in snapshots {
-            let doc = Automerge::load(&bytes).map_err(|source| EntityError::CorruptDocument {
-                id,
-                source: Box::new(source),
-            })?;
+        for snap in snapshots {
+            let (ws, coll, id, bytes) = (snap.workspace, snap.collection, snap.doc_id, snap.bytes);
+            let doc = match snapshot_check::load_checked(id, &bytes, snap.replaces.as_ref()) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    untrusted.push(e);
+                    continue;
+                }
+            };
             let is_new = !st.cache.contains(&id)
                 && !fresh_ids.contains(&id)
                 && self.inner.store.get_doc(&id)?.is_none();
@@ -180,6 +189,7 @@ impl Replica {
         } else {
             self.apply_changes_batch(changes, None)?
         };
+        report.untrusted = untrusted;
         for (id, _, _, n, _) in fresh {
             report.applied += n;
             report.changed.push(id);

@@ -126,12 +126,9 @@ impl TestDb {
                 .batch_execute(&format!("create database \"{building}\""))
                 .await
                 .expect("create template database");
-            {
-                let c = connect(&url_with(&admin, &building, None)).await;
-                dev::apply_schema(&c)
-                    .await
-                    .unwrap_or_else(|e| panic!("applying the schema failed: {e:?}"));
-            }
+            dev::apply_schema(&url_with(&admin, &building, None))
+                .await
+                .unwrap_or_else(|e| panic!("applying the schema failed: {e:?}"));
             maint
                 .batch_execute(&format!(
                     "alter database \"{building}\" rename to \"{tpl}\""
@@ -163,6 +160,23 @@ impl TestDb {
     /// A superuser connection to this database.
     pub async fn superuser(&self) -> tokio_postgres::Client {
         connect(&self.superuser_url()).await
+    }
+
+    /// A connection as `authenticator` (what PostgREST and the gateway log
+    /// in as: no privileges of its own, may `set role` to the API roles).
+    pub async fn authenticator(&self) -> tokio_postgres::Client {
+        connect(&self.authenticator_url()).await
+    }
+
+    /// A connection as the migration's owner (`supabase_postgres`: hosted
+    /// Supabase's `postgres`, not a superuser).
+    pub async fn owner(&self) -> tokio_postgres::Client {
+        connect(&url_with(
+            &self.admin,
+            &self.name,
+            Some(dev::MIGRATION_OWNER),
+        ))
+        .await
     }
 
     /// The gateway configuration for this database (port 0).
@@ -277,12 +291,8 @@ impl SupabaseFixture {
 
     /// A new workspace owned by `owner`, with `writers` as writers.
     pub async fn workspace(&self, owner: Uuid, writers: &[Uuid]) -> WorkspaceId {
-        let ws = WorkspaceId::from_uuid(Uuid::new_v4());
         let r = self.remote_for(owner);
-        assert!(r
-            .create_workspace(ws, "test")
-            .await
-            .expect("create workspace"));
+        let ws = r.create_workspace("test").await.expect("create workspace");
         for w in writers {
             r.add_member(ws, *w, supamerge::MemberRole::Writer)
                 .await

@@ -50,8 +50,18 @@ export class SupamergeClient {
     return data
   }
 
-  createWorkspace (workspace, name) {
-    return this.call('supamerge_create_workspace', { p_workspace: workspace, p_name: name })
+  /**
+   * Creates a workspace named `name`; the server picks its id and the caller
+   * becomes its owner. Resolves to the workspace id. `request` is the
+   * idempotency key: calling again with the same key (e.g. after a lost
+   * answer) returns the workspace the first call made instead of a second one.
+   */
+  async createWorkspace (name, request = crypto.randomUUID()) {
+    const data = await this.call('supamerge_create_workspace', { p_name: name, p_request: request })
+    if (typeof data?.workspace_id !== 'string') {
+      throw new SupamergeError('supamerge_create_workspace', 200, { message: `unexpected answer ${JSON.stringify(data)}` })
+    }
+    return data.workspace_id
   }
 
   addMember (workspace, user, role) {

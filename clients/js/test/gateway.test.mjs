@@ -77,8 +77,7 @@ const str = s => new A.ImmutableString(s)
 async function setup () {
   requireEnv()
   const client = new SupamergeClient(supabaseClient(env.SUPAMERGE_JS_TOKEN))
-  const ws = uuidv7()
-  await client.createWorkspace(ws, 'interop')
+  const ws = await client.createWorkspace('interop')
   await client.addMember(ws, env.SUPAMERGE_RUST_USER, 'writer')
   return { client, ws, js: new Workspace(client, ws), rust: new RustReplica(ws) }
 }
@@ -310,6 +309,18 @@ test('every push mistake of docs/interop.md gets its documented answer', async (
   const foreign = await supabase.rpc('supamerge_pull', { p_workspace: uuidv7(), p_cursor: '', p_limit: 10 })
   assert.equal(foreign.status, 403)
   assert.equal(foreign.error.message, 'workspace not found or access denied')
+
+  // Workspaces: the server picks the id; the same request key (a retry
+  // after a lost answer) gives back the same workspace, a new key a new one.
+  const client = new SupamergeClient(supabase)
+  const key = crypto.randomUUID()
+  const first = await client.createWorkspace('retried', key)
+  assert.match(first, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
+  assert.equal(await client.createWorkspace('retried', key), first)
+  assert.notEqual(await client.createWorkspace('retried'), first)
+  const oldArgs = await supabase.rpc('supamerge_create_workspace', { p_workspace: uuidv7(), p_name: 'x' })
+  assert.equal(oldArgs.status, 404)
+  assert.equal(oldArgs.error.code, 'PGRST202')
 
   // What was stored reads as documented.
   const page = await supabase.rpc('supamerge_pull', { p_workspace: ws, p_cursor: '', p_limit: 10 })
