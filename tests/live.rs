@@ -70,7 +70,8 @@ async fn a_push_nudges_and_the_nudge_leads_to_the_change() {
 
     // Other workspaces' pushes are not this subscription's business.
     let other = workspace();
-    a.create_json(other, &tasks(), &json!({"title": "x"})).unwrap();
+    a.create_json(other, &tasks(), &json!({"title": "x"}))
+        .unwrap();
     pass(&a, remote.as_ref(), &cfg, &[other]).await.unwrap();
     assert!(sub.try_next().is_none());
 }
@@ -116,7 +117,10 @@ async fn presence_is_shared_and_withdrawn_when_the_subscription_goes() {
     a.track(json!({"cursor": 3})).unwrap();
     within(
         "ann's presence",
-        seen_by_bob.wait_for(|p| p.get("ann").is_some_and(|e| e[0].meta == json!({"cursor": 3}))),
+        seen_by_bob.wait_for(|p| {
+            p.get("ann")
+                .is_some_and(|e| e[0].meta == json!({"cursor": 3}))
+        }),
     )
     .await
     .unwrap();

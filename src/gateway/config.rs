@@ -4,6 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::realtime::{
+    RealtimeSettings, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PRESENCE_BYTES, DEFAULT_MAX_SOCKETS, DEFAULT_RECHECK_EVERY,
+};
 use super::GatewayError;
 
 /// The address the gateway listens on by default (the Supabase CLI's API port).
@@ -63,6 +67,8 @@ pub struct GatewayConfig {
     pub(crate) listen: SocketAddr,
     /// Request bodies above this many bytes get 413.
     pub(crate) max_body_bytes: usize,
+    /// The limits of the Realtime endpoint (`/realtime/v1/websocket`).
+    pub(crate) realtime: RealtimeSettings,
     /// PostgreSQL connections in the pool (= concurrent requests).
     pub(crate) pool_size: usize,
     /// How long a request waits for a free connection before PGRST003.
@@ -102,6 +108,7 @@ impl fmt::Debug for GatewayConfig {
             .field("body_budget_bytes", &self.body_budget_bytes)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
+            .field("realtime", &self.realtime)
             .finish()
     }
 }
@@ -135,6 +142,7 @@ impl GatewayConfig {
             service_key: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 54321)),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            realtime: RealtimeSettings::default(),
             pool_size: DEFAULT_POOL_SIZE,
             pool_timeout: Duration::from_secs(10),
             jwt_aud: None,
@@ -144,6 +152,12 @@ impl GatewayConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
         }
+    }
+
+    /// The Realtime endpoint's limits (`/realtime/v1/websocket`).
+    pub fn with_realtime(mut self, settings: RealtimeSettings) -> Self {
+        self.realtime = settings;
+        self
     }
 
     /// Replaces the database URL.
@@ -283,6 +297,20 @@ impl GatewayConfig {
                 ),
             ));
         }
+        let rt = &self.realtime;
+        for (setting, n) in [
+            ("realtime.max_sockets", rt.max_sockets),
+            ("realtime.max_channels", rt.max_channels),
+            ("realtime.max_message_bytes", rt.max_message_bytes),
+            ("realtime.max_presence_bytes", rt.max_presence_bytes),
+        ] {
+            if n == 0 {
+                return Err(bad(setting, "must be positive".into()));
+            }
+        }
+        if rt.heartbeat_timeout.is_zero() || rt.recheck_every.is_zero() {
+            return Err(bad("realtime timeouts", "must be positive".into()));
+        }
         if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
             return Err(bad("timeouts", "must be positive".into()));
         }
@@ -351,6 +379,24 @@ pub struct GatewayArgs {
     /// Seconds a request may take to send its body (408 past it).
     #[arg(long, default_value_t = DEFAULT_BODY_TIMEOUT.as_secs(), value_name = "SECS")]
     pub body_timeout_secs: u64,
+    /// Open Realtime websockets (`/realtime/v1/websocket`) at most (429 past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_SOCKETS)]
+    pub realtime_max_sockets: usize,
+    /// Realtime channels one websocket may join.
+    #[arg(long, default_value_t = DEFAULT_MAX_CHANNELS)]
+    pub realtime_max_channels: usize,
+    /// Largest Realtime message a client may send (a larger one closes the socket).
+    #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub realtime_max_message_bytes: usize,
+    /// Largest presence state a client may publish.
+    #[arg(long, default_value_t = DEFAULT_MAX_PRESENCE_BYTES)]
+    pub realtime_max_presence_bytes: usize,
+    /// Seconds a Realtime socket may stay silent (clients heartbeat every 25-30 s).
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub realtime_heartbeat_timeout_secs: u64,
+    /// Seconds between checks of a joined channel's token and policies.
+    #[arg(long, default_value_t = DEFAULT_RECHECK_EVERY.as_secs(), value_name = "SECS")]
+    pub realtime_recheck_secs: u64,
 }
 
 impl GatewayArgs {
@@ -364,7 +410,15 @@ impl GatewayArgs {
             .with_max_requests(self.max_requests)
             .with_body_budget_bytes(self.body_budget_bytes)
             .with_header_timeout(Duration::from_secs(self.header_timeout_secs))
-            .with_body_timeout(Duration::from_secs(self.body_timeout_secs));
+            .with_body_timeout(Duration::from_secs(self.body_timeout_secs))
+            .with_realtime(RealtimeSettings {
+                max_sockets: self.realtime_max_sockets,
+                max_channels: self.realtime_max_channels,
+                max_message_bytes: self.realtime_max_message_bytes,
+                max_presence_bytes: self.realtime_max_presence_bytes,
+                heartbeat_timeout: Duration::from_secs(self.realtime_heartbeat_timeout_secs),
+                recheck_every: Duration::from_secs(self.realtime_recheck_secs),
+            });
         if let Some(k) = self.service_key {
             c = c.with_service_key(k);
         }

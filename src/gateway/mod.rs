@@ -41,8 +41,14 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 mod limits;
+mod realtime;
 pub mod rpc;
 mod server;
+
+pub use realtime::{
+    RealtimeSettings, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_PRESENCE_BYTES, DEFAULT_MAX_SOCKETS, DEFAULT_RECHECK_EVERY,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -136,6 +142,8 @@ pub struct Gateway {
     local_addr: SocketAddr,
     router: Router,
     limits: server::ServerLimits,
+    /// The Realtime endpoint's sockets and the database feed.
+    realtime: Arc<realtime::RealtimeHub>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -226,6 +234,7 @@ impl Gateway {
             linger_bytes: config.max_body_bytes.saturating_mul(32),
         };
         let admission = limits::Admission::new(config.max_requests, config.body_budget_bytes);
+        let hub = realtime::RealtimeHub::new(config.clone(), pool.clone());
         let state = Arc::new(AppState {
             config,
             pool,
@@ -234,8 +243,9 @@ impl Gateway {
         Ok(Self {
             listener,
             local_addr,
-            router: router(state),
+            router: router(state, hub.clone()),
             limits,
+            realtime: hub,
         })
     }
 
@@ -259,9 +269,19 @@ impl Gateway {
         F: Future<Output = ()> + Send + 'static,
     {
         tracing::info!(addr = %self.local_addr, "supamerge gateway listening (development stand-in for Supabase)");
-        server::serve(self.listener, self.router, self.limits, shutdown)
+        let feed = tokio::spawn(realtime::listen(self.realtime.clone()));
+        let hub = self.realtime.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Websockets are not requests in flight: close them now.
+            hub.close();
+        };
+        let result = server::serve(self.listener, self.router, self.limits, shutdown)
             .await
-            .map_err(|source| GatewayError::Serve { source })
+            .map_err(|source| GatewayError::Serve { source });
+        self.realtime.close();
+        let _ = feed.await;
+        result
     }
 
     /// Serves on a tokio task; the handle stops it.
@@ -335,7 +355,13 @@ where
     Gateway::bind(config).await?.serve(shutdown).await
 }
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, hub: Arc<realtime::RealtimeHub>) -> Router {
+    let live = Router::new()
+        .route(
+            "/realtime/v1/websocket",
+            axum::routing::get(realtime::websocket),
+        )
+        .with_state(hub);
     Router::new()
         .route(
             "/rest/v1/rpc/:function",
@@ -352,6 +378,7 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::map_response(cors_headers))
         .with_state(state)
+        .merge(live)
 }
 
 const ALLOWED_HEADERS: &str =

@@ -271,14 +271,18 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let mut conn = builder.serve_connection(TokioIo::new(stream), service);
+    // With upgrades: a Realtime websocket leaves this server at its 101
+    // (the upgrade task owns the socket from then on; see `realtime`).
+    let mut conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut stopping = *stop.borrow();
     if stopping {
         Pin::new(&mut conn).graceful_shutdown();
     }
     let done = loop {
         tokio::select! {
-            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            r = &mut conn => break r,
             () = state.evict.notified() => return,
             changed = stop.changed(), if !stopping => {
                 stopping = true;
@@ -294,13 +298,18 @@ async fn serve_connection(
         tracing::debug!(error = %e, "connection ended");
         return;
     }
-    let parts = conn.into_parts();
-    linger(parts.io.into_inner(), state, limits.linger_bytes).await;
+    // `None`: upgraded. Otherwise hyper has already half-closed the socket
+    // (the write side); linger reads what the client still sends.
+    if let Some(parts) = conn.into_parts() {
+        linger(parts.io.into_inner(), state, limits.linger_bytes).await;
+    }
 }
 
 /// Half-closes the socket and reads (and discards) what the client still
 /// sends, for at most [`LINGER_TIME`] and `max_bytes`, or until it closes.
 async fn linger(mut stream: TcpStream, state: &ConnState, max_bytes: usize) {
+    // Usually done by hyper already; a second shutdown of the write side is
+    // harmless, a failure means the peer is gone.
     if stream.shutdown().await.is_err() {
         return;
     }

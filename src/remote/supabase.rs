@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::realtime::RealtimeClient;
 use super::{Remote, RemoteError};
 use crate::id::WorkspaceId;
 use crate::protocol::wire::{
@@ -246,9 +247,13 @@ impl SupabaseRemoteBuilder {
             .user_agent(concat!("supamerge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| SupabaseConfigError::Client { source })?;
+        let realtime = RealtimeClient::builder(trimmed, &self.anon_key)
+            .with_token_provider(self.tokens.clone())
+            .build()?;
         Ok(SupabaseRemote {
             inner: Arc::new(Inner {
                 rpc_base: format!("{trimmed}/rest/v1/rpc/"),
+                realtime,
                 anon_key: self.anon_key,
                 tokens: self.tokens,
                 http,
@@ -279,6 +284,9 @@ struct Inner {
     timeout: Duration,
     /// Bodies above this are refused locally.
     max_body_bytes: usize,
+    /// Live updates over Supabase Realtime (one websocket, opened by the
+    /// first subscription).
+    realtime: RealtimeClient,
 }
 
 impl fmt::Debug for SupabaseRemote {
@@ -355,6 +363,14 @@ impl SupabaseRemote {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
+    }
+
+    /// Live updates of this project: nudges when a workspace's log grows,
+    /// and presence, over Supabase Realtime with this remote's URL, key and
+    /// tokens (`docs/realtime.md`). Every call returns the same client; its
+    /// websocket opens with the first subscription.
+    pub fn realtime(&self) -> RealtimeClient {
+        self.inner.realtime.clone()
     }
 
     /// Calls an RPC function with a JSON object of named arguments and parses

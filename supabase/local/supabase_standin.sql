@@ -95,3 +95,127 @@ alter default privileges for role supabase_postgres in schema public
   grant all on sequences to anon, authenticated, service_role;
 alter default privileges for role supabase_postgres in schema public
   grant execute on functions to anon, authenticated, service_role;
+
+-- ---------------------------------------------------------------------------
+-- Realtime (Broadcast from the database), shaped as on Supabase
+-- ---------------------------------------------------------------------------
+-- On a Supabase project the Realtime service owns schema `realtime`:
+-- `realtime.messages` (owned by supabase_realtime_admin, RLS enabled, the
+-- API roles may select/insert/update; partitioned by day there, a plain
+-- table here), `realtime.send()` and `realtime.topic()`, and `postgres` is
+-- a member of supabase_realtime_admin (so migrations may create policies on
+-- realtime.messages). This recreates that for plain PostgreSQL, plus what
+-- the local gateway needs in place of the Realtime server:
+--   * realtime.send() also raises NOTIFY realtime_broadcast (the gateway
+--     LISTENs; Realtime reads the WAL instead);
+--   * realtime.gateway_probe() inserts the probe rows Realtime
+--     Authorization selects back as the user (Realtime inserts them with
+--     its own privileged login), executable by authenticator only;
+--   * realtime.gateway_prune() deletes messages older than three days (as
+--     Supabase drops its daily partitions).
+
+do $$
+begin
+  if not exists (select 1 from pg_roles where rolname = 'supabase_realtime_admin') then
+    create role supabase_realtime_admin nologin noinherit;
+  end if;
+end
+$$;
+grant supabase_realtime_admin to supabase_postgres;
+
+create schema if not exists realtime;
+grant usage, create on schema realtime to supabase_realtime_admin;
+grant usage on schema realtime to anon, authenticated, service_role, supabase_postgres, authenticator;
+
+create table if not exists realtime.messages (
+  topic       text not null,
+  extension   text not null,
+  payload     jsonb,
+  event       text,
+  private     boolean default false,
+  updated_at  timestamp not null default now(),
+  inserted_at timestamp not null default now(),
+  id          uuid not null default gen_random_uuid(),
+  primary key (id, inserted_at)
+);
+create index if not exists messages_inserted_at_idx on realtime.messages (inserted_at);
+alter table realtime.messages owner to supabase_realtime_admin;
+alter table realtime.messages enable row level security;
+grant select, insert, update on realtime.messages to anon, authenticated, service_role, supabase_postgres;
+
+create or replace function realtime.topic() returns text language sql stable
+set search_path = pg_catalog, pg_temp as $$
+  select nullif(pg_catalog.current_setting('realtime.topic', true), '')::pg_catalog.text
+$$;
+
+-- Supabase's realtime.send (SECURITY INVOKER: the insert runs as the
+-- caller and passes its RLS insert policies or bypasses RLS): adds an "id"
+-- to the payload, sets realtime.topic, inserts, and never fails the caller
+-- (a failure is a WARNING). Here it also notifies the gateway; a payload
+-- over 7000 bytes is announced without it (the gateway then skips it).
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void language plpgsql
+set search_path = pg_catalog, pg_temp as $$
+declare
+  generated_id uuid;
+  final_payload jsonb;
+  note jsonb;
+begin
+  begin
+    generated_id := gen_random_uuid();
+    if payload ? 'id' then
+      final_payload := payload;
+    else
+      final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+    end if;
+    perform set_config('realtime.topic', topic, true);
+    insert into realtime.messages (id, payload, event, topic, private, extension)
+    values (generated_id, final_payload, event, topic, private, 'broadcast');
+    note := jsonb_build_object('id', generated_id, 'topic', topic, 'event', event,
+                               'private', private, 'payload', final_payload);
+    if octet_length(note::text) > 7000 then
+      note := note - 'payload';
+    end if;
+    perform pg_notify('realtime_broadcast', note::text);
+  exception
+    when others then
+      raise warning 'WarnSendingBroadcastMessage: %', sqlerrm;
+  end;
+end
+$$;
+alter function realtime.send(jsonb, text, text, boolean) owner to supabase_realtime_admin;
+alter function realtime.topic() owner to supabase_realtime_admin;
+grant execute on function realtime.send(jsonb, text, text, boolean) to public;
+grant execute on function realtime.topic() to public;
+
+-- For the gateway's Realtime Authorization: inserts one probe message per
+-- extension for the topic and returns their ids (the transaction is rolled
+-- back by the caller).
+create or replace function realtime.gateway_probe(p_topic text, p_extensions text[])
+returns text[] language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp as $$
+declare
+  v_ids text[] := '{}';
+  v_ext text;
+  v_id  uuid;
+begin
+  foreach v_ext in array p_extensions loop
+    v_id := gen_random_uuid();
+    insert into realtime.messages (id, topic, extension, private) values (v_id, p_topic, v_ext, true);
+    v_ids := v_ids || v_id::text;
+  end loop;
+  return v_ids;
+end
+$$;
+
+create or replace function realtime.gateway_prune() returns bigint language sql volatile security definer
+set search_path = pg_catalog, pg_temp as $$
+  with gone as (delete from realtime.messages m where m.inserted_at < now() - interval '3 days' returning 1)
+  select count(*) from gone
+$$;
+alter function realtime.gateway_probe(text, text[]) owner to supabase_realtime_admin;
+alter function realtime.gateway_prune() owner to supabase_realtime_admin;
+revoke all on function realtime.gateway_probe(text, text[]) from public;
+revoke all on function realtime.gateway_prune() from public;
+grant execute on function realtime.gateway_probe(text, text[]) to authenticator;
+grant execute on function realtime.gateway_prune() to authenticator;

@@ -566,6 +566,78 @@ revoke all on all functions in schema supamerge_private from public, anon;
 grant execute on all functions in schema supamerge_private to authenticated, service_role;
 
 -- ---------------------------------------------------------------------------
+-- Realtime: nudges and who may receive them (docs/realtime.md)
+-- ---------------------------------------------------------------------------
+-- A push that stored changes announces itself with Supabase Realtime's
+-- Broadcast from the database on the workspace's private channel
+-- `workspace:<uuid>`, event 'changes', payload
+--   {"v":1,"workspace","from_seq","to_seq","docs":[<= 50 doc ids],"docs_complete"}
+-- (realtime.send adds "id"): where the log grew, never change bytes. Clients
+-- pull. On Supabase the Realtime service delivers it; locally the gateway.
+
+-- Whether the caller is a member of the workspace a Realtime topic names
+-- ('workspace:' followed by the workspace id in lower case). Used by the
+-- realtime.messages policies below, evaluated as the joining user
+-- (SECURITY INVOKER: RLS on workspace_members shows a user their own rows).
+create or replace function supamerge_private.is_topic_member(p_topic text) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select p_topic is not null and p_topic like 'workspace:%' and exists (
+    select 1 from public.workspace_members m
+     where m.user_id = supamerge_private.caller_uid()
+       and 'workspace:' || m.workspace_id::text = p_topic)
+$$;
+grant execute on function supamerge_private.is_topic_member(text) to authenticated, service_role;
+
+-- Sends the nudge of a push that stored p_from..p_to. A failing
+-- realtime.send (or a database without the realtime schema) never fails
+-- the push: the error becomes a WARNING, as realtime.send itself does.
+-- Called by supamerge_push only (execute revoked from every API role).
+create or replace function supamerge_private.announce_push(p_workspace uuid, p_from bigint, p_to bigint)
+returns void
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+  c_max_docs constant int := 50;
+  v_docs  jsonb;
+  v_count int;
+begin
+  if p_to < p_from then
+    return;
+  end if;
+  select coalesce(jsonb_agg(d.doc_id order by d.doc_id) filter (where d.rn <= c_max_docs), '[]'::jsonb),
+         count(*)
+    into v_docs, v_count
+    from (select x.doc_id, row_number() over (order by x.doc_id) as rn
+            from (select distinct c.doc_id from public.changes c
+                   where c.workspace_id = p_workspace and c.seq between p_from and p_to
+                   order by c.doc_id limit c_max_docs + 1) x) d;
+  begin
+    perform realtime.send(
+      jsonb_build_object('v', 1, 'workspace', p_workspace, 'from_seq', p_from, 'to_seq', p_to,
+                         'docs', v_docs, 'docs_complete', v_count <= c_max_docs),
+      'changes', 'workspace:' || p_workspace::text, true);
+  exception
+    when others then
+      raise warning 'supamerge: the realtime nudge of workspace % was not sent: %', p_workspace, sqlerrm;
+  end;
+end
+$$;
+revoke all on function supamerge_private.announce_push(uuid, bigint, bigint)
+  from public, anon, authenticated, service_role;
+
+-- Realtime Authorization: members of a workspace may receive its channel's
+-- broadcasts and presence, and publish their presence. Nobody may send
+-- broadcasts from a client (nudges come from pushes only).
+create policy supamerge_members_receive on realtime.messages
+  for select to authenticated
+  using (realtime.messages.extension in ('broadcast', 'presence')
+         and supamerge_private.is_topic_member((select realtime.topic())));
+
+create policy supamerge_members_presence on realtime.messages
+  for insert to authenticated
+  with check (realtime.messages.extension = 'presence'
+              and supamerge_private.is_topic_member((select realtime.topic())));
+
+-- ---------------------------------------------------------------------------
 -- RPC: workspaces and members
 -- ---------------------------------------------------------------------------
 
@@ -805,6 +877,8 @@ begin
 
   if v_seq <> v_first then
     update public.workspaces w set next_seq = v_seq where w.id = p_workspace;
+    -- One Realtime nudge per push that stored something (never fails the push).
+    perform supamerge_private.announce_push(p_workspace, v_first, v_seq - 1);
   end if;
   return jsonb_build_object('v', 1, 'results', to_jsonb(v_results));
 end
