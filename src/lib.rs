@@ -158,7 +158,9 @@ pub use error::{Error, Result};
 pub use id::{Collection, DocId, IdError, WorkspaceId, MAX_COLLECTION_LEN};
 pub use migrate::{migration_actor, migration_actor_v1, Migration, MigrationError};
 pub use pointer::{JsonPointer, PointerError};
-pub use protocol::realtime::{workspace_topic, NudgePayload, NUDGE_EVENT};
+pub use protocol::realtime::{
+    workspace_topic, NudgePayload, MAX_NUDGE_DOCS, NUDGE_EVENT, NUDGE_VERSION,
+};
 pub use protocol::{
     ChangeEnvelope, Cursor, DownloadedSnapshot, PullPage, PullRequest, PulledChange, PushOutcome,
     PushRequest, PushResponse, SnapshotCheckError, SnapshotDigest, SnapshotOutcome, SnapshotPage,

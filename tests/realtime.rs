@@ -8,7 +8,6 @@
 //! Needs PostgreSQL (`scripts/test.sh`); fails without it.
 #![cfg(feature = "gateway")]
 
-#[allow(dead_code)]
 #[path = "support/pg.rs"]
 mod pg;
 

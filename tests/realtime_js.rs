@@ -8,7 +8,6 @@
 //! npm; fails, never skips, when either is missing.
 #![cfg(feature = "gateway")]
 
-#[allow(dead_code)]
 #[path = "support/pg.rs"]
 mod pg;
 

@@ -14,6 +14,8 @@
 //!   the nudge a push announces.
 
 pub mod chunk;
+// The websocket client (feature `supabase`) and the gateway speak it.
+#[cfg_attr(not(any(feature = "supabase", feature = "gateway")), allow(dead_code))]
 pub mod realtime;
 pub mod snapshot_check;
 pub mod wire;

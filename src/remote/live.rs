@@ -214,6 +214,7 @@ impl Inbox {
     }
 
     /// No more nudges will come.
+    #[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_one();
@@ -340,6 +341,7 @@ pub trait LiveUpdates: Send + Sync {
 /// A workspace's channel inside a client: its subscriptions and what they
 /// share.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
 pub(crate) struct Topic {
     /// Each subscription's inbox.
     pub(crate) inboxes: HashMap<u64, Arc<Inbox>>,
@@ -362,6 +364,7 @@ impl Topic {
     }
 
     /// Gives a nudge to every subscription.
+    #[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
     pub(crate) fn deliver(&self, nudge: &Nudge) {
         for inbox in self.inboxes.values() {
             inbox.deliver(nudge.clone());
@@ -369,6 +372,7 @@ impl Topic {
     }
 
     /// Ends every subscription's stream.
+    #[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
     pub(crate) fn close(&self) {
         for inbox in self.inboxes.values() {
             inbox.close();
@@ -402,6 +406,7 @@ pub(crate) fn attach(
 
 /// The entries of a Phoenix presence map (`{key: {"metas": [...]}}`):
 /// `phx_ref` becomes `presence_ref`; `phx_ref_prev` is dropped.
+#[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
 fn entries_of(value: &Value) -> PresenceState {
     let mut out = PresenceState::new();
     let Some(map) = value.as_object() else {
@@ -433,6 +438,7 @@ fn entries_of(value: &Value) -> PresenceState {
 }
 
 /// The state a `presence_state` event carries.
+#[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
 pub(crate) fn presence_from_state(payload: &Value) -> PresenceState {
     entries_of(payload)
 }
@@ -440,6 +446,7 @@ pub(crate) fn presence_from_state(payload: &Value) -> PresenceState {
 /// Applies a `presence_diff` (`{"joins": {...}, "leaves": {...}}`) the way
 /// Phoenix's `Presence.syncDiff` does: a join replaces the key's entries of
 /// the same refs, a leave removes the entries of its refs.
+#[cfg_attr(not(feature = "supabase"), allow(dead_code))] // used by the websocket client
 pub(crate) fn apply_presence_diff(state: &mut PresenceState, diff: &Value) {
     let joins = entries_of(diff.get("joins").unwrap_or(&Value::Null));
     let leaves = entries_of(diff.get("leaves").unwrap_or(&Value::Null));

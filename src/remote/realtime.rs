@@ -483,9 +483,11 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(s: &Shared) -> Result<Socket, String> {
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = Some(MAX_MESSAGE_BYTES);
-    config.max_frame_size = Some(MAX_MESSAGE_BYTES);
+    let config = WebSocketConfig {
+        max_message_size: Some(MAX_MESSAGE_BYTES),
+        max_frame_size: Some(MAX_MESSAGE_BYTES),
+        ..WebSocketConfig::default()
+    };
     let attempt =
         tokio_tungstenite::connect_async_with_config(s.endpoint.as_str(), Some(config), true);
     match tokio::time::timeout(s.connect_timeout, attempt).await {
@@ -807,17 +809,15 @@ impl<'a> Session<'a> {
                         .send_modify(|p| apply_presence_diff(p, &msg.payload));
                 }
             }
-            event::SYSTEM => {
-                if msg.payload.get("status").and_then(Value::as_str) == Some("error") {
-                    let text = msg
-                        .payload
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("error")
-                        .to_owned();
-                    if let Some(c) = self.channels.get_mut(&ws) {
-                        c.last_error = Some(text);
-                    }
+            event::SYSTEM if msg.payload.get("status").and_then(Value::as_str) == Some("error") => {
+                let text = msg
+                    .payload
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error")
+                    .to_owned();
+                if let Some(c) = self.channels.get_mut(&ws) {
+                    c.last_error = Some(text);
                 }
             }
             event::CLOSE | event::ERROR => {
