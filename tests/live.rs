@@ -77,6 +77,37 @@ async fn a_push_nudges_and_the_nudge_leads_to_the_change() {
 }
 
 #[tokio::test]
+async fn remotes_offer_their_live_updates() {
+    let hub = LocalHub::temporary().unwrap();
+    let remote: Arc<dyn Remote> = Arc::new(hub.clone());
+    let faulty: Arc<dyn Remote> = Arc::new(supamerge::test_util::FaultyRemote::new(remote.clone()));
+    let ws = workspace();
+    let mut direct = remote
+        .live_updates()
+        .expect("the hub has live updates")
+        .subscribe(ws)
+        .unwrap();
+    let mut wrapped = faulty
+        .live_updates()
+        .expect("a wrapper keeps them")
+        .subscribe(ws)
+        .unwrap();
+    let _ = (direct.try_next(), wrapped.try_next());
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::open(dir.path().join("a")).unwrap();
+    a.create_json(ws, &tasks(), &json!({"title": "t"})).unwrap();
+    pass(&a, faulty.as_ref(), &SyncConfig::default(), &[ws])
+        .await
+        .unwrap();
+    for sub in [&mut direct, &mut wrapped] {
+        assert!(matches!(
+            sub.try_next().map(|n| n.kind),
+            Some(NudgeKind::Pushed { .. })
+        ));
+    }
+}
+
+#[tokio::test]
 async fn nudges_coalesce_for_a_slow_reader() {
     let dir = tempfile::tempdir().unwrap();
     let hub = LocalHub::open(dir.path().join("hub")).unwrap();

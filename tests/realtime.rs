@@ -836,7 +836,11 @@ async fn expired_tokens_are_refreshed_and_non_members_are_refused() {
         }
     );
     drop(sub);
-    let alice_long = client(&fx.url(), Rotating::new(alice, 3600));
+    // A remote's own live updates (what the sync engine takes).
+    let alice_remote: Arc<dyn Remote> = Arc::new(fx.remote_for(alice));
+    let alice_long = alice_remote
+        .live_updates()
+        .expect("Supabase has live updates");
     let mut sub = alice_long.subscribe(ws).unwrap();
     joined(&sub).await;
     assert_eq!(

@@ -2,7 +2,7 @@
 //! `@supabase/supabase-js` (pinned in tests/js/package-lock.json) subscribes
 //! to a workspace's private channel through the gateway
 //! (tests/js/realtime.mjs), a push made from Rust reaches it as a broadcast,
-//! a non-member's join and an expired token are refused with Realtime's
+//! a non-member's join, an expired and a forged token are refused with Realtime's
 //! error shape, and presence works between two supabase-js clients and a
 //! Rust `RealtimeClient`. Needs PostgreSQL (`scripts/test.sh`) and node +
 //! npm; fails, never skips, when either is missing.
@@ -70,6 +70,12 @@ async fn supabase_js_receives_pushes_and_presence_through_the_gateway() {
         "other": user_jwt(bob),
         "outsider": user_jwt(mallory),
         "expired": expired_user_jwt(bob, 120),
+        "forged": jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": bob, "role": "authenticated", "exp": 4_000_000_000u64}),
+            &jsonwebtoken::EncodingKey::from_secret(b"not-the-gateway-secret-not-the-gateway"),
+        )
+        .unwrap(),
     });
     let mut node = tokio::process::Command::new("node")
         .arg("realtime.mjs")
@@ -97,6 +103,12 @@ async fn supabase_js_receives_pushes_and_presence_through_the_gateway() {
             .as_str()
             .is_some_and(|e| e.starts_with("InvalidJWTToken: Token has expired ")),
         "{ready}"
+    );
+    let forged = &ready["refusals"]["forged"];
+    assert_eq!(forged["status"], "CHANNEL_ERROR", "{ready}");
+    assert_eq!(
+        forged["error"],
+        "JwtSignatureError: Failed to validate JWT signature"
     );
     assert_eq!(ready["presence"][0]["status"], "SUBSCRIBED");
     assert_eq!(ready["presence"][1]["status"], "SUBSCRIBED");

@@ -179,6 +179,11 @@ impl FaultyRemote {
 
 #[async_trait]
 impl Remote for FaultyRemote {
+    /// The wrapped remote's (faults apply to calls, not to live updates).
+    fn live_updates(&self) -> Option<Arc<dyn crate::remote::LiveUpdates>> {
+        self.inner.live_updates()
+    }
+
     async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
         self.call(Op::Push, || self.inner.push(req.clone())).await
     }

@@ -606,6 +606,10 @@ impl LocalHub {
 
 #[async_trait]
 impl Remote for LocalHub {
+    fn live_updates(&self) -> Option<Arc<dyn super::live::LiveUpdates>> {
+        Some(Arc::new(self.live()))
+    }
+
     async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
         self.serve("push", req.v, move |hub| hub.push_sync(req))
             .await

@@ -139,6 +139,14 @@ pub trait Remote: Send + Sync {
     /// # Errors
     /// The call failed.
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError>;
+
+    /// The live updates of this backend (nudges when a workspace's log
+    /// grows, presence), if it has any: `LocalHub` in process, Supabase
+    /// Realtime for `SupabaseRemote`. `None` (the default): poll.
+    /// See `docs/realtime.md`.
+    fn live_updates(&self) -> Option<std::sync::Arc<dyn LiveUpdates>> {
+        None
+    }
 }
 
 #[cfg(feature = "test-util")]

@@ -559,6 +559,10 @@ fn check_version(v: u32, what: &str) -> Result<(), RemoteError> {
 
 #[async_trait]
 impl Remote for SupabaseRemote {
+    fn live_updates(&self) -> Option<Arc<dyn super::live::LiveUpdates>> {
+        Some(Arc::new(self.realtime()))
+    }
+
     async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
         let n = req.changes.len();
         let resp: PushResponse = self

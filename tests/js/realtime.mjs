@@ -1,10 +1,10 @@
 // The official client as the oracle of the gateway's Realtime: supabase-js
 // subscribes to a workspace's private channel exactly as an app would,
 // receives the broadcast of a push made from Rust, is refused as a
-// non-member and with an expired token (Realtime's error shape), and two
+// non-member, with an expired and with a forged token (Realtime's error shape), and two
 // supabase-js clients see each other's presence (and a Rust client's).
 // Input (env SUPAMERGE_JS_INPUT): {"url","anonKey","workspace",
-// "member","outsider","expired","other"} (tokens). Output: JSON lines on
+// "member","outsider","expired","forged","other"} (tokens). Output: JSON lines on
 // stdout: {"ready":...} once subscribed, then {"done":...}. Driven by
 // tests/realtime_js.rs.
 import { createClient } from '@supabase/supabase-js';
@@ -42,7 +42,7 @@ const memberStatus = await subscribe(memberChannel);
 
 // 2. Refused joins: a non-member, an expired token.
 const refusals = {};
-for (const [name, token] of [['outsider', input.outsider], ['expired', input.expired]]) {
+for (const [name, token] of [['outsider', input.outsider], ['expired', input.expired], ['forged', input.forged]]) {
   const c = client();
   await c.realtime.setAuth(token);
   const ch = c.channel(topic, { config: { private: true } });
