@@ -997,3 +997,50 @@ async fn one_bounded_message_per_push_and_a_failing_send_never_fails_it() {
     push(&fx.url(), alice, ws, 2, 201).await;
     assert_eq!(fx.db.change_count().await, 304);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_feed_survives_losing_its_database_connection() {
+    let fx = SupabaseFixture::start().await;
+    let alice = Uuid::new_v4();
+    let ws = fx.workspace(alice, &[]).await;
+    let mut s = Raw::open(&fx.url()).await;
+    assert_eq!(
+        s.join(&topic(&ws), Some(&user_jwt(alice))).await["status"],
+        "ok"
+    );
+    push(&fx.url(), alice, ws, 1, 1).await;
+    s.until(|m| m["event"] == "broadcast").await;
+
+    // The database drops the gateway's LISTEN connection.
+    let killed: i64 = fx
+        .db
+        .superuser()
+        .await
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
+              where datname = current_database() and application_name = 'supamerge-gateway-realtime-feed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "the feed's connection was found");
+    // Nudges sent while it reconnects are lost (clients resync or poll);
+    // once it is back they flow again: push until one arrives.
+    let arrived = within("a broadcast after the reconnect", async {
+        for seed in 2..=u8::MAX {
+            push(&fx.url(), alice, ws, 1, seed).await;
+            let got = tokio::time::timeout(
+                Duration::from_millis(500),
+                s.until(|m| m["event"] == "broadcast"),
+            )
+            .await;
+            if let Ok(m) = got {
+                return m;
+            }
+        }
+        panic!("no broadcast after 250 pushes");
+    })
+    .await;
+    assert_eq!(arrived["payload"]["event"], "changes");
+}

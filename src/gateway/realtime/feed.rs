@@ -27,6 +27,9 @@ use crate::protocol::realtime::{Message, TOPIC_PREFIX};
 /// The notification channel the stand-in's `realtime.send` raises.
 pub(crate) const CHANNEL: &str = "realtime_broadcast";
 
+/// The feed connection's `application_name` (to find it in `pg_stat_activity`).
+pub(crate) const APPLICATION_NAME: &str = "supamerge-gateway-realtime-feed";
+
 /// How often old messages are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -75,8 +78,9 @@ async fn session(
     hub: &Arc<RealtimeHub>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let config =
+    let mut config =
         tokio_postgres::Config::from_str(&hub.config.database_url).map_err(|e| e.to_string())?;
+    config.application_name(APPLICATION_NAME);
     let (client, mut connection) = config
         .connect(tokio_postgres::NoTls)
         .await
