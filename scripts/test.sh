@@ -57,10 +57,25 @@ step "cargo doc (features $FEATURES, and the library alone)"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --features "$FEATURES"
 RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --no-default-features
 
+# The JavaScript dependencies, from the lockfiles (a few seconds): the
+# reference client's `node --test` suite (run by tests/js_client.rs against a
+# gateway process) and the supabase-js compatibility check (tests/supabase_js.rs).
+step "npm ci (clients/js, tests/js)"
+for dir in clients/js tests/js; do
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+done
+
 step "cargo test"
 cargo test --features "$FEATURES" --all-targets
 
 step "doc tests"
 cargo test --features "$FEATURES" --doc
+
+# sled's failpoints need a build of sled with its `failpoints` feature: a
+# separate, explicit target (tests/failpoints.rs, ~1.5 min to build, seconds
+# to run).
+step "failpoint tests"
+cargo clippy --features "$FEATURES,failpoints" --test failpoints -- -D warnings
+cargo test --features "$FEATURES,failpoints" --test failpoints
 
 step "all checks passed"

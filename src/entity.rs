@@ -1,22 +1,32 @@
 //! Entities: how an entity lives inside its Automerge document, and the JSON
 //! view of it.
 //!
-//! Document layout (root map):
-//! - `data` — the entity's value (a map): what typed and JSON reads return;
+//! Document layout (root map; the contract for other clients is
+//! `docs/interop.md`):
 //! - `_meta` — `{ collection, workspace, deleted, schema }`: replicated
-//!   metadata. `deleted: true` is the tombstone (a plain last-writer-wins write,
-//!   replicated like any other); `schema` is the collection schema version.
+//!   metadata, created by the document's first change. `collection` (a scalar
+//!   string) is required: the server refuses a first change without it, and a
+//!   document without `_meta` is not an entity ([`EntityError::NotAnEntity`]).
+//!   `deleted: true` is the tombstone (a plain last-writer-wins write,
+//!   replicated like any other; absent = false); `schema` is the collection
+//!   schema version (a plain integer, absent = 0);
+//! - `data` — the entity's value (a map): what typed and JSON reads return.
 //!
 //! JSON conversion resolves every field by last-writer-wins
-//! ([`crate::conflict::winner`]); merge patches follow RFC 7396 and touch only
-//! the keys they name, so concurrent patches of different keys never conflict.
+//! ([`crate::conflict::LwwView::winner`]): scalar strings and text objects
+//! both read as strings, counters and integers as numbers (the counter fields
+//! are listed by [`counter_paths`]), timestamps as ms numbers, bytes as base64.
+//! Merge patches follow RFC 7396 and touch only the keys they name, so
+//! concurrent patches of different keys never conflict; a string written over
+//! a text object is spliced in as a diff, an integer written over a counter is
+//! applied as an increment by the difference.
 
 use automerge::transaction::{Transactable, Transaction};
-use automerge::{Automerge, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::{Automerge, Change, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use base64::Engine;
 use serde_json::{Map, Number, Value as Json};
 
-use crate::conflict::{winner, Side};
+use crate::conflict::{LwwView, Side};
 use crate::id::DocId;
 use crate::pointer::PointerError;
 
@@ -42,6 +52,26 @@ pub enum EntityError {
     NotFound {
         /// The id asked for.
         id: DocId,
+    },
+    /// The document exists but is not an entity: it has no `_meta` map
+    /// (written by a client that does not follow `docs/interop.md`).
+    #[error(
+        "document {id} is not a supamerge entity: it has no `_meta` map (see docs/interop.md)"
+    )]
+    NotAnEntity {
+        /// The document.
+        id: DocId,
+    },
+    /// A merge patch gives a counter field a value other than an integer or
+    /// `null` (an integer is applied as an increment by the difference).
+    #[error("the field {path:?} of entity {id} is a counter: a merge patch may set it to an integer (applied as an increment by the difference) or null (removes it), not {found}; replace it with a transaction instead")]
+    CounterPatch {
+        /// The entity.
+        id: DocId,
+        /// The counter's path (JSON pointer).
+        path: String,
+        /// The JSON type given.
+        found: &'static str,
     },
     /// The entity was deleted (its tombstone is set).
     #[error("entity {id} is deleted")]
@@ -153,36 +183,38 @@ pub fn expect_object(v: &Json) -> Result<&Map<String, Json>, EntityError> {
 }
 
 /// The object id of the `data` map, if the document has one.
-pub fn data_obj(doc: &Automerge) -> Option<ObjId> {
-    match winner(doc, &ROOT, DATA) {
+pub fn data_obj(view: LwwView<'_>) -> Option<ObjId> {
+    match view.winner(&ROOT, DATA) {
         Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
         _ => None,
     }
 }
 
 /// The object id of the `_meta` map, if the document has one.
-pub fn meta_obj(doc: &Automerge) -> Option<ObjId> {
-    match winner(doc, &ROOT, META) {
+pub fn meta_obj(view: LwwView<'_>) -> Option<ObjId> {
+    match view.winner(&ROOT, META) {
         Ok(Some((Value::Object(ObjType::Map), id))) => Some(id),
         _ => None,
     }
 }
 
 /// Whether the tombstone is set.
-pub fn is_deleted(doc: &Automerge) -> bool {
-    let Some(meta) = meta_obj(doc) else {
+pub fn is_deleted(view: LwwView<'_>) -> bool {
+    let Some(meta) = meta_obj(view) else {
         return false;
     };
     matches!(
-        winner(doc, &meta, META_DELETED),
+        view.winner(&meta, META_DELETED),
         Ok(Some((Value::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Boolean(true))
     )
 }
 
-/// The schema version recorded in the document (0 when absent).
-pub fn schema_version(doc: &Automerge) -> u64 {
-    let Some(meta) = meta_obj(doc) else { return 0 };
-    match winner(doc, &meta, META_SCHEMA) {
+/// The schema version recorded in the document (0 when absent). Read from a
+/// plain integer (what supamerge writes) or an unsigned one (documents
+/// migrated by earlier versions).
+pub fn schema_version(view: LwwView<'_>) -> u64 {
+    let Some(meta) = meta_obj(view) else { return 0 };
+    match view.winner(&meta, META_SCHEMA) {
         Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
             ScalarValue::Uint(u) => *u,
             ScalarValue::Int(i) => u64::try_from(*i).unwrap_or(0),
@@ -209,7 +241,8 @@ pub fn scalar_to_json(s: &ScalarValue) -> Json {
 }
 
 /// The JSON form of a value read from the document.
-pub fn value_to_json(doc: &Automerge, value: &Value<'_>, id: &ObjId) -> Json {
+pub fn value_to_json(view: LwwView<'_>, value: &Value<'_>, id: &ObjId) -> Json {
+    let doc = view.doc();
     match value {
         Value::Scalar(s) => scalar_to_json(s.as_ref()),
         Value::Object(ObjType::Text) => Json::String(doc.text(id).unwrap_or_default()),
@@ -217,35 +250,170 @@ pub fn value_to_json(doc: &Automerge, value: &Value<'_>, id: &ObjId) -> Json {
             let len = doc.length(id);
             Json::Array(
                 (0..len)
-                    .map(|i| match winner(doc, id, i) {
-                        Ok(Some((v, vid))) => value_to_json(doc, &v, &vid),
+                    .map(|i| match view.winner(id, i) {
+                        Ok(Some((v, vid))) => value_to_json(view, &v, &vid),
                         _ => Json::Null,
                     })
                     .collect(),
             )
         }
-        Value::Object(ObjType::Map | ObjType::Table) => Json::Object(map_to_json(doc, id)),
+        Value::Object(ObjType::Map | ObjType::Table) => Json::Object(map_to_json(view, id)),
     }
 }
 
 /// The JSON form of a map object, every field resolved by last-writer-wins.
-pub fn map_to_json(doc: &Automerge, obj: &ObjId) -> Map<String, Json> {
+pub fn map_to_json(view: LwwView<'_>, obj: &ObjId) -> Map<String, Json> {
     let mut out = Map::new();
-    for key in doc.keys(obj) {
-        if let Ok(Some((v, id))) = winner(doc, obj, key.as_str()) {
-            out.insert(key, value_to_json(doc, &v, &id));
+    for key in view.doc().keys(obj) {
+        if let Ok(Some((v, id))) = view.winner(obj, key.as_str()) {
+            out.insert(key, value_to_json(view, &v, &id));
         }
     }
     out
 }
 
 /// The entity's value as JSON (an empty object when the document has no data).
-pub fn data_json(doc: &Automerge) -> Json {
-    match data_obj(doc) {
-        Some(obj) => Json::Object(map_to_json(doc, &obj)),
+pub fn data_json(view: LwwView<'_>) -> Json {
+    match data_obj(view) {
+        Some(obj) => Json::Object(map_to_json(view, &obj)),
         None => Json::Object(Map::new()),
     }
 }
+
+/// The JSON pointers of the fields of the entity's value that hold counters
+/// (in the last-writer-wins view; they read as plain numbers in
+/// [`data_json`]), in document order.
+pub fn counter_paths(view: LwwView<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(data) = data_obj(view) {
+        collect_counters(view, &data, "", &mut out);
+    }
+    out
+}
+
+fn collect_counters(view: LwwView<'_>, obj: &ObjId, path: &str, out: &mut Vec<String>) {
+    let doc = view.doc();
+    let props: Vec<automerge::Prop> = match doc.object_type(obj) {
+        Ok(ObjType::Map | ObjType::Table) => doc.keys(obj).map(automerge::Prop::Map).collect(),
+        Ok(ObjType::List) => (0..doc.length(obj)).map(automerge::Prop::Seq).collect(),
+        _ => Vec::new(),
+    };
+    for prop in props {
+        let seg = match &prop {
+            automerge::Prop::Map(k) => crate::pointer::JsonPointer::escape(k),
+            automerge::Prop::Seq(i) => i.to_string(),
+        };
+        let here = format!("{path}/{seg}");
+        match view.winner(obj, prop) {
+            Ok(Some((Value::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Counter(_)) => {
+                out.push(here);
+            }
+            Ok(Some((Value::Object(ObjType::Map | ObjType::Table | ObjType::List), child))) => {
+                collect_counters(view, &child, &here, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the first change of a document (the one without dependencies) says
+/// about its collection: the rule servers apply to pushed changes
+/// (`docs/interop.md`, "Document layout").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreationMeta {
+    /// The change has dependencies: not a creation.
+    NotCreation,
+    /// A creation whose `_meta.collection` is this scalar string.
+    Collection(String),
+    /// A creation that does not name its collection; the reason says what is
+    /// missing.
+    Missing(&'static str),
+}
+
+/// Reads `_meta.collection` from a document's creation change (a change with
+/// no dependencies), as it stands after that change alone.
+pub fn creation_meta(change: &Change) -> CreationMeta {
+    if !change.deps().is_empty() {
+        return CreationMeta::NotCreation;
+    }
+    let mut doc = Automerge::new();
+    if doc.apply_changes([change.clone()]).is_err() {
+        return CreationMeta::Missing(NOT_DECODABLE);
+    }
+    let meta = match doc.get(ROOT, META) {
+        Ok(Some((Value::Object(ObjType::Map), id))) => id,
+        _ => return CreationMeta::Missing(MISSING_META),
+    };
+    match doc.get(&meta, META_COLLECTION) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Str(c) => CreationMeta::Collection(c.to_string()),
+            _ => CreationMeta::Missing(COLLECTION_NOT_STRING),
+        },
+        Ok(Some((Value::Object(ObjType::Text), _))) => CreationMeta::Missing(COLLECTION_IS_TEXT),
+        Ok(Some(_)) => CreationMeta::Missing(COLLECTION_NOT_STRING),
+        _ => CreationMeta::Missing(MISSING_COLLECTION),
+    }
+}
+
+/// Why a server refuses to file a pushed change under `collection`, if it
+/// does (`None`: accept). The rule every server applies (`LocalHub` here,
+/// `supamerge_push` in SQL, with the same messages; `docs/interop.md`):
+/// - a document's first change (no dependencies) must create `_meta` with the
+///   scalar string `collection`, equal to the collection it is pushed to;
+/// - every change of a document must be pushed to the collection the server
+///   already holds the document under (`stored`), when it holds it.
+///
+/// Bytes that are not a change are left to the chunk verification.
+pub fn collection_problem(
+    doc_id: &DocId,
+    collection: &str,
+    bytes: &[u8],
+    stored: Option<&str>,
+) -> Option<String> {
+    // Names quoted as they are, cut at 80 characters (the SQL does the same).
+    let q = |s: &str| format!("\"{}\"", s.chars().take(80).collect::<String>());
+    if let Some(held) = stored {
+        if held != collection {
+            return Some(format!(
+                "document {doc_id} is stored under collection {}; this change is pushed to {}",
+                q(held),
+                q(collection)
+            ));
+        }
+    }
+    match crate::protocol::chunk::dependency_count(bytes) {
+        Some(0) => {}
+        Some(_) => return None,
+        None => return Some(format!("document {doc_id}: {NOT_DECODABLE}")),
+    }
+    let Ok(change) = Change::from_bytes(bytes.to_vec()) else {
+        return Some(format!("document {doc_id}: {NOT_DECODABLE}"));
+    };
+    match creation_meta(&change) {
+        CreationMeta::NotCreation => None,
+        CreationMeta::Collection(c) if c == collection => None,
+        CreationMeta::Collection(c) => Some(format!(
+            "_meta.collection of document {doc_id} is {} but the change is pushed to {}",
+            q(&c),
+            q(collection)
+        )),
+        CreationMeta::Missing(reason) => Some(format!("document {doc_id}: {reason}")),
+    }
+}
+
+/// The reasons of [`CreationMeta::Missing`] (the SQL function
+/// `supamerge_private.creation_collection` gives the same texts).
+pub const MISSING_META: &str = "the first change of a document must create the map _meta with the scalar string _meta.collection (see docs/interop.md)";
+/// See [`MISSING_META`].
+pub const MISSING_COLLECTION: &str =
+    "the first change of a document must set _meta.collection (see docs/interop.md)";
+/// See [`MISSING_META`].
+pub const COLLECTION_IS_TEXT: &str = "_meta.collection must be a scalar string, not a text object (in JavaScript: new ImmutableString(name))";
+/// See [`MISSING_META`].
+pub const COLLECTION_NOT_STRING: &str = "_meta.collection must be a scalar string";
+/// See [`MISSING_META`].
+pub const NOT_DECODABLE: &str =
+    "the first change of a document does not decode as an Automerge change";
 
 fn json_scalar(v: &Json) -> Option<ScalarValue> {
     Some(match v {
@@ -325,7 +493,10 @@ fn fill_list(
 /// Only the keys the patch names are touched; a key whose resolved value
 /// already equals the patch value is not written (so re-applying a patch makes
 /// no change and creates no conflict); a string written over a text object is
-/// spliced in as a diff (collaborative text stays collaborative).
+/// spliced in as a diff (collaborative text stays collaborative); an integer
+/// written over a counter increments it by the difference (a concurrent
+/// increment elsewhere still adds up), and [`resolve_for_patch`] has refused
+/// any other value for a counter, except `null`.
 ///
 /// # Errors
 /// Automerge's error.
@@ -349,6 +520,19 @@ pub fn merge_patch(
             }
             (Json::String(s), Some((Value::Object(ObjType::Text), text))) => {
                 tx.update_text(&text, s)?;
+            }
+            (Json::Number(n), Some((Value::Scalar(cur), _)))
+                if matches!(cur.as_ref(), ScalarValue::Counter(_)) =>
+            {
+                let current = match cur.as_ref() {
+                    ScalarValue::Counter(c) => i64::from(c),
+                    _ => 0,
+                };
+                if let Some(by) = n.as_i64().and_then(|want| want.checked_sub(current)) {
+                    if by != 0 {
+                        tx.increment(obj, k.as_str(), by)?;
+                    }
+                }
             }
             (Json::Array(items), _) => {
                 let child = tx.put_object(obj, k.as_str(), ObjType::List)?;
@@ -384,29 +568,58 @@ pub fn merge_patch(
 /// look up change timestamps).
 pub type Resolved = std::collections::HashMap<(ObjId, String), ObjId>;
 
-/// Computes [`Resolved`] for `patch` applied at `obj`.
-pub fn resolve_for_patch(doc: &Automerge, obj: &ObjId, patch: &Map<String, Json>) -> Resolved {
+/// Computes [`Resolved`] for `patch` applied at `obj` of entity `id`, and
+/// checks that the patch gives every counter it names an integer or `null`.
+///
+/// # Errors
+/// [`EntityError::CounterPatch`] naming the first counter given another value.
+pub fn resolve_for_patch(
+    view: LwwView<'_>,
+    id: &DocId,
+    obj: &ObjId,
+    patch: &Map<String, Json>,
+) -> Result<Resolved, EntityError> {
     let mut out = Resolved::new();
-    resolve_into(doc, obj, patch, &mut out);
-    out
+    resolve_into(view, id, obj, "", patch, &mut out)?;
+    Ok(out)
 }
 
-fn resolve_into(doc: &Automerge, obj: &ObjId, patch: &Map<String, Json>, out: &mut Resolved) {
+fn resolve_into(
+    view: LwwView<'_>,
+    id: &DocId,
+    obj: &ObjId,
+    path: &str,
+    patch: &Map<String, Json>,
+    out: &mut Resolved,
+) -> Result<(), EntityError> {
     for (k, pv) in patch {
-        let conflicted = doc
+        let conflicted = view
+            .doc()
             .get_all(obj, k.as_str())
             .map(|a| a.len() > 1)
             .unwrap_or(false);
-        let Ok(Some((v, id))) = winner(doc, obj, k.as_str()) else {
+        let Ok(Some((v, vid))) = view.winner(obj, k.as_str()) else {
             continue;
         };
+        let here = format!("{path}/{}", crate::pointer::JsonPointer::escape(k));
+        if let Value::Scalar(s) = &v {
+            let integer = matches!(pv, Json::Number(n) if n.is_i64());
+            if matches!(s.as_ref(), ScalarValue::Counter(_)) && !integer && !pv.is_null() {
+                return Err(EntityError::CounterPatch {
+                    id: *id,
+                    path: here,
+                    found: json_type(pv),
+                });
+            }
+        }
         if conflicted {
-            out.insert((obj.clone(), k.clone()), id.clone());
+            out.insert((obj.clone(), k.clone()), vid.clone());
         }
         if let (Json::Object(m), Value::Object(ObjType::Map)) = (pv, v) {
-            resolve_into(doc, &id, m, out);
+            resolve_into(view, id, &vid, &here, m, out)?;
         }
     }
+    Ok(())
 }
 
 /// The current resolved value of `obj[key]` inside a transaction (owned).
@@ -443,22 +656,23 @@ pub(crate) enum Written {
 
 /// A deep copy of a value read from the document, every nested field resolved
 /// by last-writer-wins.
-pub(crate) fn written_of(doc: &Automerge, value: &Value<'_>, id: &ObjId) -> Written {
+pub(crate) fn written_of(view: LwwView<'_>, value: &Value<'_>, id: &ObjId) -> Written {
+    let doc = view.doc();
     match value {
         Value::Scalar(s) => Written::Scalar(s.as_ref().clone()),
         Value::Object(ObjType::Text) => Written::Text(doc.text(id).unwrap_or_default()),
         Value::Object(ObjType::List) => Written::List(
             (0..doc.length(id))
-                .filter_map(|i| match winner(doc, id, i) {
-                    Ok(Some((v, vid))) => Some(written_of(doc, &v, &vid)),
+                .filter_map(|i| match view.winner(id, i) {
+                    Ok(Some((v, vid))) => Some(written_of(view, &v, &vid)),
                     _ => None,
                 })
                 .collect(),
         ),
         Value::Object(ObjType::Map | ObjType::Table) => Written::Map(
             doc.keys(id)
-                .filter_map(|k| match winner(doc, id, k.as_str()) {
-                    Ok(Some((v, vid))) => Some((k, written_of(doc, &v, &vid))),
+                .filter_map(|k| match view.winner(id, k.as_str()) {
+                    Ok(Some((v, vid))) => Some((k, written_of(view, &v, &vid))),
                     _ => None,
                 })
                 .collect(),
@@ -544,4 +758,107 @@ fn fill_written_list(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::CommitOptions;
+
+    fn first_change(fill: impl FnOnce(&mut Transaction<'_>)) -> Change {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        fill(&mut tx);
+        let (h, _) = tx.commit_with(CommitOptions::default().with_time(0));
+        doc.get_change_by_hash(&h.expect("a change"))
+            .expect("change")
+    }
+
+    fn meta_with(tx: &mut Transaction<'_>, coll: impl FnOnce(&mut Transaction<'_>, &ObjId)) {
+        let meta = tx.put_object(ROOT, META, ObjType::Map).unwrap();
+        coll(tx, &meta);
+    }
+
+    #[test]
+    fn the_first_change_names_the_collection() {
+        let ok = first_change(|tx| {
+            meta_with(tx, |tx, m| tx.put(m, META_COLLECTION, "tasks").unwrap());
+            tx.put_object(ROOT, DATA, ObjType::Map).unwrap();
+        });
+        assert_eq!(creation_meta(&ok), CreationMeta::Collection("tasks".into()));
+
+        let none = first_change(|tx| tx.put(ROOT, "title", "x").unwrap());
+        assert_eq!(creation_meta(&none), CreationMeta::Missing(MISSING_META));
+        let text = first_change(|tx| {
+            meta_with(tx, |tx, m| {
+                let t = tx.put_object(m, META_COLLECTION, ObjType::Text).unwrap();
+                tx.splice_text(&t, 0, 0, "tasks").unwrap();
+            })
+        });
+        assert_eq!(
+            creation_meta(&text),
+            CreationMeta::Missing(COLLECTION_IS_TEXT)
+        );
+        let number =
+            first_change(|tx| meta_with(tx, |tx, m| tx.put(m, META_COLLECTION, 7).unwrap()));
+        assert_eq!(
+            creation_meta(&number),
+            CreationMeta::Missing(COLLECTION_NOT_STRING)
+        );
+        let empty_meta = first_change(|tx| meta_with(tx, |_, _| {}));
+        assert_eq!(
+            creation_meta(&empty_meta),
+            CreationMeta::Missing(MISSING_COLLECTION)
+        );
+        let replaced = first_change(|tx| {
+            meta_with(tx, |tx, m| tx.put(m, META_COLLECTION, "tasks").unwrap());
+            tx.put(ROOT, META, "gone").unwrap();
+        });
+        assert_eq!(
+            creation_meta(&replaced),
+            CreationMeta::Missing(MISSING_META)
+        );
+    }
+
+    #[test]
+    fn servers_refuse_a_collection_the_document_does_not_have() {
+        let id = DocId::from_uuid(uuid::Uuid::from_u128(7));
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        let meta = tx.put_object(ROOT, META, ObjType::Map).unwrap();
+        tx.put(&meta, META_COLLECTION, "tasks").unwrap();
+        let (h1, _) = tx.commit();
+        let first = doc.get_change_by_hash(&h1.unwrap()).unwrap();
+        let mut tx = doc.transaction();
+        tx.put(&meta, META_DELETED, true).unwrap();
+        let (h2, _) = tx.commit();
+        let second = doc.get_change_by_hash(&h2.unwrap()).unwrap();
+
+        assert_eq!(
+            collection_problem(&id, "tasks", first.raw_bytes(), None),
+            None
+        );
+        assert_eq!(
+            collection_problem(&id, "notes", first.raw_bytes(), None).as_deref(),
+            Some(
+                "_meta.collection of document 00000000-0000-0000-0000-000000000007 is \"tasks\" \
+                 but the change is pushed to \"notes\""
+            )
+        );
+        assert_eq!(
+            collection_problem(&id, "notes", second.raw_bytes(), None),
+            None
+        );
+        assert_eq!(
+            collection_problem(&id, "notes", second.raw_bytes(), Some("tasks")).as_deref(),
+            Some(
+                "document 00000000-0000-0000-0000-000000000007 is stored under collection \
+                 \"tasks\"; this change is pushed to \"notes\""
+            )
+        );
+        assert_eq!(
+            collection_problem(&id, "tasks", second.raw_bytes(), Some("tasks")),
+            None
+        );
+    }
 }

@@ -25,7 +25,9 @@ const LAYERS: &[&[&str]] = &[
     // the crate error gathers the errors below
     &["error"],
     &["replica"],
-    &["sync"],
+    // what drives a replica: one sync pass and the engine; checking and
+    // repairing its directory
+    &["sync", "doctor"],
     // facades and tools
     &["raw", "test_util", "demo", "gateway"],
     &["bench"],

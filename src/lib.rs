@@ -17,13 +17,14 @@
 //! | layer | modules | responsibility |
 //! |-------|---------|----------------|
 //! | foundation | `id`, `clock`, `hash`, `pointer` | typed ids, the injectable clock and the hybrid logical clock, the one change-hash type and its serde forms, JSON pointers. |
-//! | model | `conflict`, `entity`, `migrate` | last-writer-wins by hybrid logical clock, how an entity lives in its Automerge document, deterministic schema migrations. |
+//! | model | `conflict`, `entity`, `migrate` | last-writer-wins by effective timestamp (a hybrid logical clock derived from the change graph), how an entity lives in its Automerge document, deterministic schema migrations. |
 //! | protocol | `protocol` | the wire types every backend speaks and change-chunk verification, below both replicas and remotes. |
 //! | storage | `store` | the sled trees under a replica: typed keys, versioned records, one atomic transaction per commit. |
 //! | remotes | `remote` | the [`Remote`] contract, the embedded [`LocalHub`], the Supabase client (feature `supabase`). |
 //! | errors | `error` | the crate [`Error`], every module's error gathered. |
 //! | replica | `replica` | the local [`Replica`]: writes, reads, conflicts, migrations, remote apply, compaction, and the [`SyncPort`] the engine uses. Plain blocking I/O, no tokio. |
 //! | sync | `sync` | one sync pass ([`sync_once`]) and the tokio [`SyncEngine`] deciding when to run it. |
+//! | doctor | [`doctor`] | checking a replica directory, and moving what is damaged to quarantine (`supamerge doctor`). |
 //! | tools | `gateway`, `bench`, `cli`, `demo` | (features `gateway`, `bench`, `cli`) the local PostgREST-compatible gateway, the benchmark workloads, the `supamerge` command line and its demo. |
 //!
 //! # Features
@@ -137,6 +138,7 @@ pub mod bench;
 pub mod cli;
 #[cfg(feature = "cli")]
 mod demo;
+pub mod doctor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod raw;
@@ -154,12 +156,13 @@ pub use conflict::{Candidate, Conflict, Side};
 pub use entity::EntityError;
 pub use error::{Error, Result};
 pub use id::{Collection, DocId, IdError, WorkspaceId, MAX_COLLECTION_LEN};
-pub use migrate::{migration_actor, Migration, MigrationError, MIGRATION_TIMESTAMP};
+pub use migrate::{migration_actor, migration_actor_v1, Migration, MigrationError};
 pub use pointer::{JsonPointer, PointerError};
 pub use protocol::{
-    ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
-    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
-    MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+    ChangeEnvelope, Cursor, DownloadedSnapshot, PullPage, PullRequest, PulledChange, PushOutcome,
+    PushRequest, PushResponse, SnapshotCheckError, SnapshotDigest, SnapshotOutcome, SnapshotPage,
+    SnapshotQuery, SnapshotRecord, SnapshotUpload, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT,
+    MAX_SNAPSHOT_BYTES, SNAPSHOT_PAGE_VERSION, WIRE_VERSION,
 };
 #[cfg(feature = "supabase")]
 pub use remote::{
@@ -171,7 +174,10 @@ pub use replica::{
     ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, Origin, RemoteChange,
     Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
 };
-pub use store::{CursorRecord, DeadLetter, Durability, OutboxEntry, StoreError};
+pub use store::{
+    CursorRecord, DamagedRecord, DeadLetter, Durability, ListReport, OutboxEntry, Recovery,
+    StoreError,
+};
 pub use sync::{
     sync_once, Backoff, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind,
     SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,

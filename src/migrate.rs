@@ -12,20 +12,36 @@
 //!   migration change of `v - 1` otherwise (so migrations form one chain and
 //!   each builds on exactly the same state everywhere);
 //! - **actor**: [`migration_actor`]`(collection, v)`, the first 16 bytes of
-//!   `SHA-256("supamerge-migration\0" ‖ len(collection) as u8 ‖ collection ‖ v as u64 BE)`;
+//!   `SHA-256("supamerge-migration-2\0" ‖ len(collection) as u8 ‖ collection ‖ v as u64 BE)`;
 //!   as the first change of that actor its sequence number is 1;
-//! - **timestamp**: [`MIGRATION_TIMESTAMP`] (0), no message;
+//! - **time**: the effective timestamp of the starting point plus one
+//!   ([`crate::conflict`]: the same on every replica, since it depends only on
+//!   the starting point's history), so that, like every change supamerge
+//!   makes, its stamped time is its effective timestamp; no message;
 //! - **content**: the migration function run on the `data` map, then
-//!   `_meta.schema = v`.
+//!   `_meta.schema = v` as a plain integer.
+//!
+//! This is the second recipe. The first (before effective timestamps) used
+//! the actor [`migration_actor_v1`] (`"supamerge-migration\0"`), time 0 and an
+//! unsigned `_meta.schema`, which JavaScript reads as a `BigInt` that
+//! `JSON.stringify` refuses. A change of either recipe counts as the
+//! migration ([`migration_change`]): documents migrated before are not
+//! migrated again, and a later migration builds on their change. Only a
+//! document migrated independently by an old and a new version, both
+//! offline, gets both changes (the migration's edits twice, concurrently):
+//! upgrade every device before registering a new migration.
 //!
 //! Consequences, documented in `docs/conflicts.md`:
 //! - a migration sees the document as it was created (plus earlier
 //!   migrations), not its current state, and its writes are concurrent with
-//!   every edit made since creation. With timestamp 0 a migration's write of
-//!   a field loses, by last-writer-wins, to any user write of the same field
-//!   it has not seen: migrations fill in defaults and add structure, they
-//!   never override what users wrote. (Both values stay visible in
-//!   `conflicts()` until resolved.)
+//!   every edit made since creation. Its effective timestamp is its starting
+//!   point's plus one — 1 ms after the creation for version 1 — so a
+//!   migration's write of a field loses, by last-writer-wins, to any user
+//!   write of the same field it has not seen, unless that user wrote within
+//!   `v` ms of the creation by a clock running behind the creator's:
+//!   migrations fill in defaults and add structure, they do not override
+//!   what users wrote. (Both values stay visible in `conflicts()` until
+//!   resolved.)
 //! - the migration function must be deterministic: it may only depend on
 //!   the document it is given (no clock, randomness or outside state), and
 //!   its code must not change once released — a changed function makes a
@@ -45,13 +61,10 @@ use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use automerge::{ActorId, Automerge, AutomergeError, Change, ChangeHash, ObjId, ReadDoc};
 use sha2::{Digest, Sha256};
 
+use crate::clock::effective_time;
+use crate::conflict::{EffectiveClock, LwwView};
 use crate::entity;
 use crate::id::{Collection, DocId};
-
-/// The timestamp of every migration change. 0 sorts before every real write,
-/// so a migration never wins a last-writer-wins comparison against a user's
-/// concurrent write of the same field.
-pub const MIGRATION_TIMESTAMP: i64 = 0;
 
 /// The function of a migration: edits the `data` map (the `ObjId`) in the
 /// transaction.
@@ -197,9 +210,20 @@ impl Migrations {
 
 /// The actor of every migration change of `collection` to `version`.
 pub fn migration_actor(collection: &Collection, version: u64) -> ActorId {
+    derived_actor(b"supamerge-migration-2\0", collection, version)
+}
+
+/// The actor of the migration changes of `collection` to `version` made by
+/// the first recipe (before effective timestamps; `docs/conflicts.md`):
+/// recognised, never made.
+pub fn migration_actor_v1(collection: &Collection, version: u64) -> ActorId {
+    derived_actor(b"supamerge-migration\0", collection, version)
+}
+
+fn derived_actor(tag: &[u8], collection: &Collection, version: u64) -> ActorId {
     let name = collection.as_str().as_bytes();
     let mut h = Sha256::new();
-    h.update(b"supamerge-migration\0");
+    h.update(tag);
     // Collection names are at most 64 bytes (validated).
     h.update([u8::try_from(name.len()).unwrap_or(u8::MAX)]);
     h.update(name);
@@ -209,17 +233,23 @@ pub fn migration_actor(collection: &Collection, version: u64) -> ActorId {
 }
 
 /// The hash of the migration change of `collection` to `version` in `doc`,
-/// if the document has it.
+/// if the document has it (made by either recipe; the current one first).
 pub fn migration_change(
     doc: &Automerge,
     collection: &Collection,
     version: u64,
 ) -> Option<ChangeHash> {
-    let actor = migration_actor(collection, version);
-    doc.get_changes_meta(&[])
-        .into_iter()
-        .find(|m| *m.actor == actor && m.seq == 1)
-        .map(|m| m.hash)
+    let actors = [
+        migration_actor(collection, version),
+        migration_actor_v1(collection, version),
+    ];
+    let metas = doc.get_changes_meta(&[]);
+    actors.iter().find_map(|actor| {
+        metas
+            .iter()
+            .find(|m| *m.actor == *actor && m.seq == 1)
+            .map(|m| m.hash)
+    })
 }
 
 /// The document's creation change: the change without dependencies (the
@@ -233,9 +263,11 @@ pub fn creation_change(doc: &Automerge) -> Option<ChangeHash> {
 }
 
 /// Builds the change of migration `m` for document `id` from its defined
-/// starting point in `doc` (a pure function of that starting point and `m`).
+/// starting point in `doc` (a pure function of that starting point and `m`;
+/// `clock` holds the effective timestamps of `doc`'s changes).
 pub(crate) fn build_change(
     doc: &Automerge,
+    clock: &EffectiveClock,
     id: &DocId,
     m: &Migration,
 ) -> Result<Change, MigrationError> {
@@ -256,20 +288,26 @@ pub(crate) fn build_change(
         migration_change(doc, &m.collection, m.version - 1)
     }
     .ok_or_else(no_start)?;
+    let start_eff = clock.effective(doc, &start).ok_or_else(no_start)?;
     let mut fork = doc.fork_at(&[start]).map_err(|_| no_start())?;
     fork.set_actor(migration_actor(&m.collection, m.version));
-    let data = entity::data_obj(&fork).ok_or_else(no_start)?;
-    let meta = entity::meta_obj(&fork).ok_or_else(no_start)?;
+    let fork_clock = EffectiveClock::new();
+    let view = LwwView::new(&fork, &fork_clock);
+    let data = entity::data_obj(view).ok_or_else(no_start)?;
+    let meta = entity::meta_obj(view).ok_or_else(no_start)?;
+    // Versions are small; a plain integer is what every client reads as a number.
+    let schema = i64::try_from(m.version).unwrap_or(i64::MAX);
     let mut tx = fork.transaction();
     if let Err(e) = (m.f)(&mut tx, &data) {
         tx.rollback();
         return Err(failed(e));
     }
-    if let Err(e) = tx.put(&meta, entity::META_SCHEMA, m.version) {
+    if let Err(e) = tx.put(&meta, entity::META_SCHEMA, schema) {
         tx.rollback();
         return Err(failed(e));
     }
-    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(MIGRATION_TIMESTAMP));
+    let time = effective_time(0, [start_eff]);
+    let (hash, _) = tx.commit_with(CommitOptions::default().with_time(time));
     hash.and_then(|h| fork.get_change_by_hash(&h))
         .ok_or_else(no_start)
 }
@@ -316,11 +354,27 @@ mod tests {
     }
 
     #[test]
-    fn actors_differ_per_collection_and_version() {
+    fn actors_differ_per_collection_version_and_recipe() {
         let a1 = migration_actor(&coll("tasks"), 1);
         assert_eq!(a1, migration_actor(&coll("tasks"), 1));
         assert_ne!(a1, migration_actor(&coll("tasks"), 2));
         assert_ne!(a1, migration_actor(&coll("notes"), 1));
+        assert_ne!(a1, migration_actor_v1(&coll("tasks"), 1));
         assert_eq!(a1.to_bytes().len(), 16);
+        // The first recipe's actor, as documents migrated before carry it.
+        assert_eq!(
+            migration_actor_v1(&coll("tasks"), 1).to_hex_string(),
+            hex_v1_tasks_1()
+        );
+    }
+
+    /// SHA-256("supamerge-migration\0" ‖ 5 ‖ "tasks" ‖ 1 as u64 BE)[..16].
+    fn hex_v1_tasks_1() -> String {
+        let mut h = Sha256::new();
+        h.update(b"supamerge-migration\0\x05tasks\0\0\0\0\0\0\0\x01");
+        h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }

@@ -10,8 +10,10 @@
 //!   no local commit would make: garbage bytes, a wrong hash), to test what
 //!   the remote and the sync pass do with a damaged local queue;
 //! - [`store_format`]: the on-disk layout (tree names, keys, the versioned
-//!   record codec), for tests that damage a closed replica's files with raw
-//!   sled and check that the damage is reported and isolated.
+//!   record codec, the quarantine record, sled's `conf` as supamerge writes
+//!   it), for tests that damage or inspect a closed replica's files with raw
+//!   sled and check that the damage is reported, isolated, repaired or
+//!   quarantined.
 
 use crate::error::Result;
 use crate::id::DocId;
@@ -53,8 +55,11 @@ pub fn push_raw_outbox(replica: &Replica, entries: &[OutboxEntry]) -> Result<()>
 }
 
 /// The on-disk layout of a replica directory (see `docs/storage.md`): tree
-/// names, key encodings, and the versioned codec of stored records.
+/// names, key encodings, the versioned codec of stored records, the records
+/// `supamerge doctor --repair` moves to the `quarantine` tree, and the
+/// sled `conf` file exactly as supamerge writes it.
 pub mod store_format {
+    pub use crate::store::dir::expected_conf;
     pub use crate::store::keys::{self, trees};
-    pub use crate::store::{codec, Chunk, ChunkKind, DocRecord, PendingChange};
+    pub use crate::store::{codec, Chunk, ChunkKind, DocRecord, PendingChange, QuarantinedRecord};
 }

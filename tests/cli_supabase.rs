@@ -5,73 +5,18 @@
 //! `SUPAMERGE_TEST_DATABASE_URL` (run `scripts/test.sh`).
 #![cfg(feature = "gateway")]
 
+#[path = "support/gateway_process.rs"]
+mod gateway_process;
 #[path = "support/pg.rs"]
 mod pg;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
-use pg::{user_jwt, TestDb, ANON_KEY, JWT_SECRET, SERVICE_KEY};
+use gateway_process::{bin, GatewayProcess};
+use pg::{user_jwt, TestDb, ANON_KEY, JWT_SECRET};
 use serde_json::Value;
 use uuid::Uuid;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_supamerge"));
-    for v in [
-        "SUPAMERGE_DATA",
-        "SUPAMERGE_HUB",
-        "SUPABASE_URL",
-        "SUPABASE_ANON_KEY",
-        "SUPABASE_ACCESS_TOKEN",
-        "RUST_LOG",
-    ] {
-        c.env_remove(v);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-/// `supamerge gateway` on a free port; killed on drop.
-struct GatewayProcess {
-    child: Child,
-    url: String,
-}
-
-impl GatewayProcess {
-    fn start(db: &TestDb) -> Self {
-        let mut child = bin()
-            .args(["gateway", "--listen", "127.0.0.1:0"])
-            .args(["--database-url", &db.authenticator_url()])
-            .args(["--jwt-secret", JWT_SECRET, "--anon-key", ANON_KEY])
-            .args(["--service-key", SERVICE_KEY])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start supamerge gateway");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the gateway prints its address before anything else")
-                .expect("read stderr");
-            if let Some(rest) = line.split(" listening on ").nth(1) {
-                break rest.trim().to_string();
-            }
-        };
-        // Keep draining stderr so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn ok(out: Output, what: &str) -> Value {
     assert!(
@@ -142,10 +87,26 @@ async fn demo_and_sync_run_against_the_gateway() {
         "the demo's changes are in PostgreSQL: {stored}"
     );
 
-    // Two replica directories of the same user: create on one, sync both.
+    // A workspace the server does not know is refused.
     let dir = tempfile::tempdir().expect("temp dir");
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let ws = Uuid::new_v4().to_string();
+    let stray = dir.path().join("stray");
+    let made_up = Uuid::new_v4().to_string();
+    ok(
+        bin()
+            .args(["--json", "--data"])
+            .arg(&stray)
+            .args(["create", &made_up, "notes", r#"{"title":"nowhere"}"#])
+            .output()
+            .expect("create"),
+        "create in a made-up workspace",
+    );
+    let refused = sync(&stray, &gw.url, &token, &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+
+    // Two replica directories of the same user, in a workspace the server
+    // created (its id is the server's): create on one, sync both.
+    let ws = create_workspace(&gw.url, &token).await;
     let service = ok(
         bin()
             .args(["--json", "--data"])
@@ -156,10 +117,6 @@ async fn demo_and_sync_run_against_the_gateway() {
         "create",
     );
     let id = service["id"].as_str().expect("an id").to_string();
-    // The workspace must exist on the server: an unknown one is refused.
-    let refused = sync(&a, &gw.url, &token, &[]);
-    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
-    create_workspace(&gw.url, &token, &ws).await;
     ok(sync(&a, &gw.url, &token, &[]), "sync a");
     let pulled = ok(sync(&b, &gw.url, &token, &["--workspace", &ws]), "sync b");
     assert_eq!(pulled["pulled"], 1, "{pulled}");
@@ -214,14 +171,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-async fn create_workspace(url: &str, token: &str, ws: &str) {
+/// Creates a workspace on the server; returns the id it picked.
+async fn create_workspace(url: &str, token: &str) -> String {
     let remote = supamerge::SupabaseRemote::builder(url, ANON_KEY)
         .with_access_token(token)
         .build()
         .expect("remote");
-    let ws: supamerge::WorkspaceId = ws.parse().expect("workspace id");
-    assert!(remote
-        .create_workspace(ws, "cli")
+    remote
+        .create_workspace("cli")
         .await
-        .expect("create workspace"));
+        .expect("create workspace")
+        .to_string()
 }

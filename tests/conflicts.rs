@@ -345,10 +345,12 @@ fn resolving_to_an_existing_value_is_still_a_new_write() {
         let hash = a.resolve(&id, "/title", &json!(value)).unwrap();
         let writer = |r: &Replica| {
             r.with_doc(&id, |d| {
-                let data = supamerge::raw::data_obj(d).unwrap();
+                let clock = supamerge::raw::EffectiveClock::new();
+                let view = supamerge::raw::LwwView::new(d, &clock);
+                let data = supamerge::raw::data_obj(view).unwrap();
                 let all = d.get_all(&data, "title").unwrap();
                 assert_eq!(all.len(), 1);
-                supamerge::raw::stamp_of(d, &all[0].1).unwrap()
+                view.stamp_of(&all[0].1).unwrap()
             })
             .unwrap()
         };
@@ -515,7 +517,10 @@ fn edit_concurrent_with_delete_stays_deleted_and_keeps_the_edit() {
         assert!(r.list(&tasks()).unwrap().is_empty());
         // the edit is in the document, hidden behind the tombstone
         let title = r
-            .with_doc(&id, |d| supamerge::raw::data_json(d)["title"].clone())
+            .with_doc(&id, |d| {
+                let clock = supamerge::raw::EffectiveClock::new();
+                supamerge::raw::data_json(supamerge::raw::LwwView::new(d, &clock))["title"].clone()
+            })
             .unwrap();
         assert_eq!(title, "edited");
         assert!(r.conflicts(&id).unwrap().is_empty(), "different fields");

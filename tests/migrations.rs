@@ -9,9 +9,9 @@ use automerge::transaction::Transactable;
 use automerge::{ObjType, ReadDoc, ScalarValue, Value};
 use serde_json::json;
 use supamerge::{
-    migration_actor, Collection, DocId, Error, LocalHub, ManualClock, Migration, MigrationError,
-    Origin, Replica, ReplicaEvent, SkewedClock, SyncConfig, SyncPort, SyncReport, WorkspaceId,
-    MIGRATION_TIMESTAMP,
+    migration_actor, migration_actor_v1, Collection, DocId, Error, LocalHub, ManualClock,
+    Migration, MigrationError, Origin, Replica, ReplicaEvent, SkewedClock, SyncConfig, SyncPort,
+    SyncReport, WorkspaceId,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -125,7 +125,9 @@ async fn independent_migrations_make_one_identical_change_stored_once() {
     assert_eq!(a.heads(&id).unwrap(), b.heads(&id).unwrap());
     let mig = a.history(&id).unwrap().pop().unwrap();
     assert_eq!(mig.actor, migration_actor(&tasks(), 1).to_hex_string());
-    assert_eq!((mig.seq, mig.timestamp), (1, MIGRATION_TIMESTAMP));
+    // Its time is the creation's effective timestamp plus one, on every
+    // replica (not a wall clock).
+    assert_eq!((mig.seq, mig.timestamp), (1, T0 + 1));
 
     let ra = sync(a, &hub).await;
     let rb = sync(b, &hub).await;
@@ -260,7 +262,12 @@ async fn a_migration_loses_to_a_concurrent_user_edit_of_the_same_field() {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].path, "/status");
         assert_eq!(c[0].candidates[0].value, "open");
-        assert_eq!(c[0].candidates[0].timestamp, MIGRATION_TIMESTAMP);
+        assert_eq!(
+            c[0].candidates[0].timestamp,
+            T0 + 1,
+            "1 ms after the creation"
+        );
+        assert_eq!(c[0].candidates[0].time, T0 + 1);
         assert_eq!(c[0].candidates[c[0].winner].value, "done");
     }
     assert_eq!(a.heads(&id).unwrap(), b.heads(&id).unwrap());
@@ -284,13 +291,13 @@ async fn local_commits_after_a_migration_keep_the_hybrid_logical_clock() {
     );
     let (a, b) = (&a.replica, &b.replica);
     let id = shared_task(&hub, a, b, json!({"title": "t"})).await;
-    // B's only head is now the migration change (timestamp 0); its wall
-    // clock is an hour behind the creation. Its next edit must still be
-    // later than the creation it has seen.
+    // B's only head is now the migration change (effective T0 + 1); its
+    // wall clock is an hour behind the creation. Its next edit must still be
+    // later than the migration it has seen.
     b.migrate(&id).unwrap();
     b.patch_json(&id, &json!({"title": "u"})).unwrap();
     let last = b.history(&id).unwrap().pop().unwrap();
-    assert_eq!(last.timestamp, T0 + 1);
+    assert_eq!(last.timestamp, T0 + 2);
 }
 
 #[test]
@@ -417,4 +424,92 @@ fn cli_info_shows_the_schema_version() {
     );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["schema"], 1);
+}
+
+/// The first recipe's migration change (before effective timestamps): actor
+/// `migration_actor_v1`, time 0, `_meta.schema` an unsigned integer — built
+/// here by hand the way that version built it.
+fn recipe_1_change(r: &Replica, id: &DocId) -> automerge::Change {
+    r.with_doc(id, |doc| {
+        let creation = doc.get_changes(&[])[0].hash();
+        let mut fork = doc.fork_at(&[creation]).unwrap();
+        fork.set_actor(migration_actor_v1(&tasks(), 1));
+        let data = match fork.get(automerge::ROOT, "data").unwrap() {
+            Some((_, d)) => d,
+            None => panic!("no data"),
+        };
+        let meta = match fork.get(automerge::ROOT, "_meta").unwrap() {
+            Some((_, m)) => m,
+            None => panic!("no meta"),
+        };
+        let mut tx = fork.transaction();
+        tx.put(&data, "priority", 0).unwrap();
+        tx.put(&data, "status", "open").unwrap();
+        tx.put(&meta, "schema", 1u64).unwrap();
+        let (h, _) = tx.commit_with(automerge::transaction::CommitOptions::default().with_time(0));
+        fork.get_change_by_hash(&h.unwrap()).unwrap()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn documents_migrated_by_the_first_recipe_are_not_migrated_again() {
+    let hub = LocalHub::temporary().unwrap();
+    let clock = ManualClock::new(T0);
+    let a = node(1, &clock, 0, vec![v1(), v2()]);
+    let b = node(2, &clock, 0, vec![v1()]);
+    let (a, b) = (&a.replica, &b.replica);
+    let id = shared_task(&hub, a, b, json!({"title": "t", "tag": "x"})).await;
+    let old = recipe_1_change(a, &id);
+    let old_hash = old.hash();
+    let report = a
+        .apply_remote(
+            vec![supamerge::RemoteChange {
+                workspace: ws(),
+                doc_id: id,
+                collection: tasks(),
+                hash: None,
+                bytes: old.raw_bytes().to_vec(),
+            }],
+            None,
+        )
+        .unwrap();
+    assert_eq!(report.applied, 1);
+    assert_eq!(
+        a.info(&id).unwrap().schema,
+        1,
+        "an unsigned schema reads too"
+    );
+
+    // B knows only v1: nothing to do. A adds v2 on top of the old v1.
+    b.apply_remote(
+        vec![supamerge::RemoteChange {
+            workspace: ws(),
+            doc_id: id,
+            collection: tasks(),
+            hash: None,
+            bytes: old.raw_bytes().to_vec(),
+        }],
+        None,
+    )
+    .unwrap();
+    let before = b.pending();
+    assert_eq!(b.migrate(&id).unwrap(), 1);
+    assert_eq!(b.pending(), before, "v1 is there already: nothing made");
+    let before = a.pending();
+    assert_eq!(a.migrate(&id).unwrap(), 2);
+    assert_eq!(a.pending(), before + 1, "only v2 is made");
+    let v2c = a
+        .history(&id)
+        .unwrap()
+        .into_iter()
+        .find(|h| h.actor == migration_actor(&tasks(), 2).to_hex_string())
+        .unwrap();
+    assert_eq!(v2c.deps, vec![old_hash], "v2 builds on the old v1");
+    assert_eq!(v2c.timestamp, T0 + 2, "old v1 counts as T0 + 1 (time 0)");
+    assert_eq!(
+        a.get_json(&id).unwrap(),
+        json!({"title": "t", "tags": ["x"], "priority": 0, "status": "open"})
+    );
+    assert!(a.conflicts(&id).unwrap().is_empty());
 }

@@ -7,8 +7,8 @@ use autosurgeon::{Hydrate, Reconcile};
 use serde_json::json;
 use supamerge::test_util;
 use supamerge::{
-    Collection, CursorRecord, DocId, EntityError, Error, ManualClock, RemoteChange, Replica,
-    SyncPort, WorkspaceId,
+    Collection, CursorRecord, DocId, DownloadedSnapshot, EntityError, Error, ManualClock,
+    RemoteChange, Replica, SnapshotDigest, SyncPort, WorkspaceId,
 };
 
 #[derive(Debug, Clone, PartialEq, Reconcile, Hydrate)]
@@ -52,6 +52,9 @@ fn deliver(from: &Replica, to: &Replica) -> usize {
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
     n
 }
+
+/// A realistic wall clock (ms): change times below 10^11 are seconds.
+const T0: i64 = 1_790_000_000_000;
 
 #[test]
 fn typed_crud_survives_reopen() {
@@ -331,8 +334,9 @@ fn cursor_is_persisted_with_the_batch() {
 #[test]
 fn hlc_orders_causally_later_writes_after_even_with_a_clock_behind() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let fast = ManualClock::new(10_000_000);
-    let slow = ManualClock::new(1_000); // far behind
+    // Realistic clocks: a time below 10^11 would be read as seconds.
+    let fast = ManualClock::new(T0 + 10_000_000);
+    let slow = ManualClock::new(T0); // far behind
     let a = open(d1.path(), 1, &fast);
     let b = open(d2.path(), 2, &slow);
     let id = a.create_json(ws(), &tasks(), &json!({"v": "a"})).unwrap();
@@ -340,14 +344,14 @@ fn hlc_orders_causally_later_writes_after_even_with_a_clock_behind() {
     b.patch_json(&id, &json!({"v": "b"})).unwrap();
     let hist = b.history(&id).unwrap();
     assert!(hist[1].timestamp > hist[0].timestamp, "{hist:?}");
-    assert_eq!(hist[1].timestamp, 10_000_001);
+    assert_eq!(hist[1].timestamp, T0 + 10_000_001);
 }
 
 #[test]
 fn concurrent_scalar_writes_resolve_by_hlc_then_actor() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let ca = ManualClock::new(1_000);
-    let cb = ManualClock::new(1_000);
+    let ca = ManualClock::new(T0);
+    let cb = ManualClock::new(T0);
     let a = open(d1.path(), 1, &ca);
     let b = open(d2.path(), 2, &cb);
     let id = a
@@ -362,8 +366,8 @@ fn concurrent_scalar_writes_resolve_by_hlc_then_actor() {
             .collect::<Vec<_>>(),
     )
     .unwrap();
-    ca.set(5_000);
-    cb.set(9_000); // b writes later by the clock
+    ca.set(T0 + 5_000);
+    cb.set(T0 + 9_000); // b writes later by the clock
     a.patch_json(&id, &json!({"v": "from a"})).unwrap();
     b.patch_json(&id, &json!({"v": "from b"})).unwrap();
     deliver(&a, &b);
@@ -455,17 +459,23 @@ fn snapshot_of_a_new_document_loads_once_and_takes_later_changes() {
             .collect::<Vec<_>>(),
     );
     let b = open(db.path(), 2, &clock);
-    let report = b
-        .apply_snapshots(vec![(ws(), tasks(), id, snapshot.clone())])
-        .unwrap();
+    let snap = |bytes: Vec<u8>| {
+        let doc = automerge::Automerge::load(&bytes).unwrap();
+        DownloadedSnapshot {
+            workspace: ws(),
+            collection: tasks(),
+            doc_id: id,
+            replaces: Some(SnapshotDigest::of_document(&doc)),
+            bytes,
+        }
+    };
+    let report = b.apply_snapshots(vec![snap(snapshot.clone())]).unwrap();
     assert_eq!(report.applied, 5);
     assert_eq!(report.changed, vec![id]);
     assert_eq!(b.get_json(&id).unwrap(), a.get_json(&id).unwrap());
     assert_eq!(b.list(&tasks()).unwrap(), vec![id]);
 
-    let again = b
-        .apply_snapshots(vec![(ws(), tasks(), id, snapshot)])
-        .unwrap();
+    let again = b.apply_snapshots(vec![snap(snapshot)]).unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 5));
 
     a.patch_json(&id, &json!({"n": 99})).unwrap();

@@ -6,7 +6,9 @@ use std::num::NonZeroUsize;
 use serde_json::json;
 use supamerge::test_util;
 use supamerge::test_util::store_format::{codec, keys, trees, Chunk, ChunkKind, DocRecord};
-use supamerge::{Collection, DocId, EntityError, Error, Replica, StoreError, WorkspaceId};
+use supamerge::{
+    Collection, DocId, EntityError, Error, Replica, StoreError, SyncPort, WorkspaceId,
+};
 
 fn ws() -> WorkspaceId {
     WorkspaceId::from_random([3; 16])
@@ -109,19 +111,26 @@ fn damaged_doc_record_is_corrupt_and_isolated() {
     check_isolated(dir.path(), a, b, |e| {
         matches!(e, Error::Store(StoreError::Corrupt { tree: "docs", .. }))
     });
-    // Listing neither hides the damaged entity nor fails for the others:
-    // both are listed, and reading the damaged one reports the damage.
+    // Listing neither fails for the others nor returns the damaged record
+    // as live: it is skipped and reported.
     let r = Replica::open(dir.path()).unwrap();
-    let mut want = vec![a, b];
-    want.sort();
-    assert_eq!(r.list(&notes()).unwrap(), want);
+    assert_eq!(r.list(&notes()).unwrap(), vec![b]);
+    let report = r.list_report(&notes()).unwrap();
+    assert_eq!(report.live, vec![b]);
+    assert_eq!(report.damaged.len(), 1);
+    assert_eq!(report.damaged[0].id, Some(a));
+    assert!(matches!(
+        report.damaged[0].error,
+        StoreError::Corrupt { tree: "docs", .. }
+    ));
     assert!(matches!(
         r.get_json(&a),
         Err(Error::Store(StoreError::Corrupt { .. }))
     ));
     assert!(r.get_json(&b).is_ok());
     drop(r);
-    // The CLI lists the readable ones, names the damaged one, and fails.
+    // The CLI lists the readable ones, names the damaged one, and fails
+    // (pointing at `doctor`).
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_supamerge"))
         .arg("--data")
         .arg(dir.path())
@@ -137,6 +146,7 @@ fn damaged_doc_record_is_corrupt_and_isolated() {
     assert!(stdout.contains(&b.to_string()), "{stdout}");
     assert!(!stdout.contains(&a.to_string()), "{stdout}");
     assert!(stderr.contains(&a.to_string()), "{stderr}");
+    assert!(stderr.contains("doctor"), "{stderr}");
 }
 
 #[test]
@@ -175,13 +185,43 @@ fn store_written_by_a_newer_version_refuses_to_open() {
 }
 
 #[test]
-fn a_second_open_of_the_same_directory_is_locked() {
+fn a_second_open_in_the_same_process_says_already_open_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Replica::open(dir.path()).unwrap();
+    let first = Replica::open(dir.path()).unwrap();
+    let clone = first.clone();
     match Replica::open(dir.path()) {
-        Err(Error::Store(StoreError::Locked { path, .. })) => assert_eq!(path, dir.path()),
-        other => panic!("expected StoreError::Locked, got {other:?}"),
+        Err(Error::Store(e @ StoreError::AlreadyOpen { .. })) => {
+            let StoreError::AlreadyOpen { path } = &e else {
+                unreachable!()
+            };
+            assert_eq!(path, dir.path());
+            assert!(
+                e.to_string().contains("already open in this process"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("clone the Replica"), "{e}");
+        }
+        other => panic!("expected StoreError::AlreadyOpen, got {other:?}"),
     }
+    // Another spelling of the same directory is the same directory.
+    let other_spelling = dir.path().join(".");
+    assert!(matches!(
+        Replica::open(&other_spelling),
+        Err(Error::Store(StoreError::AlreadyOpen { .. }))
+    ));
+    // While any clone lives the directory stays open; after the last one is
+    // dropped it opens again, with what was written.
+    drop(first);
+    assert!(matches!(
+        Replica::open(dir.path()),
+        Err(Error::Store(StoreError::AlreadyOpen { .. }))
+    ));
+    let id = clone
+        .create_json(ws(), &notes(), &json!({"name": "c"}))
+        .unwrap();
+    drop(clone);
+    let again = Replica::open(dir.path()).unwrap();
+    assert_eq!(again.get_json(&id).unwrap(), json!({"name": "c"}));
 }
 
 const MANY: usize = 100_000;
@@ -274,4 +314,47 @@ fn open_raw(dir: &std::path::Path) -> sled::Db {
             Err(e) => panic!("cannot open {}: {e}", dir.display()),
         }
     }
+}
+
+/// The outbox count lives in `meta/outbox_len`, updated in the transaction
+/// that adds or removes entries; a store written before the key existed is
+/// counted once at open.
+#[test]
+fn outbox_count_is_stored_and_recovered_for_older_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = two_entities(dir.path());
+    {
+        let r = Replica::open(dir.path()).unwrap();
+        assert_eq!(r.pending(), 3);
+        let first = r.peek(1, usize::MAX).unwrap()[0].hash;
+        assert_eq!(r.ack(&[first]).unwrap(), 1);
+        let second = r.peek(1, usize::MAX).unwrap()[0].hash;
+        assert!(r.dead_letter(&second, "refused").unwrap());
+        assert_eq!(r.pending(), 1);
+        r.patch_json(&a, &json!({"again": true})).unwrap();
+        assert_eq!(r.pending(), 2);
+    }
+    let stored = |dir: &std::path::Path| -> Option<u64> {
+        let db = open_raw(dir);
+        let v = db
+            .open_tree(trees::META)
+            .unwrap()
+            .get(keys::META_OUTBOX_LEN)
+            .unwrap()?;
+        Some(codec::decode(trees::META, keys::META_OUTBOX_LEN, &v).unwrap())
+    };
+    assert_eq!(stored(dir.path()), Some(2));
+    // An older store: no key. Opening counts once and writes it.
+    {
+        let db = open_raw(dir.path());
+        db.open_tree(trees::META)
+            .unwrap()
+            .remove(keys::META_OUTBOX_LEN)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let r = Replica::open(dir.path()).unwrap();
+    assert_eq!(r.pending(), 2);
+    drop(r);
+    assert_eq!(stored(dir.path()), Some(2));
 }

@@ -134,18 +134,16 @@ fn items(envs: &[supamerge::ChangeEnvelope]) -> Value {
 async fn gap_free_cursor_with_overlapping_push_transactions() {
     let db = TestDb::new().await;
     let user = Uuid::new_v4();
-    let ws = Uuid::new_v4().to_string();
     let t1 = db.superuser().await;
     let t2 = db.superuser().await;
     let reader = db.superuser().await;
 
     begin_as(&t1, user).await;
-    sql_json(
-        &t1,
-        "select supamerge_create_workspace($1::text::uuid, 'gap')",
-        &[&ws],
-    )
-    .await;
+    let created = sql_json(&t1, "select supamerge_create_workspace('gap')", &[]).await;
+    let ws = created["workspace_id"]
+        .as_str()
+        .expect("a workspace id")
+        .to_owned();
     t1.batch_execute("commit").await.expect("commit");
 
     let (_, first) = envelopes(3, 1);
@@ -349,17 +347,34 @@ async fn other_users_cannot_pull_push_or_learn_of_a_workspace() {
             "{f}: a foreign workspace must look like a missing one"
         );
     }
-    // Taking over the id is refused without saying more.
-    let c = http
+    // Ids are the server's: naming one (taken or not) is not even a call
+    // the API has, so it cannot tell one from the other.
+    let taken = http
         .as_user(
             "supamerge_create_workspace",
             bob,
             json!({"p_workspace": ws, "p_name": "mine"}),
         )
         .await;
-    assert_eq!(c.status, 409);
-    assert_eq!(c.body["message"], "workspace id unavailable");
-    assert_eq!(c.body["details"], Value::Null);
+    let free = http
+        .as_user(
+            "supamerge_create_workspace",
+            bob,
+            json!({"p_workspace": unknown, "p_name": "mine"}),
+        )
+        .await;
+    assert_eq!(
+        (taken.status, &taken.body["code"]),
+        (404, &json!("PGRST202"))
+    );
+    assert_eq!(
+        taken.body["message"]
+            .as_str()
+            .map(|m| m.replace(&ws.to_string(), "")),
+        free.body["message"]
+            .as_str()
+            .map(|m| m.replace(&unknown.to_string(), "")),
+    );
 
     // RLS: bob reading the tables directly sees nothing; alice sees her rows.
     let su = fx.db.superuser().await;
@@ -533,7 +548,7 @@ async fn bad_missing_and_expired_credentials_are_rejected() {
         "supamerge_get_snapshots",
     ] {
         let args = match f {
-            "supamerge_create_workspace" => json!({"p_workspace": Uuid::new_v4(), "p_name": "x"}),
+            "supamerge_create_workspace" => json!({"p_name": "x"}),
             "supamerge_add_member" => {
                 json!({"p_workspace": ws, "p_user": Uuid::new_v4(), "p_role": "owner"})
             }
@@ -814,15 +829,32 @@ async fn supabase_remote_round_trips() {
     let fx = SupabaseFixture::start().await;
     let alice = Uuid::new_v4();
     let remote = fx.remote_for(alice);
-    let ws = WorkspaceId::from_uuid(Uuid::new_v4());
-    assert!(remote
-        .create_workspace(ws, "round trip")
+    let ws = remote.create_workspace("round trip").await.expect("create");
+    // The server picks ids: another workspace gets another id; a retry with
+    // the same idempotency key gets the same workspace.
+    let key = Uuid::new_v4();
+    let other = remote
+        .create_workspace_with_key("round trip", key)
         .await
-        .expect("create"));
-    assert!(!remote
-        .create_workspace(ws, "round trip")
-        .await
-        .expect("retry is harmless"));
+        .expect("create");
+    assert_ne!(other, ws);
+    assert_eq!(
+        remote
+            .create_workspace_with_key("round trip", key)
+            .await
+            .expect("retry"),
+        other,
+        "a retry with the same key is the same workspace"
+    );
+    // Another user's identical key is their own.
+    let mallory = fx.remote_for(Uuid::new_v4());
+    assert_ne!(
+        mallory
+            .create_workspace_with_key("round trip", key)
+            .await
+            .expect("create"),
+        other
+    );
 
     let (doc1, mut envs) = envelopes(3, 6);
     let (doc2, envs2) = envelopes(2, 7);

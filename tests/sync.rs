@@ -59,6 +59,7 @@ macro_rules! backend_tests {
             case_offline_then_online,
             case_bootstrap_from_snapshots,
             case_bootstrap_interrupted_resumes,
+            case_poisoned_snapshots_fall_back_to_the_log,
             case_multiple_workspaces_have_separate_cursors,
             case_pages_apply_in_batches_with_their_cursor,
         ]);
@@ -444,6 +445,122 @@ async fn case_bootstrap_interrupted_resumes(b: &dyn Backend) {
     let rec = bnode.replica.cursor(&ws).expect("cursor").expect("cursor");
     assert!(rec.bootstrapped);
     assert_converged(b, &ws, &[&a.replica, &bnode.replica], &[]).await;
+}
+
+/// Issue 11, item 4: a writer uploads snapshots that do not replace what
+/// they claim — a 16-byte fake, a valid save of another document, a valid
+/// save missing a change, a save with an extra change that is not in the log
+/// — next to one honest snapshot. A fresh replica bootstrapping from
+/// snapshots trusts only the honest one, pulls the other documents' changes
+/// from the log instead, and converges with the writer of the real changes.
+async fn case_poisoned_snapshots_fall_back_to_the_log(b: &dyn Backend) {
+    use supamerge::{Cursor, SnapshotUpload, WIRE_VERSION};
+    let ws = b.new_workspace(3).await;
+    let a = Node::new(b.remote_for(0).await);
+    let cfg = SyncConfig {
+        snapshot_threshold: 0,
+        ..snapshot_cfg()
+    };
+    let ids: Vec<DocId> = (0..5)
+        .map(|k| {
+            let id = a
+                .replica
+                .create_json(ws, &notes(), &json!({"k": k, "n": 0}))
+                .expect("create");
+            for n in 1..6 {
+                a.replica.patch_json(&id, &json!({"n": n})).expect("edit");
+            }
+            id
+        })
+        .collect();
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
+    let covers = a
+        .replica
+        .cursor(&ws)
+        .expect("cursor")
+        .expect("cursor")
+        .cursor;
+
+    let doc = |id: &DocId| {
+        automerge::Automerge::load(&a.replica.save(id).expect("save").0).expect("load")
+    };
+    let fake = {
+        let mut f = vec![0x85, 0x6f, 0x4a, 0x83];
+        f.extend_from_slice(&[0x42; 12]);
+        f
+    };
+    let other_document = doc(&ids[4]).save();
+    let missing_a_change = {
+        let d = doc(&ids[2]);
+        let last = d.get_changes(&[]).last().expect("changes").clone();
+        d.fork_at(last.deps()).expect("fork").save()
+    };
+    let extra_change = {
+        use automerge::transaction::Transactable;
+        let mut d = doc(&ids[3]);
+        let mut tx = d.transaction();
+        tx.put(automerge::ROOT, "poison", true).expect("put");
+        tx.commit();
+        d.save()
+    };
+    let honest = doc(&ids[4]).save();
+    let poisoner = b.remote_for(1).await;
+    for (id, bytes) in [
+        (ids[0], fake),
+        (ids[1], other_document),
+        (ids[2], missing_a_change),
+        (ids[3], extra_change),
+        (ids[4], honest),
+    ] {
+        poisoner
+            .put_snapshot(SnapshotUpload {
+                v: WIRE_VERSION,
+                workspace: ws,
+                doc_id: id,
+                collection: notes(),
+                heads: vec![],
+                covers: Cursor(covers.clone()),
+                bytes,
+            })
+            .await
+            .expect("the remote takes the upload (it cannot parse Automerge)");
+    }
+
+    let fresh = Node::new(b.remote_for(2).await);
+    let r = pass(&fresh.replica, fresh.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("the fresh replica bootstraps");
+    assert_eq!((r.snapshots_loaded, r.snapshots_untrusted), (1, 4), "{r:?}");
+    for id in &ids {
+        assert_eq!(
+            fresh.replica.get_json(id).expect("document"),
+            a.replica.get_json(id).expect("document"),
+            "{id}"
+        );
+    }
+    assert!(
+        fresh
+            .replica
+            .cursor(&ws)
+            .expect("cursor")
+            .expect("cursor")
+            .bootstrapped
+    );
+    assert_converged(b, &ws, &[&a.replica, &fresh.replica], &[]).await;
+    // And it keeps syncing normally.
+    fresh
+        .replica
+        .patch_json(&ids[0], &json!({"after": true}))
+        .expect("edit");
+    pass(&fresh.replica, fresh.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("fresh syncs");
+    pass(&a.replica, a.remote.as_ref(), &cfg, &[ws])
+        .await
+        .expect("A syncs");
+    assert_converged(b, &ws, &[&a.replica, &fresh.replica], &[]).await;
 }
 
 // ----- several workspaces ------------------------------------------------------

@@ -641,9 +641,10 @@ impl Node {
     fn open(&mut self) {
         self.opens += 1;
         // After a crash the dropped pass may still finish a store write on
-        // the blocking pool, holding the directory; the store waits
-        // `LOCK_WAIT` for it, and on a loaded machine the harness waits
-        // some more rather than fail.
+        // the blocking pool, holding a clone of the replica: the directory
+        // stays open in this process until that clone is dropped, and the
+        // open says so at once. Wait for it (up to 20 s on a loaded machine)
+        // rather than fail.
         let mut attempts = 0;
         let replica = loop {
             let mut builder = Replica::builder(&self.path);
@@ -656,7 +657,12 @@ impl Node {
                 .open()
             {
                 Ok(r) => break r,
-                Err(Error::Store(StoreError::Locked { .. })) if attempts < 20 => attempts += 1,
+                Err(Error::Store(StoreError::AlreadyOpen { .. } | StoreError::Locked { .. }))
+                    if attempts < 400 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
                 Err(e) => panic!("open replica {}: {e}", self.index),
             }
         };

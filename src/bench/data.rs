@@ -134,7 +134,7 @@ pub fn small_edit(
     i: usize,
 ) -> Result<(), AutomergeError> {
     let mut tx = doc.transaction();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         tx.put(data, "n", i as i64)?;
     } else {
         tx.put(data, format!("k{}", i % 8), format!("v{i}"))?;

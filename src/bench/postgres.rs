@@ -10,6 +10,7 @@ use super::stats::Samples;
 use super::workloads::{am, eng, fresh_measurement, fresh_sync, rem, seed_remote, sync_once};
 use super::{data, BenchConfig, BenchError, BenchResult, Better, Measurement, Outcome, Workload};
 use crate::gateway::dev::{self, DevDatabase};
+use crate::id::WorkspaceId;
 use crate::protocol::wire::{Cursor, PullRequest, WIRE_VERSION};
 use crate::remote::{Remote, SupabaseRemote};
 use crate::replica::Replica;
@@ -18,6 +19,8 @@ struct Stack {
     db: DevDatabase,
     gateway: crate::gateway::GatewayHandle,
     remote: SupabaseRemote,
+    /// The workspace the server created for the bench user.
+    ws: WorkspaceId,
 }
 
 fn start(rt: &tokio::runtime::Runtime, w: Workload, admin: &str) -> BenchResult<Stack> {
@@ -32,14 +35,12 @@ fn start(rt: &tokio::runtime::Runtime, w: Workload, admin: &str) -> BenchResult<
                 workload: w.name(),
                 reason: format!("cannot build the Supabase client: {e}"),
             })?;
-        remote
-            .create_workspace(data::workspace(), "bench")
-            .await
-            .map_err(rem(w))?;
+        let ws = remote.create_workspace("bench").await.map_err(rem(w))?;
         Ok(Stack {
             db,
             gateway,
             remote,
+            ws,
         })
     })
 }
@@ -61,9 +62,11 @@ pub(super) fn run(
 ) -> BenchResult<Outcome> {
     let stack = start(rt, w, admin)?;
     let result = match w {
-        Workload::FreshDevicePostgres => fresh_device(rt, cfg, w, &stack.remote, false),
-        Workload::FreshDevicePostgresSnapshots => fresh_device(rt, cfg, w, &stack.remote, true),
-        _ => local_read(rt, cfg, &stack.remote),
+        Workload::FreshDevicePostgres => fresh_device(rt, cfg, w, &stack.remote, stack.ws, false),
+        Workload::FreshDevicePostgresSnapshots => {
+            fresh_device(rt, cfg, w, &stack.remote, stack.ws, true)
+        }
+        _ => local_read(rt, cfg, &stack.remote, stack.ws),
     };
     stop(rt, stack)?;
     result
@@ -74,9 +77,9 @@ fn fresh_device(
     cfg: &BenchConfig,
     w: Workload,
     remote: &SupabaseRemote,
+    ws: WorkspaceId,
     snapshots: bool,
 ) -> BenchResult<Outcome> {
-    let ws = data::workspace();
     let gens = seed_remote(rt, cfg, w, remote, ws, snapshots)?;
     let (engine, report) = fresh_sync(rt, cfg, w, remote, ws, snapshots, gens.len())?;
     fresh_measurement(
@@ -94,9 +97,9 @@ fn local_read(
     rt: &tokio::runtime::Runtime,
     cfg: &BenchConfig,
     remote: &SupabaseRemote,
+    ws: WorkspaceId,
 ) -> BenchResult<Outcome> {
     const W: Workload = Workload::LocalReadVsSupabase;
-    let ws = data::workspace();
     let coll = data::collection()?;
     let g = data::entity_with_changes(42, 10, &coll).map_err(am(W))?;
     rt.block_on(data::push_all(remote, ws, g.envelopes(&coll)))
@@ -144,7 +147,10 @@ fn local_read(
             })?;
         let mut doc = Automerge::new();
         doc.apply_changes(changes).map_err(am(W))?;
-        let v = crate::entity::data_json(&doc);
+        let v = crate::entity::data_json(crate::conflict::LwwView::new(
+            &doc,
+            &crate::conflict::EffectiveClock::new(),
+        ));
         fetched.push(t.elapsed());
         if v != expected {
             return Err(BenchError::Mismatch {

@@ -560,7 +560,10 @@ pub fn cold_probe(mode: ProbeMode, path: &Path, doc: DocId) -> BenchResult<Probe
                 source,
             })?;
             let d = Automerge::load(&bytes).map_err(am(W))?;
-            crate::entity::data_json(&d)
+            crate::entity::data_json(crate::conflict::LwwView::new(
+                &d,
+                &crate::conflict::EffectiveClock::new(),
+            ))
         }
     };
     let ms = t.elapsed().as_secs_f64() * 1e3;

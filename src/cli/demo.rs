@@ -8,7 +8,6 @@ use clap::Args;
 use super::remote::SupabaseArgs;
 use super::{write_json, write_line, CliError, OutputMode};
 use crate::demo::{self, DemoBackend, DemoOptions};
-use crate::id::WorkspaceId;
 
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
@@ -46,8 +45,8 @@ pub(super) fn run(a: DemoArgs, mode: OutputMode, out: &mut dyn Write) -> Result<
     });
     let backend = match (a.supabase.remote()?, &a.supabase.supabase_url) {
         (Some(remote), Some(url)) => {
-            let workspace = WorkspaceId::from_uuid(uuid::Uuid::new_v4());
-            rt.block_on(remote.create_workspace(workspace, "supamerge demo"))
+            let workspace = rt
+                .block_on(remote.create_workspace("supamerge demo"))
                 .map_err(crate::Error::from)?;
             Some(DemoBackend {
                 remote: std::sync::Arc::new(remote),

@@ -197,10 +197,21 @@ pub(super) fn list(
 ) -> Result<(), CliError> {
     let coll = Collection::new(a.collection)?;
     let r = open(data)?;
-    let ids = r.list(&coll)?;
+    let report = r.list_report(&coll)?;
     let mut rows = Vec::new();
-    let mut unreadable = 0;
-    for id in ids {
+    // Damaged records are skipped by the listing; each is named on stderr
+    // and the command fails at the end, after listing every readable one.
+    let mut unreadable = report.damaged.len();
+    for d in &report.damaged {
+        match d.id {
+            Some(id) => eprintln!("error: entity {id} cannot be read: {}", d.error),
+            None => eprintln!(
+                "error: a collection index entry cannot be read: {}",
+                d.error
+            ),
+        }
+    }
+    for id in report.live {
         if a.ids_only {
             match mode {
                 OutputMode::Human => write_line(out, id)?,
@@ -254,9 +265,14 @@ pub(super) fn history(
                 write_line(
                     out,
                     format_args!(
-                        "{short_hash}  actor {short_actor} seq {:<4} ts {} ops {}{}",
+                        "{short_hash}  actor {short_actor} seq {:<4} ts {}{} ops {}{}",
                         e.seq,
                         e.timestamp,
+                        if e.effective == e.timestamp {
+                            String::new()
+                        } else {
+                            format!(" (effective {})", e.effective)
+                        },
                         e.ops,
                         e.message
                             .as_deref()
@@ -391,6 +407,7 @@ pub(super) fn info(
             write_line(out, format_args!("collection: {}", info.collection))?;
             write_line(out, format_args!("deleted:    {}", info.deleted))?;
             write_line(out, format_args!("schema:     {}", info.schema))?;
+            write_line(out, format_args!("counters:   {}", info.counters.join(" ")))?;
             let heads: Vec<String> = info.heads.iter().map(ToString::to_string).collect();
             write_line(out, format_args!("heads:      {}", heads.join(" ")))
         }

@@ -7,7 +7,7 @@
 //! Exit codes (documented in `docs/cli.md`):
 //! - `0` success;
 //! - `1` runtime failure: unknown or deleted entity, storage failure, replica
-//!   directory in use;
+//!   directory in use, damaged records (`list`, `doctor`);
 //! - `2` usage error or invalid input: unknown flag, malformed JSON, a JSON
 //!   value that is not an object, bad UUID, bad collection name, a path that
 //!   is not a JSON pointer.
@@ -15,6 +15,7 @@
 #[cfg(feature = "bench")]
 mod bench;
 mod demo;
+mod doctor;
 mod entity;
 #[cfg(feature = "gateway")]
 mod gateway;
@@ -89,6 +90,8 @@ pub enum Command {
     Resolve(entity::ResolveArgs),
     /// Print facts about an entity (also a deleted one).
     Info(entity::IdArgs),
+    /// Check a replica directory; with --repair, move what is damaged to quarantine.
+    Doctor(doctor::DoctorArgs),
     // No doc comment: `gateway --help` shows `GatewayArgs`' own, which says
     // plainly that this is a development stand-in for Supabase's API gateway.
     #[cfg(feature = "gateway")]
@@ -131,10 +134,22 @@ pub enum CliError {
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// Some entities of a listing could not be read (each reported on stderr).
-    #[error("{count} entities could not be read (damaged records)")]
+    #[error("{count} entities could not be read (damaged records, named above); `supamerge doctor --repair` moves them to quarantine")]
     Unreadable {
         /// How many.
         count: usize,
+    },
+    /// `doctor` found problems (or some remain after `--repair`).
+    #[error("{count} problems (listed above)")]
+    Unhealthy {
+        /// How many.
+        count: usize,
+    },
+    /// `doctor` was pointed at a directory that holds no replica.
+    #[error("{path} holds no replica (no sled `db` file)")]
+    NotAReplica {
+        /// The directory.
+        path: std::path::PathBuf,
     },
     /// `sync` needs `--hub DIR` or `--supabase-url`.
     #[error("no remote: pass --hub DIR or --supabase-url URL --anon-key KEY")]
@@ -181,14 +196,17 @@ impl CliError {
     /// The process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::InvalidJson { .. } | CliError::MissingRemote | CliError::Supabase(_) => {
-                EXIT_USAGE
-            }
+            CliError::InvalidJson { .. }
+            | CliError::MissingRemote
+            | CliError::Supabase(_)
+            | CliError::NotAReplica { .. } => EXIT_USAGE,
             #[cfg(feature = "gateway")]
             CliError::Gateway(crate::gateway::GatewayError::Config { .. }) => EXIT_USAGE,
             CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
             CliError::Supamerge(Error::Entity(
-                EntityError::NotAnObject { .. } | EntityError::InvalidPath { .. },
+                EntityError::NotAnObject { .. }
+                | EntityError::InvalidPath { .. }
+                | EntityError::CounterPatch { .. },
             )) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
@@ -201,7 +219,8 @@ impl CliError {
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
             CliError::Demo(crate::demo::DemoError::Sync { .. }) => "error",
-            CliError::Unreadable { .. } => "corrupt",
+            CliError::Unreadable { .. } | CliError::Unhealthy { .. } => "corrupt",
+            CliError::NotAReplica { .. } => "invalid_input",
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
             #[cfg(feature = "gateway")]
             CliError::Gateway(_) => "gateway",
@@ -217,10 +236,18 @@ impl CliError {
                     Error::Entity(EntityError::NotConflicted { .. }) => "not_conflicted",
                     Error::Entity(EntityError::NoCandidate { .. }) => "no_candidate",
                     Error::Entity(EntityError::NotFound { .. }) => "not_found",
+                    Error::Entity(EntityError::NotAnEntity { .. }) => "not_an_entity",
+                    Error::Entity(EntityError::CounterPatch { .. }) => "counter_patch",
                     Error::Entity(EntityError::Deleted { .. }) => "deleted",
                     Error::Entity(EntityError::CorruptDocument { .. })
-                    | Error::Store(StoreError::Corrupt { .. }) => "corrupt",
-                    Error::Store(StoreError::Locked { .. }) => "locked",
+                    | Error::Store(
+                        StoreError::Corrupt { .. }
+                        | StoreError::DamagedConf { .. }
+                        | StoreError::DamagedSnapshot { .. },
+                    ) => "corrupt",
+                    Error::Store(StoreError::Locked { .. } | StoreError::AlreadyOpen { .. }) => {
+                        "locked"
+                    }
                     Error::Store(_) => "storage",
                     Error::Io { .. } => "io",
                     _ => "error",
@@ -326,6 +353,7 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Conflicts(a) => entity::conflicts(&cli.data, a, mode, out),
         Command::Resolve(a) => entity::resolve(&cli.data, a, mode, out),
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
+        Command::Doctor(a) => doctor::run(&cli.data, a, mode, out),
         #[cfg(feature = "gateway")]
         Command::Gateway(a) => gateway::run(a),
         #[cfg(feature = "gateway")]

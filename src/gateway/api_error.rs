@@ -114,6 +114,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The gateway's own overload answers and lost database
+            // connections alike: worth retrying soon.
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let value = if self.code.starts_with("PGRST30") {
                 format!(

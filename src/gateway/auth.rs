@@ -1,7 +1,10 @@
-//! Request authentication the way Supabase's gateway and PostgREST do it:
+//! Request authentication the way Supabase's gateway and PostgREST do it,
+//! from the headers alone (no body byte is read before it):
 //! the `apikey` header must be a configured key; an `Authorization: Bearer`
-//! JWT (HS256, exp/nbf/iat with 30 s leeway) selects the role and claims;
-//! without one the request runs as `anon`.
+//! JWT (HS256, exp/nbf/iat numbers checked with 30 s leeway, `exp` a positive
+//! number, `aud` checked against the configured audience as PostgREST's
+//! `jwt-aud`) selects the role and claims; without one the request runs as
+//! `anon`.
 
 use axum::http::HeaderMap;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
@@ -104,7 +107,7 @@ pub fn authenticate(headers: &HeaderMap, config: &GatewayConfig) -> Result<Calle
         {
             Ok(service())
         }
-        Some(t) => verify_jwt(t, &config.jwt_secret, now_unix()),
+        Some(t) => verify_jwt(t, &config.jwt_secret, config.jwt_aud.as_deref(), now_unix()),
     }
 }
 
@@ -118,10 +121,21 @@ pub fn now_unix() -> u64 {
 
 /// Verifies an HS256 JWT and returns the caller it describes.
 ///
+/// Time claims must be JSON numbers (seconds); `exp` must be positive and
+/// not past (30 s leeway). With `audience`, an `aud` claim must be that
+/// string or an array of strings containing it (a token without `aud`
+/// passes, as in PostgREST).
+///
 /// # Errors
-/// 401 PGRST303 for an expired / not yet valid / future-issued token, 401
-/// PGRST301 for anything else wrong with it.
-pub fn verify_jwt(token: &str, secret: &str, now: u64) -> Result<Caller, ApiError> {
+/// 401 PGRST303 for a claim that fails (expired, not yet valid, issued in the
+/// future, not in the audience, a malformed time or audience claim), 401
+/// PGRST301 for a token that does not verify.
+pub fn verify_jwt(
+    token: &str,
+    secret: &str,
+    audience: Option<&str>,
+    now: u64,
+) -> Result<Caller, ApiError> {
     let mut validation = Validation::new(Algorithm::HS256);
     // exp and nbf are checked below against `now` (jsonwebtoken would read
     // the system clock itself).
@@ -150,31 +164,50 @@ pub fn verify_jwt(token: &str, secret: &str, now: u64) -> Result<Caller, ApiErro
             "Invalid JWT: the claims are not an object",
         ));
     }
-    let time_claim = |name: &str| -> Result<Option<u64>, ApiError> {
+    // Seconds as f64: a JSON number may be negative, fractional or huge.
+    let time_claim = |name: &str| -> Result<Option<f64>, ApiError> {
         match claims.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => Ok(n
-                .as_u64()
-                .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
             Some(_) => Err(unauthorized(
-                "PGRST301",
-                format!("Invalid JWT: the {name} claim must be a number"),
+                "PGRST303",
+                format!("The JWT '{name}' claim must be a number"),
             )),
         }
     };
+    let (now_s, leeway) = (now as f64, JWT_LEEWAY_SECS as f64);
     if let Some(exp) = time_claim("exp")? {
-        if now > exp.saturating_add(JWT_LEEWAY_SECS) {
+        // `exp: -1` (or 0) is a date in 1970: expired, never "no expiry".
+        if exp <= 0.0 || now_s > exp + leeway {
             return Err(unauthorized("PGRST303", "JWT expired"));
         }
     }
     if let Some(nbf) = time_claim("nbf")? {
-        if nbf > now.saturating_add(JWT_LEEWAY_SECS) {
+        if nbf > now_s + leeway {
             return Err(unauthorized("PGRST303", "JWT not yet valid"));
         }
     }
     if let Some(iat) = time_claim("iat")? {
-        if iat > now.saturating_add(JWT_LEEWAY_SECS) {
+        if iat > now_s + leeway {
             return Err(unauthorized("PGRST303", "JWT issued at future"));
+        }
+    }
+    if let Some(want) = audience {
+        let ok = match claims.get("aud") {
+            None | Some(Value::Null) => true,
+            Some(Value::String(a)) => a == want,
+            Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
+                list.iter().any(|a| a.as_str() == Some(want))
+            }
+            Some(_) => {
+                return Err(unauthorized(
+                    "PGRST303",
+                    "The JWT 'aud' claim must be a string or an array of strings",
+                ))
+            }
+        };
+        if !ok {
+            return Err(unauthorized("PGRST303", "JWT not in audience"));
         }
     }
     let role = match claims.get("role") {
@@ -279,7 +312,7 @@ mod tests {
             json!({"sub": "u", "role": "authenticated", "exp": now + 60, "iat": now}),
             SECRET,
         );
-        let caller = verify_jwt(&ok, SECRET, now).unwrap();
+        let caller = verify_jwt(&ok, SECRET, None, now).unwrap();
         assert_eq!(caller.role, "authenticated");
         assert_eq!(caller.claims["sub"], "u");
 
@@ -288,29 +321,87 @@ mod tests {
             "another-secret-another-secret-xx",
         );
         assert_eq!(
-            verify_jwt(&forged, SECRET, now).unwrap_err().code,
+            verify_jwt(&forged, SECRET, None, now).unwrap_err().code,
             "PGRST301"
         );
 
         let future = token(json!({"role": "authenticated", "iat": now + 600}), SECRET);
         assert_eq!(
-            verify_jwt(&future, SECRET, now).unwrap_err().message,
+            verify_jwt(&future, SECRET, None, now).unwrap_err().message,
             "JWT issued at future"
         );
         let no_role = token(json!({"sub": "u"}), SECRET);
-        assert_eq!(verify_jwt(&no_role, SECRET, now).unwrap().role, "anon");
-        assert_eq!(verify_jwt("garbage", SECRET, now).unwrap_err().status, 401);
+        assert_eq!(
+            verify_jwt(&no_role, SECRET, None, now).unwrap().role,
+            "anon"
+        );
+        assert_eq!(
+            verify_jwt("garbage", SECRET, None, now).unwrap_err().status,
+            401
+        );
+    }
+
+    #[test]
+    fn exp_must_be_a_positive_number_in_the_future() {
+        let now = 2_000_000_000;
+        for exp in [json!(-1), json!(0), json!(-1e30), json!(now - 31)] {
+            let t = token(json!({"role": "authenticated", "exp": exp}), SECRET);
+            let e = verify_jwt(&t, SECRET, None, now).unwrap_err();
+            assert_eq!(
+                (e.code.as_str(), e.message.as_str()),
+                ("PGRST303", "JWT expired"),
+                "{exp}"
+            );
+        }
+        let t = token(json!({"role": "authenticated", "exp": "soon"}), SECRET);
+        assert_eq!(
+            verify_jwt(&t, SECRET, None, now).unwrap_err().message,
+            "The JWT 'exp' claim must be a number"
+        );
+        for exp in [json!(now), json!(now as f64 + 0.5), json!(1e12)] {
+            let t = token(json!({"role": "authenticated", "exp": exp}), SECRET);
+            assert!(verify_jwt(&t, SECRET, None, now).is_ok(), "{exp}");
+        }
+    }
+
+    #[test]
+    fn audience_like_postgrest_jwt_aud() {
+        let now = 2_000_000_000;
+        let with = |aud: Value| token(json!({"role": "authenticated", "aud": aud}), SECRET);
+        let ok = |t: &str, a| verify_jwt(t, SECRET, a, now).map(|_| ());
+        let want = Some("authenticated");
+        assert!(ok(&with(json!("authenticated")), want).is_ok());
+        assert!(ok(&with(json!(["x", "authenticated"])), want).is_ok());
+        assert!(ok(&token(json!({"role": "authenticated"}), SECRET), want).is_ok());
+        assert!(ok(&with(Value::Null), want).is_ok());
+        let e = ok(&with(json!("other")), want).unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_str(), e.message.as_str()),
+            (401, "PGRST303", "JWT not in audience")
+        );
+        assert_eq!(
+            ok(&with(json!(["a", "b"])), want).unwrap_err().message,
+            "JWT not in audience"
+        );
+        assert_eq!(
+            ok(&with(json!(7)), want).unwrap_err().message,
+            "The JWT 'aud' claim must be a string or an array of strings"
+        );
+        // Without a configured audience any aud passes.
+        assert!(ok(&with(json!("other")), None).is_ok());
     }
 
     #[test]
     fn dev_tokens_verify_as_the_user() {
         let user = uuid::Uuid::new_v4();
         let t = dev_access_token(SECRET, user, 60, 1_000).unwrap();
-        let caller = verify_jwt(&t, SECRET, 1_030).unwrap();
+        let caller = verify_jwt(&t, SECRET, None, 1_030).unwrap();
         assert_eq!(caller.role, "authenticated");
         assert_eq!(caller.claims["sub"], user.to_string());
         // Past exp + leeway: expired.
-        assert!(verify_jwt(&t, SECRET, 1_000 + 60 + JWT_LEEWAY_SECS + 1).is_err());
-        assert!(verify_jwt(&t, "another-secret-of-at-least-32-characters", 1_030).is_err());
+        assert!(verify_jwt(&t, SECRET, None, 1_000 + 60 + JWT_LEEWAY_SECS + 1).is_err());
+        assert!(verify_jwt(&t, "another-secret-of-at-least-32-characters", None, 1_030).is_err());
+        // Its audience is Supabase Auth's.
+        assert!(verify_jwt(&t, SECRET, Some("authenticated"), 1_030).is_ok());
     }
 }

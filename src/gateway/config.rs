@@ -20,6 +20,33 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// The shortest JWT secret accepted (PostgREST's rule).
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 
+/// The default cap on open client connections. Past it a new connection
+/// closes the connection that has been idle longest (waiting for its request
+/// head, or between requests); when none is idle it is answered 503. Kept
+/// below the process's open-file limit (see [`Gateway::bind`]).
+///
+/// [`Gateway::bind`]: super::Gateway::bind
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// The default number of requests handled at once (past it: 503 with
+/// `Retry-After`).
+pub const DEFAULT_MAX_REQUESTS: usize = 64;
+
+/// The default budget of request-body bytes held at once: 16 MiB, i.e. 8
+/// bodies of the 2 MiB limit (16 of the 1 MiB that `SupabaseRemote` sends
+/// at most). A request reserves its declared length (the limit when it
+/// declares none) before its body is read; past the budget it is answered
+/// 503 with `Retry-After` without reading the body. Requests without a user
+/// token (anon) may hold a quarter of it.
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+
+/// The default time a connection may take to send a request head (and the
+/// longest a connection may stay idle between requests).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time a request may take to send its body (past it: 408).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the gateway needs to run. Build with [`GatewayConfig::new`] and the
 /// `with_*` setters.
 #[derive(Clone)]
@@ -40,6 +67,19 @@ pub struct GatewayConfig {
     pub(crate) pool_size: usize,
     /// How long a request waits for a free connection before PGRST003.
     pub(crate) pool_timeout: Duration,
+    /// The audience user tokens must name in `aud` (when they have one), as
+    /// PostgREST's `jwt-aud`.
+    pub(crate) jwt_aud: Option<String>,
+    /// Open client connections at most (see [`DEFAULT_MAX_CONNECTIONS`]).
+    pub(crate) max_connections: usize,
+    /// Requests handled at once at most.
+    pub(crate) max_requests: usize,
+    /// Request-body bytes held at once at most (anon: a quarter).
+    pub(crate) body_budget_bytes: usize,
+    /// Time to send a request head; also the keep-alive idle limit.
+    pub(crate) header_timeout: Duration,
+    /// Time to send a request body.
+    pub(crate) body_timeout: Duration,
 }
 
 impl fmt::Debug for GatewayConfig {
@@ -56,6 +96,12 @@ impl fmt::Debug for GatewayConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("pool_size", &self.pool_size)
             .field("pool_timeout", &self.pool_timeout)
+            .field("jwt_aud", &self.jwt_aud)
+            .field("max_connections", &self.max_connections)
+            .field("max_requests", &self.max_requests)
+            .field("body_budget_bytes", &self.body_budget_bytes)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }
@@ -91,6 +137,12 @@ impl GatewayConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             pool_size: DEFAULT_POOL_SIZE,
             pool_timeout: Duration::from_secs(10),
+            jwt_aud: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            body_budget_bytes: DEFAULT_BODY_BUDGET_BYTES,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 
@@ -144,6 +196,47 @@ impl GatewayConfig {
         self
     }
 
+    /// Requires user tokens that carry an `aud` claim to name this audience
+    /// (a string equal to it, or an array containing it); tokens without
+    /// `aud` pass, as with PostgREST's `jwt-aud`. Supabase Auth issues
+    /// `aud: "authenticated"`.
+    pub fn with_jwt_aud(mut self, audience: impl Into<String>) -> Self {
+        self.jwt_aud = Some(audience.into());
+        self
+    }
+
+    /// Open client connections at most (see [`DEFAULT_MAX_CONNECTIONS`]).
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Requests handled at once at most (see [`DEFAULT_MAX_REQUESTS`]).
+    pub fn with_max_requests(mut self, n: usize) -> Self {
+        self.max_requests = n;
+        self
+    }
+
+    /// Request-body bytes held at once at most (see
+    /// [`DEFAULT_BODY_BUDGET_BYTES`]).
+    pub fn with_body_budget_bytes(mut self, bytes: usize) -> Self {
+        self.body_budget_bytes = bytes;
+        self
+    }
+
+    /// Time a connection may take to send a request head, and may stay idle
+    /// between requests (see [`DEFAULT_HEADER_TIMEOUT`]).
+    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// Time a request may take to send its body (see [`DEFAULT_BODY_TIMEOUT`]).
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
     /// The address to listen on.
     pub fn listen(&self) -> SocketAddr {
         self.listen
@@ -172,6 +265,29 @@ impl GatewayConfig {
         }
         if self.pool_size == 0 {
             return Err(bad("pool_size", "must be positive".into()));
+        }
+        for (setting, n) in [
+            ("max_connections", self.max_connections),
+            ("max_requests", self.max_requests),
+        ] {
+            if n == 0 {
+                return Err(bad(setting, "must be positive".into()));
+            }
+        }
+        if self.body_budget_bytes < self.max_body_bytes {
+            return Err(bad(
+                "body_budget_bytes",
+                format!(
+                    "must be at least max_body_bytes ({}) so that one largest body fits",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(bad("timeouts", "must be positive".into()));
+        }
+        if self.jwt_aud.as_deref() == Some("") {
+            return Err(bad("jwt_aud", "must not be empty".into()));
         }
         Ok(())
     }
@@ -213,6 +329,28 @@ pub struct GatewayArgs {
     /// PostgreSQL connections in the pool.
     #[arg(long, default_value_t = DEFAULT_POOL_SIZE)]
     pub pool_size: usize,
+    /// Require user tokens that have an `aud` claim to name this audience (as
+    /// PostgREST's jwt-aud; Supabase Auth issues "authenticated").
+    #[arg(long, env = "SUPAMERGE_JWT_AUD", value_name = "AUDIENCE")]
+    pub jwt_aud: Option<String>,
+    /// Open client connections at most; past it the longest-idle connection
+    /// is closed (503 when none is idle).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Requests handled at once at most (503 with Retry-After past it).
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUESTS)]
+    pub max_requests: usize,
+    /// Request-body bytes held at once at most (503 with Retry-After past it;
+    /// requests without a user token may hold a quarter).
+    #[arg(long, default_value_t = DEFAULT_BODY_BUDGET_BYTES)]
+    pub body_budget_bytes: usize,
+    /// Seconds a connection may take to send a request head (also the
+    /// keep-alive idle limit).
+    #[arg(long, default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take to send its body (408 past it).
+    #[arg(long, default_value_t = DEFAULT_BODY_TIMEOUT.as_secs(), value_name = "SECS")]
+    pub body_timeout_secs: u64,
 }
 
 impl GatewayArgs {
@@ -221,9 +359,17 @@ impl GatewayArgs {
         let mut c = GatewayConfig::new(self.database_url, self.jwt_secret, self.anon_key)
             .with_listen(self.listen)
             .with_max_body_bytes(self.max_body_bytes)
-            .with_pool_size(self.pool_size);
+            .with_pool_size(self.pool_size)
+            .with_max_connections(self.max_connections)
+            .with_max_requests(self.max_requests)
+            .with_body_budget_bytes(self.body_budget_bytes)
+            .with_header_timeout(Duration::from_secs(self.header_timeout_secs))
+            .with_body_timeout(Duration::from_secs(self.body_timeout_secs));
         if let Some(k) = self.service_key {
             c = c.with_service_key(k);
+        }
+        if let Some(a) = self.jwt_aud {
+            c = c.with_jwt_aud(a);
         }
         c
     }

@@ -15,6 +15,10 @@ pub const MIGRATION_SQL: &str =
     include_str!("../../supabase/migrations/20261122000000_supamerge.sql");
 /// The login role the gateway connects as (created by the stand-in).
 pub const AUTHENTICATOR: (&str, &str) = ("authenticator", "authenticator-dev-only");
+/// The role the migration is loaded as (created by the stand-in): hosted
+/// Supabase's `postgres`, LOGIN and BYPASSRLS but not a superuser. It owns
+/// the tables and the SECURITY DEFINER functions.
+pub const MIGRATION_OWNER: (&str, &str) = ("supabase_postgres", "supabase-postgres-dev-only");
 /// The JWT secret of development gateways.
 pub const DEV_JWT_SECRET: &str = "supamerge-dev-jwt-secret-0123456789abcdef";
 /// The anon key of development gateways.
@@ -88,19 +92,31 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, DevError> {
     Ok(client)
 }
 
-/// Applies the stand-in and the migration on a connection to an empty database.
+/// Applies the stand-in (as the superuser of `superuser_url`) and then the
+/// migration, logged in as [`MIGRATION_OWNER`] (not a superuser, as on
+/// Supabase), to the empty database `superuser_url` points at.
 ///
 /// # Errors
-/// [`DevError::Postgres`] naming which script failed.
-pub async fn apply_schema(client: &tokio_postgres::Client) -> Result<(), DevError> {
-    client
+/// [`DevError::Url`], or [`DevError::Postgres`] naming which script failed.
+pub async fn apply_schema(superuser_url: &str) -> Result<(), DevError> {
+    let admin = connect(superuser_url).await?;
+    admin
         .batch_execute(STANDIN_SQL)
         .await
         .map_err(pg("apply the Supabase stand-in"))?;
-    client
+    let db = Url::parse(superuser_url)
+        .map_err(|e| DevError::Url {
+            url: superuser_url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let owner = connect(&database_url(superuser_url, &db, Some(MIGRATION_OWNER))?).await?;
+    owner
         .batch_execute(MIGRATION_SQL)
         .await
-        .map_err(pg("apply the supamerge migration"))
+        .map_err(pg("apply the supamerge migration as supabase_postgres"))
 }
 
 /// A throwaway database with the schema applied; [`DevDatabase::drop_now`]
@@ -132,8 +148,7 @@ impl DevDatabase {
             admin: admin.to_owned(),
             name,
         };
-        let c = connect(&db.superuser_url()?).await?;
-        apply_schema(&c).await?;
+        apply_schema(&db.superuser_url()?).await?;
         Ok(db)
     }
 

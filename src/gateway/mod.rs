@@ -3,6 +3,10 @@
 //!
 //! Layout:
 //! - [`config`]: [`GatewayConfig`] (builder) and the CLI's [`GatewayArgs`];
+//! - `server`: the HTTP/1 accept loop (connection cap, header timeout,
+//!   lingering close, graceful shutdown);
+//! - `limits`: what a request must pass before its body is read (content
+//!   type, size, request and body-byte budgets) and the bounded body read;
 //! - [`auth`]: `apikey` check and HS256 JWT verification → role and claims;
 //! - [`rpc`]: function lookup in `pg_proc`, named arguments, one transaction
 //!   per request with `role` and `request.jwt.claims` set;
@@ -10,8 +14,10 @@
 //!
 //! It serves `POST /rest/v1/rpc/<function>` (and `/rpc/<function>`, as
 //! PostgREST itself does behind Supabase's gateway) over a connection pool,
-//! answers CORS preflights, and limits request bodies (413). Only the
-//! `public` schema is exposed. `docs/operations.md` lists what it does not do.
+//! and answers CORS preflights. Only the `public` schema is exposed. A
+//! request is authenticated from its headers before any body byte is read,
+//! and its body is bounded in size, time and memory (see `limits`);
+//! `docs/operations.md` lists the limits and what it does not do.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), supamerge::gateway::GatewayError> {
@@ -34,7 +40,9 @@ pub mod api_error;
 pub mod auth;
 pub mod config;
 pub mod dev;
+mod limits;
 pub mod rpc;
+mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,8 +61,11 @@ use tokio::sync::oneshot;
 pub use api_error::{status_for_sqlstate, ApiError};
 pub use auth::{Caller, JWT_LEEWAY_SECS};
 pub use config::{
-    GatewayArgs, GatewayConfig, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_POOL_SIZE,
+    GatewayArgs, GatewayConfig, DEFAULT_BODY_BUDGET_BYTES, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_REQUESTS, DEFAULT_POOL_SIZE,
 };
+pub use server::LINGER_TIME;
 
 /// Errors starting or running the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +126,8 @@ struct AppState {
     config: GatewayConfig,
     /// PostgreSQL connections, one per concurrent request.
     pool: Pool,
+    /// The request and body-byte budgets.
+    admission: limits::Admission,
 }
 
 /// A gateway bound to its address, not yet serving.
@@ -122,6 +135,7 @@ pub struct Gateway {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    limits: server::ServerLimits,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -200,11 +214,28 @@ impl Gateway {
             addr: config.listen,
             source,
         })?;
-        let state = Arc::new(AppState { config, pool });
+        let limits = server::ServerLimits {
+            // Descriptors for the pool, the listener and logs stay free.
+            max_connections: server::clamp_to_fd_limit(
+                config.max_connections,
+                config.pool_size + 64,
+            ),
+            header_timeout: config.header_timeout,
+            // A refused body is drained (never stored) for at most
+            // LINGER_TIME and this many bytes after the answer went out.
+            linger_bytes: config.max_body_bytes.saturating_mul(32),
+        };
+        let admission = limits::Admission::new(config.max_requests, config.body_budget_bytes);
+        let state = Arc::new(AppState {
+            config,
+            pool,
+            admission,
+        });
         Ok(Self {
             listener,
             local_addr,
             router: router(state),
+            limits,
         })
     }
 
@@ -228,8 +259,7 @@ impl Gateway {
         F: Future<Output = ()> + Send + 'static,
     {
         tracing::info!(addr = %self.local_addr, "supamerge gateway listening (development stand-in for Supabase)");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+        server::serve(self.listener, self.router, self.limits, shutdown)
             .await
             .map_err(|source| GatewayError::Serve { source })
     }
@@ -305,45 +335,6 @@ where
     Gateway::bind(config).await?.serve(shutdown).await
 }
 
-/// A refused body is still read (and discarded) up to this many times the
-/// limit: a server that answers 413 and closes while the client is still
-/// sending makes the client see a broken pipe instead of the 413.
-const DRAIN_FACTOR: usize = 8;
-
-/// Reads and discards the rest of a body, at most `cap` bytes.
-async fn drain(mut body: Body, cap: usize) {
-    use http_body_util::BodyExt;
-    let mut seen = 0usize;
-    while seen <= cap {
-        match body.frame().await {
-            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
-            _ => break,
-        }
-    }
-}
-
-/// The body if it holds at most `limit` bytes; otherwise `None`, after
-/// draining the rest (see [`DRAIN_FACTOR`]).
-async fn read_limited(mut body: Body, limit: usize) -> Option<Vec<u8>> {
-    use http_body_util::BodyExt;
-    let mut out = Vec::new();
-    loop {
-        match body.frame().await {
-            None => return Some(out),
-            Some(Err(_)) => return None,
-            Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    if out.len() + d.len() > limit {
-                        drain(body, limit.saturating_mul(DRAIN_FACTOR)).await;
-                        return None;
-                    }
-                    out.extend_from_slice(d);
-                }
-            }
-        }
-    }
-}
-
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
@@ -394,23 +385,21 @@ async fn preflight(headers: HeaderMap) -> Response {
 }
 
 async fn method_not_allowed(method: Method) -> Response {
-    ApiError::new(
+    refused_unread(ApiError::new(
         405,
         "PGRST117",
         format!(
             "Unsupported HTTP method: {method}; this gateway serves POST /rest/v1/rpc/<function>"
         ),
-    )
-    .into_response()
+    ))
 }
 
 async fn not_found() -> Response {
-    ApiError::new(
+    refused_unread(ApiError::new(
         404,
         "PGRST125",
         "Invalid path specified in request URL; this gateway serves POST /rest/v1/rpc/<function> only",
-    )
-    .into_response()
+    ))
 }
 
 async fn rpc_handler(
@@ -419,10 +408,24 @@ async fn rpc_handler(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle_rpc(&state, &function, &headers, body).await {
-        Ok(Some(value)) => {
-            let bytes = serde_json::to_vec(&value).unwrap_or_else(|_| b"null".to_vec());
-            let mut resp = (StatusCode::OK, bytes).into_response();
+    // Refused from the headers: the body is never read, so the connection
+    // cannot carry another request; tell the client (else it may reuse it
+    // and lose its next request to the close).
+    let (caller, admitted, declared) = match admit(&state, &headers) {
+        Ok(a) => a,
+        Err(e) => return refused_unread(e),
+    };
+    let result = async {
+        let limit = state.config.max_body_bytes;
+        let bytes = limits::read_body(body, limit, declared, state.config.body_timeout).await?;
+        let path = format!("/rpc/{function}");
+        rpc::call(&state.pool, &caller, &function, &bytes, &path).await
+    }
+    .await;
+    drop(admitted);
+    match result {
+        Ok(Some(json)) => {
+            let mut resp = (StatusCode::OK, json).into_response();
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json; charset=utf-8"),
@@ -432,17 +435,34 @@ async fn rpc_handler(
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::debug!(%function, status = e.status, code = %e.code, message = %e.message, "rpc failed");
-            e.into_response()
+            if matches!(e.status, 408 | 413) {
+                // The body was not read to its end.
+                refused_unread(e)
+            } else {
+                e.into_response()
+            }
         }
     }
 }
 
-async fn handle_rpc(
+/// An answer to a request whose body was not (entirely) read: with
+/// `Connection: close`, and the connection lingers (see the `server` module)
+/// so that the client reads it.
+fn refused_unread(e: ApiError) -> Response {
+    tracing::debug!(status = e.status, code = %e.code, message = %e.message, "request refused");
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Everything that can refuse a request from its headers, before the first
+/// body byte is read (see the `limits` module): the caller, the admission
+/// (request slot and body bytes) and the declared body length.
+fn admit(
     state: &AppState,
-    function: &str,
     headers: &HeaderMap,
-    body: Body,
-) -> Result<rpc::CallResult, ApiError> {
+) -> Result<(Caller, limits::Admitted, Option<u64>), ApiError> {
     let caller = auth::authenticate(headers, &state.config)?;
     if let Some(profile) = headers.get("content-profile").and_then(|v| v.to_str().ok()) {
         if profile != rpc::EXPOSED_SCHEMA {
@@ -456,29 +476,15 @@ async fn handle_rpc(
             ));
         }
     }
+    limits::check_content_type(headers)?;
     let limit = state.config.max_body_bytes;
-    let too_large = |n: Option<u64>| {
-        let size = n
-            .map(|n| format!("{n} bytes"))
-            .unwrap_or_else(|| "the request body".into());
-        ApiError::new(
-            413,
-            "PT413",
-            format!("Payload too large: {size} exceeds the limit of {limit} bytes"),
-        )
-        .with_hint("Split the batch and retry.")
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = limits::declared_length(headers);
     if declared.is_some_and(|n| n > limit as u64) {
-        drain(body, limit.saturating_mul(DRAIN_FACTOR)).await;
-        return Err(too_large(declared));
+        return Err(limits::too_large(declared, limit));
     }
-    let bytes = read_limited(body, limit)
-        .await
-        .ok_or_else(|| too_large(None))?;
-    let path = format!("/rpc/{function}");
-    rpc::call(&state.pool, &caller, function, &bytes, &path).await
+    let reserve = declared
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(limit);
+    let admitted = state.admission.admit(reserve, caller.role == "anon")?;
+    Ok((caller, admitted, declared))
 }

@@ -3,12 +3,17 @@
 //! (`jsonb_to_record(body) AS _(p_a type, ...)`, so each value goes through
 //! its SQL type's input), and runs it in one transaction with the caller's
 //! role and claims.
+//!
+//! The body is checked to be JSON and its top-level keys are read without
+//! building a JSON tree; PostgreSQL gets the body's bytes as they came, and
+//! the answer's JSON text is passed back as it comes (no tree either way).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::{BufMut, BytesMut};
 use deadpool_postgres::{Pool, PoolError};
-use serde_json::{Map, Value};
-use tokio_postgres::types::Json;
+use serde::de::IgnoredAny;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use super::api_error::ApiError;
 use super::auth::Caller;
@@ -126,8 +131,57 @@ fn row_to_function(row: &tokio_postgres::Row) -> Result<Function, tokio_postgres
     })
 }
 
+/// JSON text sent to PostgreSQL as a `json`/`jsonb` parameter as is.
+#[derive(Debug)]
+struct RawJson<'a>(&'a [u8]);
+
+impl ToSql for RawJson<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSONB {
+            // jsonb's binary format: a version byte, then the text.
+            out.put_u8(1);
+        }
+        out.put_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON || *ty == Type::JSONB
+    }
+
+    to_sql_checked!();
+}
+
+/// What the gateway needs to know of a body: whether it is a JSON object
+/// and its top-level keys. The body is validated as JSON without building a
+/// tree (an empty body is `{}`).
+///
+/// # Errors
+/// 400 PGRST102 "Empty or invalid json" for anything that is not JSON.
+fn body_shape(body: &[u8]) -> Result<(bool, BTreeSet<String>), ApiError> {
+    let invalid = |e: serde_json::Error| {
+        ApiError::new(400, "PGRST102", "Empty or invalid json").with_details(e.to_string())
+    };
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => Ok((true, BTreeSet::new())),
+        Some(b'{') => {
+            let map: BTreeMap<String, IgnoredAny> =
+                serde_json::from_slice(body).map_err(invalid)?;
+            Ok((true, map.into_keys().collect()))
+        }
+        Some(_) => {
+            serde_json::from_slice::<IgnoredAny>(body).map_err(invalid)?;
+            Ok((false, BTreeSet::new()))
+        }
+    }
+}
+
 /// The SQL that calls `f` with the body's keys as named arguments; `$1` is
-/// the body as jsonb.
+/// the body as jsonb. It returns the result as JSON text.
 fn call_sql(f: &Function, keys: &BTreeSet<&str>) -> String {
     let target = format!("{}.{}", quote_ident(EXPOSED_SCHEMA), quote_ident(&f.name));
     let (args, from) = if f.takes_whole_body() {
@@ -161,24 +215,25 @@ fn call_sql(f: &Function, keys: &BTreeSet<&str>) -> String {
         (args, from)
     };
     if f.returns_void {
-        format!("select null::jsonb from (select {target}({args}){from}) as _v")
+        format!("select null::text from (select {target}({args}){from}) as _v")
     } else if f.returns_set {
         if from.is_empty() {
             format!(
-                "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb) from {target}({args}) as _r"
+                "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb)::text from {target}({args}) as _r"
             )
         } else {
             format!(
-                "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb){from}, lateral {target}({args}) as _r"
+                "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb)::text{from}, lateral {target}({args}) as _r"
             )
         }
     } else {
-        format!("select to_jsonb({target}({args})){from}")
+        format!("select to_jsonb({target}({args}))::text{from}")
     }
 }
 
-/// The result of a call: the JSON to answer, or nothing (void functions, 204).
-pub type CallResult = Option<Value>;
+/// The result of a call: the JSON text to answer, or nothing (void
+/// functions, 204).
+pub type CallResult = Option<String>;
 
 /// Calls `function` with `body` as `caller`, in one transaction.
 ///
@@ -192,12 +247,11 @@ pub async fn call(
     body: &[u8],
     path: &str,
 ) -> Result<CallResult, ApiError> {
-    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Object(Map::new())
+    let (is_object, owned_keys) = body_shape(body)?;
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
     } else {
-        serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(400, "PGRST102", "Empty or invalid json").with_details(e.to_string())
-        })?
+        body
     };
     let auth = caller.authenticated;
     let pg = |e: tokio_postgres::Error| ApiError::from_pg(&e, auth);
@@ -220,19 +274,19 @@ pub async fn call(
         .map(row_to_function)
         .collect::<Result<Vec<_>, _>>()
         .map_err(pg)?;
-    let keys: BTreeSet<&str> = match &body {
-        Value::Object(m) => m.keys().map(String::as_str).collect(),
-        _ => BTreeSet::new(),
-    };
+    let keys: BTreeSet<&str> = owned_keys.iter().map(String::as_str).collect();
     let chosen = candidates
         .iter()
-        .filter(|f| match &body {
-            Value::Object(_) => f.accepts(&keys) || f.takes_whole_body(),
-            _ => f.takes_whole_body(),
+        .filter(|f| {
+            if is_object {
+                f.accepts(&keys) || f.takes_whole_body()
+            } else {
+                f.takes_whole_body()
+            }
         })
         .max_by_key(|f| f.params.len());
     let Some(f) = chosen else {
-        if !body.is_object() && !candidates.is_empty() {
+        if !is_object && !candidates.is_empty() {
             return Err(ApiError::new(400, "PGRST102", "Empty or invalid json")
                 .with_details("the body of an RPC call must be a JSON object of named arguments"));
         }
@@ -288,13 +342,13 @@ pub async fn call(
         }
     }
     let stmt = tx.prepare_cached(&sql).await.map_err(pg)?;
-    let row = tx.query_one(&stmt, &[&Json(&body)]).await.map_err(pg)?;
-    let result: Option<Json<Value>> = row.try_get(0).map_err(pg)?;
+    let row = tx.query_one(&stmt, &[&RawJson(body)]).await.map_err(pg)?;
+    let result: Option<String> = row.try_get(0).map_err(pg)?;
     tx.commit().await.map_err(pg)?;
     if f.returns_void {
         return Ok(None);
     }
-    Ok(Some(result.map(|j| j.0).unwrap_or(Value::Null)))
+    Ok(Some(result.unwrap_or_else(|| "null".to_owned())))
 }
 
 #[cfg(test)]
@@ -333,12 +387,24 @@ mod tests {
         let pull = f(&[("p_ws", "uuid", false), ("p\"x", "integer", true)]);
         assert_eq!(
             call_sql(&pull, &["p_ws"].into()),
-            "select to_jsonb(\"public\".\"fn\"(\"p_ws\" := _.\"p_ws\")) from jsonb_to_record($1::jsonb) as _(\"p_ws\" uuid)"
+            "select to_jsonb(\"public\".\"fn\"(\"p_ws\" := _.\"p_ws\"))::text from jsonb_to_record($1::jsonb) as _(\"p_ws\" uuid)"
         );
         assert!(call_sql(&pull, &["p\"x", "p_ws"].into()).contains("\"p\"\"x\" integer"));
         assert_eq!(
             call_sql(&f(&[]), &BTreeSet::new()),
-            "select to_jsonb(\"public\".\"fn\"())"
+            "select to_jsonb(\"public\".\"fn\"())::text"
         );
+    }
+
+    #[test]
+    fn body_shapes() {
+        assert_eq!(body_shape(b"  ").unwrap(), (true, BTreeSet::new()));
+        let (obj, keys) = body_shape(br#"{"b": [1, {"x": 2}], "a": null, "b": 3}"#).unwrap();
+        assert!(obj);
+        assert_eq!(keys, ["a".to_owned(), "b".to_owned()].into());
+        assert_eq!(body_shape(b"[1, 2]").unwrap(), (false, BTreeSet::new()));
+        for bad in [&b"{not json"[..], b"{\"a\": 1} trailing", b"nul"] {
+            assert_eq!(body_shape(bad).unwrap_err().code, "PGRST102");
+        }
     }
 }

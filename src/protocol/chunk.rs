@@ -96,6 +96,35 @@ pub fn change_hash(bytes: &[u8]) -> Result<ChangeHash, ChunkError> {
     Ok(ChangeHash(hash))
 }
 
+/// How many dependencies a change chunk declares (the first field of its
+/// contents): 0 for a document's first change. `None` when the framing or the
+/// field is malformed.
+pub fn dependency_count(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() < 10 || bytes[..4] != MAGIC {
+        return None;
+    }
+    let mut i = 9;
+    // Skip the uleb128 length prefix, then read the uleb128 count.
+    while *bytes.get(i)? & 0x80 != 0 {
+        i += 1;
+    }
+    i += 1;
+    let mut count: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let b = *bytes.get(i)?;
+        if shift > 63 {
+            return None;
+        }
+        count |= u64::from(b & 0x7f) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            return Some(count);
+        }
+        shift += 7;
+    }
+}
+
 /// Checks that `bytes` is an uncompressed change chunk hashing to `claimed`.
 ///
 /// # Errors
@@ -128,6 +157,23 @@ mod tests {
         let (bytes, hash) = a_change();
         assert_eq!(change_hash(&bytes).unwrap(), hash);
         assert!(verify(&bytes, &hash).is_ok());
+    }
+
+    #[test]
+    fn counts_dependencies() {
+        let mut doc = automerge::Automerge::new();
+        let mut counts = Vec::new();
+        for i in 0..3 {
+            let mut tx = doc.transaction();
+            tx.put(automerge::ROOT, "k", i).unwrap();
+            let (h, _) = tx.commit();
+            let c = doc.get_change_by_hash(&h.unwrap()).unwrap();
+            counts.push(dependency_count(c.raw_bytes()));
+        }
+        assert_eq!(counts, vec![Some(0), Some(1), Some(1)]);
+        assert_eq!(dependency_count(b"hello world!"), None);
+        let (bytes, _) = a_change();
+        assert_eq!(dependency_count(&bytes[..10]), None);
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub const MAX_PUSH_BYTES: usize = 768 * 1024;
 /// Upper bound on the number of changes in one pulled page.
 pub const MAX_PULL_LIMIT: u32 = 1000;
 
+/// The version of [`SnapshotQuery`] / [`SnapshotPage`] this build speaks:
+/// 2 adds [`SnapshotRecord::replaces`]. A remote still answers version 1
+/// pages (no digests) to a client that asks for 1; their snapshots cannot be
+/// verified, so this build does not trust them (see `docs/protocol.md`).
+pub const SNAPSHOT_PAGE_VERSION: u32 = 2;
+
+/// Upper bound on the bytes of one snapshot (every remote refuses more with
+/// [`RemoteError::TooLarge`](crate::remote::RemoteError::TooLarge); the
+/// uploader then skips it).
+pub const MAX_SNAPSHOT_BYTES: usize = 1024 * 1024;
+
 /// Bytes that travel as standard base64 text in JSON.
 pub mod base64_bytes {
     use base64::Engine;
@@ -196,6 +207,40 @@ pub enum SnapshotOutcome {
     Superseded,
 }
 
+/// What a snapshot replaces: the changes of its document in the log at or
+/// before its `covers` position — exactly those a pull with
+/// `skip_snapshotted` leaves out. The remote computes it from its log when
+/// the snapshot is stored; a reader loads the snapshot, computes the same
+/// over the loaded document's changes, and trusts the snapshot only if both
+/// agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDigest {
+    /// How many changes.
+    pub count: u64,
+    /// SHA-256 of their 32-byte hashes, sorted and concatenated (held in the
+    /// crate's 32-byte hash type; hex in JSON, like a change hash).
+    #[serde(with = "crate::hash::hex")]
+    pub sha256: ChangeHash,
+}
+
+impl SnapshotDigest {
+    /// The digest of a set of change hashes (in any order; duplicates are
+    /// the caller's to avoid: a log and a document hold each change once).
+    pub fn of_hashes(hashes: impl IntoIterator<Item = ChangeHash>) -> Self {
+        use sha2::Digest;
+        let mut sorted: Vec<ChangeHash> = hashes.into_iter().collect();
+        sorted.sort_unstable();
+        let mut h = sha2::Sha256::new();
+        for x in &sorted {
+            h.update(x.0);
+        }
+        Self {
+            count: sorted.len() as u64,
+            sha256: ChangeHash(h.finalize().into()),
+        }
+    }
+}
+
 /// A stored snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
@@ -211,12 +256,17 @@ pub struct SnapshotRecord {
     /// The `save()` bytes.
     #[serde(with = "base64_bytes")]
     pub bytes: Vec<u8>,
+    /// What it replaces, as the remote's log says (pages of version 2; `None`
+    /// in version 1 pages, and then the snapshot is not trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<SnapshotDigest>,
 }
 
 /// Ask for a page of a workspace's snapshots, by document id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotQuery {
-    /// Protocol version.
+    /// The page version wanted: [`SNAPSHOT_PAGE_VERSION`] (or 1, without
+    /// digests).
     pub v: u32,
     /// The workspace.
     pub workspace: WorkspaceId,
@@ -229,7 +279,7 @@ pub struct SnapshotQuery {
 /// A page of snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotPage {
-    /// Protocol version.
+    /// Page version: 2 with [`SnapshotRecord::replaces`], 1 without.
     pub v: u32,
     /// The snapshots, in document id order.
     pub snapshots: Vec<SnapshotRecord>,
@@ -263,5 +313,25 @@ mod tests {
         let mut bad = serde_json::to_value(&env).unwrap();
         bad["hash"] = "zz".into();
         assert!(serde_json::from_value::<ChangeEnvelope>(bad).is_err());
+    }
+
+    #[test]
+    fn snapshot_digest_is_order_independent_and_matches_its_definition() {
+        use sha2::Digest;
+        let a = SnapshotDigest::of_hashes([ChangeHash([2; 32]), ChangeHash([1; 32])]);
+        let b = SnapshotDigest::of_hashes([ChangeHash([1; 32]), ChangeHash([2; 32])]);
+        assert_eq!(a, b);
+        assert_eq!(a.count, 2);
+        let mut cat = vec![1u8; 32];
+        cat.extend([2u8; 32]);
+        assert_eq!(a.sha256.0, <[u8; 32]>::from(sha2::Sha256::digest(&cat)));
+        // The empty set: SHA-256 of nothing (what SQL's sha256('') gives).
+        assert_eq!(
+            SnapshotDigest::of_hashes([]).sha256.to_string(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let j = serde_json::to_value(a).unwrap();
+        assert_eq!(j["count"], 2);
+        assert_eq!(j["sha256"].as_str().unwrap().len(), 64);
     }
 }

@@ -6,13 +6,23 @@
 //! change log with a gap-free sequence: pushes are serialised by a lock and
 //! each batch is committed in one sled transaction while the lock is held, so
 //! a reader never sees seq n+1 before seq n. Deduplication is by
-//! (workspace, document, hash); the hash is recomputed from the bytes.
+//! (workspace, document, hash); the hash is recomputed from the bytes. A
+//! document's changes are filed under one collection: its first change must
+//! name it in `_meta.collection`, and a change pushed to another collection
+//! than the one the hub holds the document under is rejected
+//! ([`crate::entity::collection_problem`], the same rule as the SQL backend).
 //!
 //! A push is flushed to disk before it is answered (the client deletes its
 //! outbox entries on the answer).
 //!
 //! Trees: `changes` (ws ‖ seq BE → change), `dedup` (ws ‖ doc ‖ hash → seq),
-//! `counters` (ws → last seq), `snapshots` (ws ‖ doc → snapshot).
+//! `counters` (ws → last seq), `snapshots` (ws ‖ doc → snapshot),
+//! `snapshot_digests` (ws ‖ doc → the [`SnapshotDigest`] of the changes the
+//! snapshot replaces, computed from the log when it was stored; written in
+//! the same transaction as the snapshot).
+//!
+//! Snapshots are limited to [`MAX_SNAPSHOT_BYTES`] and may not claim to cover
+//! a position beyond the end of the log, as in SQL.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,8 +37,9 @@ use crate::id::{Collection, DocId, WorkspaceId};
 use crate::protocol::chunk;
 use crate::protocol::wire::{
     ChangeEnvelope, Cursor, PullPage, PullRequest, PulledChange, PushOutcome, PushRequest,
-    PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord, SnapshotUpload,
-    MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+    PushResponse, SnapshotDigest, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotRecord,
+    SnapshotUpload, MAX_PULL_LIMIT, MAX_PUSH_BYTES, MAX_PUSH_COUNT, MAX_SNAPSHOT_BYTES,
+    SNAPSHOT_PAGE_VERSION, WIRE_VERSION,
 };
 use crate::store::{codec, StoreError};
 
@@ -62,8 +73,12 @@ struct HubInner {
     dedup: sled::Tree,
     counters: sled::Tree,
     snapshots: sled::Tree,
+    snapshot_digests: sled::Tree,
     /// Serialises pushes: the gap-free sequence.
     push_lock: Mutex<()>,
+    /// The directory lock (none for a temporary hub); the last field, so it
+    /// is released after sled's handles above.
+    _dir_lock: Option<crate::store::dir::DirLock>,
 }
 
 impl std::fmt::Debug for LocalHub {
@@ -110,17 +125,16 @@ fn snapshot_key(ws: &WorkspaceId, doc: &DocId) -> [u8; 32] {
 }
 
 impl LocalHub {
-    /// Opens (or creates) a hub stored in `path`.
+    /// Opens (or creates) a hub stored in `path`, crash-safely like a
+    /// replica (see `docs/storage.md`, "Crash safety").
     ///
     /// # Errors
-    /// [`RemoteError::Storage`] when sled cannot open it.
+    /// [`RemoteError::Storage`] when sled cannot open it, or another process
+    /// (`Locked`) or this one (`AlreadyOpen`: clone the hub) holds it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RemoteError> {
-        let db = sled::Config::new()
-            .path(path.as_ref())
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(sled_err("open hub"))?;
-        Self::from_db(db)
+        let config = sled::Config::new().flush_every_ms(Some(200));
+        let (db, lock, _) = crate::store::dir::open_sled(path.as_ref(), config)?;
+        Self::from_db(db, Some(lock))
     }
 
     /// A hub in a fresh temporary directory (removed when the process exits
@@ -133,10 +147,13 @@ impl LocalHub {
             .temporary(true)
             .open()
             .map_err(sled_err("open hub"))?;
-        Self::from_db(db)
+        Self::from_db(db, None)
     }
 
-    fn from_db(db: sled::Db) -> Result<Self, RemoteError> {
+    fn from_db(
+        db: sled::Db,
+        dir_lock: Option<crate::store::dir::DirLock>,
+    ) -> Result<Self, RemoteError> {
         let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
         Ok(Self {
             inner: Arc::new(HubInner {
@@ -144,8 +161,10 @@ impl LocalHub {
                 dedup: t("dedup")?,
                 counters: t("counters")?,
                 snapshots: t("snapshots")?,
+                snapshot_digests: t("snapshot_digests")?,
                 db,
                 push_lock: Mutex::new(()),
+                _dir_lock: dir_lock,
             }),
         })
     }
@@ -172,6 +191,40 @@ impl LocalHub {
             .collect()
     }
 
+    /// The collection the hub holds a document under: that of any of its
+    /// stored changes (they all agree), `None` when it stores none.
+    fn stored_collection(
+        &self,
+        ws: &WorkspaceId,
+        doc: &DocId,
+    ) -> Result<Option<Collection>, RemoteError> {
+        let mut prefix = Vec::with_capacity(32);
+        prefix.extend_from_slice(&ws.to_bytes());
+        prefix.extend_from_slice(&doc.to_bytes());
+        let Some(entry) = self.inner.dedup.scan_prefix(&prefix).next() else {
+            return Ok(None);
+        };
+        let (k, seq) = entry.map_err(sled_err("read dedup"))?;
+        let seq = <[u8; 8]>::try_from(seq.as_ref()).map_err(|_| {
+            RemoteError::Storage(StoreError::Corrupt {
+                tree: "hub dedup",
+                key: codec::hex(&k),
+                reason: format!("a sequence number of {} bytes", seq.len()),
+            })
+        })?;
+        let key = change_key(ws, u64::from_be_bytes(seq));
+        let Some(v) = self
+            .inner
+            .changes
+            .get(key)
+            .map_err(sled_err("read change"))?
+        else {
+            return Ok(None);
+        };
+        let c: HubChange = codec::decode("hub changes", &key, &v)?;
+        Ok(Some(c.collection))
+    }
+
     fn push_sync(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
         if req.changes.len() > MAX_PUSH_COUNT
             || req.changes.iter().map(|c| c.bytes.len()).sum::<usize>() > MAX_PUSH_BYTES
@@ -189,23 +242,35 @@ impl LocalHub {
             .push_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut last = match self
-            .inner
-            .counters
-            .get(ws.to_bytes())
-            .map_err(sled_err("read counter"))?
-        {
-            Some(v) => codec::decode::<u64>("hub counters", &ws.to_bytes(), &v)?,
-            None => 0,
-        };
+        let mut last = self.last_seq(&ws)?;
         let mut results = Vec::with_capacity(req.changes.len());
         let mut writes: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut batch_seen = std::collections::HashSet::new();
+        // The collection each document of the batch is held under.
+        let mut held: std::collections::HashMap<DocId, Option<Collection>> =
+            std::collections::HashMap::new();
         for env in &req.changes {
             if let Err(e) = chunk::verify(&env.bytes, &env.hash) {
                 results.push(PushOutcome::Rejected {
                     reason: e.to_string(),
                 });
+                continue;
+            }
+            let stored = match held.get(&env.doc_id) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.stored_collection(&ws, &env.doc_id)?;
+                    held.insert(env.doc_id, c.clone());
+                    c
+                }
+            };
+            if let Some(reason) = crate::entity::collection_problem(
+                &env.doc_id,
+                env.collection.as_str(),
+                &env.bytes,
+                stored.as_ref().map(Collection::as_str),
+            ) {
+                results.push(PushOutcome::Rejected { reason });
                 continue;
             }
             let dk = dedup_key(&ws, &env.doc_id, &env.hash);
@@ -230,6 +295,7 @@ impl LocalHub {
                 },
             )?;
             writes.push((last, dk, value));
+            held.insert(env.doc_id, Some(env.collection.clone()));
             results.push(PushOutcome::Stored {
                 seq: i64::try_from(last).unwrap_or(i64::MAX),
             });
@@ -329,16 +395,35 @@ impl LocalHub {
 
     fn put_snapshot_sync(&self, s: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
         let covers = parse_cursor(&s.covers)?;
+        if s.bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(RemoteError::TooLarge {
+                message: format!(
+                    "snapshot of {} bytes exceeds the limit of {MAX_SNAPSHOT_BYTES} bytes",
+                    s.bytes.len()
+                ),
+            });
+        }
         let _guard = self
             .inner
             .push_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let last = self.last_seq(&s.workspace)?;
+        if covers > last {
+            return Err(RemoteError::BadRequest {
+                code: "invalid_covers".into(),
+                message: format!(
+                    "snapshot claims to cover position {covers}, beyond the end of the log ({last})"
+                ),
+            });
+        }
         if let Some(old) = self.snapshot(&s.workspace, &s.doc_id)? {
             if old.covers >= covers {
                 return Ok(SnapshotOutcome::Superseded);
             }
         }
+        let digest = self.log_digest(&s.workspace, &s.doc_id, covers)?;
+        let key = snapshot_key(&s.workspace, &s.doc_id);
         let v = codec::encode(
             "hub snapshots",
             &HubSnapshot {
@@ -348,12 +433,64 @@ impl LocalHub {
                 bytes: s.bytes,
             },
         )?;
-        self.inner
-            .snapshots
-            .insert(snapshot_key(&s.workspace, &s.doc_id), v)
-            .map_err(sled_err("write snapshot"))?;
+        let d = codec::encode("hub snapshot digests", &digest)?;
+        (&self.inner.snapshots, &self.inner.snapshot_digests)
+            .transaction(|(snapshots, digests)| {
+                snapshots.insert(&key[..], v.clone())?;
+                digests.insert(&key[..], d.clone())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => sled_err("write snapshot")(s),
+                sled::transaction::TransactionError::Abort(()) => RemoteError::Server {
+                    status: 0,
+                    message: "hub transaction aborted".into(),
+                },
+            })?;
         self.flush()?;
         Ok(SnapshotOutcome::Stored)
+    }
+
+    /// The last sequence number of a workspace's log (0 when empty).
+    fn last_seq(&self, ws: &WorkspaceId) -> Result<u64, RemoteError> {
+        match self
+            .inner
+            .counters
+            .get(ws.to_bytes())
+            .map_err(sled_err("read counter"))?
+        {
+            Some(v) => Ok(codec::decode::<u64>("hub counters", &ws.to_bytes(), &v)?),
+            None => Ok(0),
+        }
+    }
+
+    /// The digest of the changes of `doc` at or before `covers`: what a pull
+    /// with `skip_snapshotted` leaves out for it (the SQL computes the same).
+    fn log_digest(
+        &self,
+        ws: &WorkspaceId,
+        doc: &DocId,
+        covers: u64,
+    ) -> Result<SnapshotDigest, RemoteError> {
+        let mut prefix = Vec::with_capacity(32);
+        prefix.extend_from_slice(&ws.to_bytes());
+        prefix.extend_from_slice(&doc.to_bytes());
+        let mut hashes = Vec::new();
+        for r in self.inner.dedup.scan_prefix(&prefix) {
+            let (k, v) = r.map_err(sled_err("scan dedup"))?;
+            let seq = <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| RemoteError::Protocol {
+                    reason: "malformed hub dedup entry".into(),
+                })?;
+            let hash = <[u8; 32]>::try_from(&k[32..]).map_err(|_| RemoteError::Protocol {
+                reason: "malformed hub dedup key".into(),
+            })?;
+            if seq <= covers {
+                hashes.push(ChangeHash(hash));
+            }
+        }
+        Ok(SnapshotDigest::of_hashes(hashes))
     }
 
     fn get_snapshots_sync(&self, q: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
@@ -380,16 +517,25 @@ impl LocalHub {
                 reason: e.to_string(),
             })?;
             let s: HubSnapshot = codec::decode("hub snapshots", &k, &v)?;
+            // Snapshots stored before digests existed have none: the reader
+            // does not trust them.
+            let replaces = match (q.v >= 2, self.inner.snapshot_digests.get(&k)) {
+                (false, _) => None,
+                (true, Ok(Some(d))) => Some(codec::decode("hub snapshot digests", &k, &d)?),
+                (true, Ok(None)) => None,
+                (true, Err(e)) => return Err(sled_err("read snapshot digest")(e)),
+            };
             snapshots.push(SnapshotRecord {
                 doc_id,
                 collection: s.collection,
                 heads: s.heads,
                 covers: Cursor(s.covers.to_string()),
                 bytes: s.bytes,
+                replaces,
             });
         }
         Ok(SnapshotPage {
-            v: WIRE_VERSION,
+            v: q.v,
             snapshots,
             has_more,
         })
@@ -452,9 +598,13 @@ impl Remote for LocalHub {
     }
 
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
-        self.serve("get_snapshots", query.v, move |hub| {
-            hub.get_snapshots_sync(query)
-        })
-        .await
+        // Snapshot pages have their own version (1 without digests, 2 with).
+        let v = if (1..=SNAPSHOT_PAGE_VERSION).contains(&query.v) {
+            WIRE_VERSION
+        } else {
+            query.v
+        };
+        self.serve("get_snapshots", v, move |hub| hub.get_snapshots_sync(query))
+            .await
     }
 }

@@ -9,7 +9,8 @@
 //! Error classification (drives the engine's retries):
 //! - no answer: connect errors → [`RemoteError::Unavailable`], timeouts →
 //!   [`RemoteError::Timeout`];
-//! - 5xx (including 503 and PGRST003) → [`RemoteError::Server`] (retryable);
+//! - 5xx (including 503 and PGRST003) and 408 → [`RemoteError::Server`]
+//!   (retryable);
 //! - 401 → one token refresh and retry when the message says the JWT
 //!   expired, else [`RemoteError::Unauthenticated`];
 //! - 403 → [`RemoteError::Forbidden`]; 413, or SQLSTATE 57014 (statement
@@ -322,7 +323,9 @@ fn classify(status: u16, body: &str) -> RemoteError {
     match status {
         401 => RemoteError::Unauthenticated { message },
         403 => RemoteError::Forbidden { message },
-        s if s >= 500 => RemoteError::Server { status: s, message },
+        // 408: the server gave up waiting for the request body (a slow or
+        // stalled upload): worth retrying, like a 5xx.
+        s if s >= 500 || s == 408 => RemoteError::Server { status: s, message },
         s => RemoteError::BadRequest {
             code: if code.is_empty() { s.to_string() } else { code },
             message,
@@ -440,29 +443,47 @@ impl SupabaseRemote {
         }
     }
 
-    /// Creates a workspace with a client-chosen id; the signed-in user becomes
-    /// its owner. Returns whether it was created now (`false`: the caller
-    /// already owned it — a retry).
+    /// Creates a workspace named `name`; the server picks its id and the
+    /// signed-in user becomes its owner. Returns the new workspace's id.
+    ///
+    /// The call carries a random idempotency key and is retried once with the
+    /// same key when its answer is lost or the server fails (a retry returns
+    /// the workspace the first attempt created, never a second one); use
+    /// [`SupabaseRemote::create_workspace_with_key`] to retry across restarts.
     ///
     /// # Errors
-    /// [`RemoteError::BadRequest`] with code 23505 when the id is taken by
-    /// someone else; other classified errors.
-    pub async fn create_workspace(
+    /// [`RemoteError::BadRequest`] for an empty or too long name (1 to 200
+    /// characters); other classified errors.
+    pub async fn create_workspace(&self, name: &str) -> Result<WorkspaceId, RemoteError> {
+        let key = uuid::Uuid::new_v4();
+        match self.create_workspace_with_key(name, key).await {
+            Err(e) if e.is_retryable() => self.create_workspace_with_key(name, key).await,
+            other => other,
+        }
+    }
+
+    /// [`SupabaseRemote::create_workspace`] with the caller's idempotency
+    /// key: the same key (from the same user) always returns the same
+    /// workspace. Keys are per user: another user's key creates their own.
+    ///
+    /// # Errors
+    /// As [`SupabaseRemote::create_workspace`].
+    pub async fn create_workspace_with_key(
         &self,
-        workspace: WorkspaceId,
         name: &str,
-    ) -> Result<bool, RemoteError> {
+        key: uuid::Uuid,
+    ) -> Result<WorkspaceId, RemoteError> {
         #[derive(Deserialize)]
         struct Created {
-            created: bool,
+            workspace_id: WorkspaceId,
         }
         let r: Created = self
             .rpc(
                 "supamerge_create_workspace",
-                &json!({"p_workspace": workspace, "p_name": name}),
+                &json!({"p_name": name, "p_request": key}),
             )
             .await?;
-        Ok(r.created)
+        Ok(r.workspace_id)
     }
 
     /// Adds a member (or changes their role). Owners only.
@@ -588,10 +609,18 @@ impl Remote for SupabaseRemote {
                     "p_workspace": query.workspace,
                     "p_after": query.after,
                     "p_limit": query.limit.clamp(1, 1000),
+                    "p_version": query.v,
                 }),
             )
             .await?;
-        check_version(page.v, "get_snapshots")?;
+        if page.v != query.v {
+            return Err(RemoteError::Protocol {
+                reason: format!(
+                    "asked for snapshot pages of version {}, the server answered version {}",
+                    query.v, page.v
+                ),
+            });
+        }
         Ok(page)
     }
 }
@@ -623,6 +652,8 @@ mod tests {
         assert!(matches!(s, RemoteError::Server { status: 503, .. }));
         assert!(s.is_retryable());
         assert!(e(504, r#"{"code":"PGRST003","message":"Timed out"}"#).is_retryable());
+        assert!(e(503, r#"{"code":"PGRST_BUSY","message":"too many"}"#).is_retryable());
+        assert!(e(408, r#"{"code":"PGRST_BODY_TIMEOUT","message":"slow"}"#).is_retryable());
         match e(
             400,
             r#"{"code":"22P02","message":"invalid input syntax for type uuid","details":null,"hint":null}"#,

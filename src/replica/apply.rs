@@ -15,15 +15,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use automerge::{Automerge, Change, ChangeHash, ReadDoc};
+use automerge::{Change, ChangeHash, ReadDoc};
 
-use super::cache::{heads_max_ts, DocState};
+use super::cache::DocState;
 use super::resolve::doc_conflicts;
 use super::{Origin, Replica, ReplicaEvent};
-use crate::conflict::Conflict;
-use crate::entity::{self, EntityError};
+use crate::conflict::{Conflict, EffectiveClock, LwwView};
+use crate::entity;
 use crate::error::{Error, Result};
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::protocol::snapshot_check::{self, DownloadedSnapshot, SnapshotCheckError};
 use crate::protocol::ChangeEnvelope;
 use crate::store::{Chunk, ChunkKind, CursorRecord, DocRecord, PendingChange, Store, StoreError};
 
@@ -109,34 +110,46 @@ pub struct ApplyReport {
     pub rejected: Vec<ChangeError>,
     /// Documents whose state changed.
     pub changed: Vec<DocId>,
+    /// Downloaded snapshots not trusted (and not applied), each with why
+    /// ([`SyncPort::apply_snapshots`](super::SyncPort::apply_snapshots)).
+    pub untrusted: Vec<SnapshotCheckError>,
 }
 
 impl Replica {
     /// [`SyncPort::apply_snapshots`](super::SyncPort::apply_snapshots).
     pub(super) fn apply_snapshot_batch(
         &self,
-        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
+        snapshots: Vec<DownloadedSnapshot>,
     ) -> Result<ApplyReport> {
         let mut changes = Vec::new();
-        let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize)> = Vec::new();
+        // (id, record, bytes, number of changes, whether it is an entity)
+        let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize, bool)> = Vec::new();
         let mut fresh_ids = HashSet::new();
+        let mut untrusted = Vec::new();
         let st = self.lock();
-        for (ws, coll, id, bytes) in snapshots {
-            let doc = Automerge::load(&bytes).map_err(|source| EntityError::CorruptDocument {
-                id,
-                source: Box::new(source),
-            })?;
+        for snap in snapshots {
+            let (ws, coll, id, bytes) = (snap.workspace, snap.collection, snap.doc_id, snap.bytes);
+            let doc = match snapshot_check::load_checked(id, &bytes, snap.replaces.as_ref()) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    untrusted.push(e);
+                    continue;
+                }
+            };
             let is_new = !st.cache.contains(&id)
                 && !fresh_ids.contains(&id)
                 && self.inner.store.get_doc(&id)?.is_none();
             if is_new {
                 let mut record = DocRecord::new(ws, coll);
-                record.deleted = entity::is_deleted(&doc);
+                let view_clock = EffectiveClock::new();
+                let view = LwwView::new(&doc, &view_clock);
+                record.deleted = entity::is_deleted(view);
+                let entity = entity::meta_obj(view).is_some();
                 record.next_chunk = 1;
                 record.snapshot_len = bytes.len() as u64;
                 let n = doc.stats().num_changes as usize;
                 fresh_ids.insert(id);
-                fresh.push((id, record, bytes, n));
+                fresh.push((id, record, bytes, n, entity));
                 continue;
             }
             for mut c in doc.get_changes(&[]) {
@@ -152,7 +165,7 @@ impl Replica {
         }
         if !fresh.is_empty() {
             self.inner.store.transact("load snapshots", |tx| {
-                for (id, record, bytes, _) in &fresh {
+                for (id, record, bytes, _, entity) in &fresh {
                     tx.put_chunk(
                         id,
                         0,
@@ -162,7 +175,10 @@ impl Replica {
                         },
                     )?;
                     tx.put_doc(id, record)?;
-                    tx.index_collection(&record.collection, id)?;
+                    // Listed once it is an entity (has `_meta`).
+                    if *entity {
+                        tx.index_collection(&record.collection, id)?;
+                    }
                 }
                 Ok(())
             })?;
@@ -173,7 +189,8 @@ impl Replica {
         } else {
             self.apply_changes_batch(changes, None)?
         };
-        for (id, _, _, n) in fresh {
+        report.untrusted = untrusted;
+        for (id, _, _, n, _) in fresh {
             report.applied += n;
             report.changed.push(id);
             self.emit(ReplicaEvent::DocChanged {
@@ -233,11 +250,16 @@ impl Replica {
                 }
             };
             if watch_conflicts {
-                conflicts_before.insert(id, doc_conflicts(&ds.doc));
+                conflicts_before.insert(id, doc_conflicts(ds.view()));
             }
+            let had_meta = !is_new && entity::meta_obj(ds.view()).is_some();
             let reload = || self.load(&id).ok();
             let plan = plan_group(ds, &id, batch, stored_pending, reload, &mut report);
-            plans.push((id, is_new, plan));
+            // A document is listed in its collection once it is an entity
+            // (has `_meta`): early arrivals alone, or a document another
+            // client wrote without `_meta`, are not.
+            let index = !had_meta && entity::meta_obj(ds.view()).is_some();
+            plans.push((id, index, plan));
         }
 
         // 3. persist everything (and the cursor) in one transaction
@@ -251,7 +273,6 @@ impl Replica {
         for (id, _, plan) in plans {
             if let Some(ds) = st.cache.get_mut(&id) {
                 ds.record = plan.record;
-                ds.max_ts = heads_max_ts(&ds.doc);
             }
             if plan.changed {
                 changed.push(id);
@@ -464,19 +485,20 @@ fn plan_group(
         plan.record.changes_since_upload += applied;
         plan.chunk = Some((seq, chunk));
     }
-    plan.record.deleted = entity::is_deleted(&ds.doc);
+    plan.record.deleted = entity::is_deleted(ds.view());
     plan
 }
 
-/// Writes every plan of a batch, and the cursor when given, in one sled
-/// transaction: all of it is on disk afterwards, or none of it.
+/// Writes every plan of a batch (each with whether the document is to be
+/// added to its collection index now), and the cursor when given, in one
+/// sled transaction: all of it is on disk afterwards, or none of it.
 fn persist_plans(
     store: &Store,
     plans: &[(DocId, bool, ApplyPlan)],
     cursor: Option<&(WorkspaceId, CursorRecord)>,
 ) -> std::result::Result<(), StoreError> {
     store.transact("apply remote", |tx| {
-        for (id, is_new, plan) in plans {
+        for (id, index, plan) in plans {
             if let Some((seq, bytes)) = &plan.chunk {
                 tx.put_chunk(
                     id,
@@ -488,7 +510,7 @@ fn persist_plans(
                 )?;
             }
             tx.put_doc(id, &plan.record)?;
-            if *is_new {
+            if *index {
                 tx.index_collection(&plan.record.collection, id)?;
             }
             for h in &plan.unpend {

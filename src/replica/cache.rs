@@ -3,13 +3,14 @@
 //! A document is its snapshot chunk followed by its incremental chunks,
 //! loaded with one `Automerge::load`; remote changes still waiting for their
 //! dependencies (the `pending` tree) are queued inside it again, so they are
-//! applied as soon as the dependencies arrive.
-
-use std::collections::HashSet;
+//! applied as soon as the dependencies arrive. Each loaded document keeps
+//! its [`EffectiveClock`]: the effective timestamps last-writer-wins compares
+//! (`docs/conflicts.md`), computed once per change while it stays cached.
 
 use automerge::{ActorId, Automerge, Change};
 
 use super::{Replica, State};
+use crate::conflict::{EffectiveClock, LwwView};
 use crate::entity::{self, EntityError};
 use crate::error::Result;
 use crate::id::DocId;
@@ -21,47 +22,45 @@ pub(super) struct DocState {
     pub(super) doc: Automerge,
     /// Its record in the `docs` tree, as last persisted.
     pub(super) record: DocRecord,
-    /// Largest timestamp among the heads' changes (for the HLC).
-    pub(super) max_ts: Option<i64>,
+    /// Effective timestamps of the document's changes (last-writer-wins and
+    /// the HLC of local commits), filled as they are needed.
+    pub(super) clock: EffectiveClock,
 }
 
 impl DocState {
+    /// A loaded document, its effective timestamps not computed yet.
+    pub(super) fn new(doc: Automerge, record: DocRecord) -> Self {
+        Self {
+            doc,
+            record,
+            clock: EffectiveClock::new(),
+        }
+    }
+
     /// A document with no changes yet, written by `actor`.
     pub(super) fn empty(actor: &ActorId, record: DocRecord) -> Self {
         let mut doc = Automerge::new();
         doc.set_actor(actor.clone());
-        Self {
-            doc,
-            record,
-            max_ts: None,
-        }
+        Self::new(doc, record)
+    }
+
+    /// The last-writer-wins view of the document.
+    pub(super) fn view(&self) -> LwwView<'_> {
+        LwwView::new(&self.doc, &self.clock)
     }
 }
 
-/// The largest timestamp among the changes a new local change depends on.
-///
-/// Usually the largest timestamp of the heads. Migration changes carry the
-/// fixed timestamp 0 ([`crate::migrate`]) and are not later than what they
-/// build on, so a head with a timestamp of 0 or less is looked through to its
-/// own dependencies: the hybrid logical clock stays monotonic along every
-/// causal chain.
-pub(super) fn heads_max_ts(doc: &Automerge) -> Option<i64> {
-    let mut max = None;
-    let mut stack = doc.get_heads();
-    let mut seen = HashSet::new();
-    while let Some(h) = stack.pop() {
-        if !seen.insert(h) {
-            continue;
-        }
-        let Some(meta) = doc.get_change_meta_by_hash(&h) else {
-            continue;
-        };
-        max = max.max(Some(meta.timestamp));
-        if meta.timestamp <= 0 {
-            stack.extend(meta.deps.iter().copied());
-        }
+/// Refuses a loaded document that is not an entity (yet): `NotFound` while
+/// only early arrivals are there, `NotAnEntity` when its changes created no
+/// `_meta` map.
+pub(super) fn require_entity(ds: &DocState, id: &DocId) -> Result<()> {
+    if entity::meta_obj(ds.view()).is_some() {
+        return Ok(());
     }
-    max
+    if ds.doc.get_heads().is_empty() {
+        return Err(EntityError::NotFound { id: *id }.into());
+    }
+    Err(EntityError::NotAnEntity { id: *id }.into())
 }
 
 impl Replica {
@@ -96,12 +95,7 @@ impl Replica {
             // Automerge; the persisted copy stays in `pending`.
             let _ = doc.apply_changes(changes);
         }
-        let max_ts = heads_max_ts(&doc);
-        Ok(DocState {
-            doc,
-            record,
-            max_ts,
-        })
+        Ok(DocState::new(doc, record))
     }
 
     pub(super) fn get_loaded<'s>(&self, st: &'s mut State, id: &DocId) -> Result<&'s mut DocState> {
@@ -116,10 +110,7 @@ impl Replica {
 
     pub(super) fn visible<'s>(&self, st: &'s mut State, id: &DocId) -> Result<&'s mut DocState> {
         let ds = self.get_loaded(st, id)?;
-        if entity::meta_obj(&ds.doc).is_none() {
-            // Only early arrivals so far: the entity does not exist yet here.
-            return Err(EntityError::NotFound { id: *id }.into());
-        }
+        require_entity(ds, id)?;
         if ds.record.deleted {
             return Err(EntityError::Deleted { id: *id }.into());
         }

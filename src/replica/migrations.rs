@@ -3,7 +3,7 @@
 
 use automerge::ReadDoc;
 
-use super::cache::heads_max_ts;
+use super::cache::require_entity;
 use super::{Origin, Replica, ReplicaEvent, State};
 use crate::entity::{self, EntityError};
 use crate::error::{Error, Result};
@@ -22,7 +22,7 @@ impl Replica {
     /// [`crate::migrate::MigrationError::Failed`] when a migration function fails (the
     /// document keeps the migrations before it, which are committed, and
     /// nothing of the failing one); [`crate::migrate::MigrationError::NoStartingPoint`];
-    /// [`EntityError::NotFound`]; storage errors.
+    /// [`EntityError::NotFound`], [`EntityError::NotAnEntity`]; storage errors.
     pub fn migrate(&self, id: &DocId) -> Result<u64> {
         self.migrate_doc(id).map(|(version, _)| version)
     }
@@ -52,9 +52,7 @@ impl Replica {
     fn migrate_doc(&self, id: &DocId) -> Result<(u64, bool)> {
         let mut st = self.lock();
         let ds = self.get_loaded(&mut st, id)?;
-        if entity::meta_obj(&ds.doc).is_none() {
-            return Err(EntityError::NotFound { id: *id }.into());
-        }
+        require_entity(ds, id)?;
         let collection = ds.record.collection.clone();
         let mut changed = false;
         let outcome = self.apply_migrations(&mut st, id, &collection, &mut changed);
@@ -71,7 +69,7 @@ impl Replica {
             outcome?;
         }
         let ds = self.get_loaded(&mut st, id)?;
-        Ok((entity::schema_version(&ds.doc), changed))
+        Ok((entity::schema_version(ds.view()), changed))
     }
 
     /// Commits each missing migration of `collection` to `id`, in version
@@ -87,12 +85,12 @@ impl Replica {
             let ds = self.get_loaded(st, id)?;
             // Only migrations write `_meta.schema` after creation, each on
             // top of the previous one: a version >= v means v is there.
-            if entity::schema_version(&ds.doc) >= m.version()
+            if entity::schema_version(ds.view()) >= m.version()
                 || migrate::migration_change(&ds.doc, collection, m.version()).is_some()
             {
                 continue;
             }
-            let change = migrate::build_change(&ds.doc, id, m)?;
+            let change = migrate::build_change(&ds.doc, &ds.clock, id, m)?;
             let hash = change.hash();
             if ds.doc.get_change_by_hash(&hash).is_some() {
                 continue;
@@ -113,7 +111,6 @@ impl Replica {
                 st.cache.pop(id);
                 return Err(e);
             }
-            ds.max_ts = heads_max_ts(&ds.doc);
             *changed = true;
         }
         Ok(())

@@ -159,6 +159,13 @@ impl Replica {
         &self.inner.path
     }
 
+    /// What opening repaired: files an interrupted open or snapshot left in
+    /// the directory (empty almost always; see `docs/storage.md`, "Crash
+    /// safety").
+    pub fn recovered(&self) -> &[crate::store::Recovery] {
+        self.inner.store.recovered()
+    }
+
     /// The current wall-clock time of the replica's clock.
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
@@ -177,9 +184,9 @@ impl Replica {
         Ok(self.inner.store.flush()?)
     }
 
-    /// The store, for the inspection and fault-injection helpers of
-    /// [`crate::test_util`] only: there is no public way into the store.
-    #[cfg(feature = "test-util")]
+    /// The store, for the crate's own tools that read it raw
+    /// ([`crate::doctor`]) and the inspection and fault-injection helpers of
+    /// `test_util`: there is no public way into the store.
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }

@@ -7,10 +7,10 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::Replica;
-use crate::conflict::LwwView;
 use crate::entity::{self, EntityError};
 use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::store::ListReport;
 
 /// Facts about one entity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +28,10 @@ pub struct EntityInfo {
     pub heads: Vec<ChangeHash>,
     /// Its schema version.
     pub schema: u64,
+    /// The JSON pointers of the fields that hold counters (they read as
+    /// plain numbers; a merge patch setting one increments it by the
+    /// difference).
+    pub counters: Vec<String>,
 }
 
 /// One change in an entity's history.
@@ -40,8 +44,12 @@ pub struct HistoryEntry {
     pub actor: String,
     /// The actor's sequence number.
     pub seq: u64,
-    /// The HLC timestamp (ms).
+    /// The time the writer stamped on it (ms for supamerge's changes; other
+    /// writers may stamp seconds or 0, see `docs/conflicts.md`).
     pub timestamp: i64,
+    /// Its effective timestamp (ms): what last-writer-wins compares. Equal
+    /// to `timestamp` for supamerge's own changes.
+    pub effective: i64,
     /// The number of operations.
     pub ops: u64,
     /// The hashes it depends on (hex in JSON).
@@ -56,11 +64,12 @@ impl Replica {
     ///
     /// # Errors
     /// [`EntityError::NotFound`], [`EntityError::Deleted`],
-    /// [`EntityError::Hydrate`] when the stored value does not fit `T`.
+    /// [`EntityError::NotAnEntity`], [`EntityError::Hydrate`] when the stored
+    /// value does not fit `T`.
     pub fn get<T: Hydrate>(&self, id: &DocId) -> Result<T> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        autosurgeon::hydrate_prop(&LwwView(&ds.doc), &ROOT, entity::DATA).map_err(|source| {
+        autosurgeon::hydrate_prop(&ds.view(), &ROOT, entity::DATA).map_err(|source| {
             EntityError::Hydrate {
                 id: *id,
                 source: Box::new(source),
@@ -69,17 +78,23 @@ impl Replica {
         })
     }
 
-    /// Reads an entity as JSON (every field resolved by LWW).
+    /// Reads an entity as JSON (every field resolved by last-writer-wins).
+    ///
+    /// Text objects and scalar strings both read as strings; counters read as
+    /// plain numbers ([`EntityInfo::counters`] lists which fields are
+    /// counters; a merge patch setting one increments it by the difference).
     ///
     /// # Errors
-    /// [`EntityError::NotFound`], [`EntityError::Deleted`].
+    /// [`EntityError::NotFound`], [`EntityError::Deleted`],
+    /// [`EntityError::NotAnEntity`].
     pub fn get_json(&self, id: &DocId) -> Result<Json> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        Ok(entity::data_json(&ds.doc))
+        Ok(entity::data_json(ds.view()))
     }
 
-    /// Runs `f` on the current document (no LWW view: raw Automerge).
+    /// Runs `f` on the current document (no LWW view: raw Automerge; read it
+    /// as the replica does with [`raw::LwwView`](crate::raw::LwwView)).
     ///
     /// # Errors
     /// [`EntityError::NotFound`] or a storage error.
@@ -91,32 +106,34 @@ impl Replica {
 
     /// The live (not deleted) entities of a collection, in id (creation) order.
     ///
-    /// An entity whose stored record is damaged is listed too (whether it was
-    /// deleted cannot be known): reading it returns the typed corruption
-    /// error, and the other entities stay readable.
+    /// A damaged record is skipped, not listed and not fatal for the others
+    /// (a `tracing` warning names it); [`Replica::list_report`] says what was
+    /// skipped.
     ///
     /// # Errors
     /// Storage errors reading the collection index itself.
     pub fn list(&self, collection: &Collection) -> Result<Vec<DocId>> {
-        let mut out = Vec::new();
-        for id in self.inner.store.collection_ids(collection) {
-            let id = id?;
-            match self.inner.store.get_doc(&id) {
-                Ok(Some(rec)) => {
-                    if !rec.deleted && (rec.snapshot_len > 0 || rec.incremental_count > 0) {
-                        out.push(id);
-                    }
+        Ok(self.list_report(collection)?.live)
+    }
+
+    /// Like [`Replica::list`], with the damaged records that were skipped
+    /// (`supamerge doctor --repair` moves them to quarantine).
+    ///
+    /// # Errors
+    /// Storage errors reading the collection index itself.
+    pub fn list_report(&self, collection: &Collection) -> Result<ListReport> {
+        let report = self.inner.store.list_collection(collection)?;
+        for d in &report.damaged {
+            match d.id {
+                Some(id) => {
+                    tracing::warn!(doc = %id, error = %d.error, "skipped a damaged record while listing");
                 }
-                Ok(None) => {}
-                // A damaged record is listed, not hidden and not fatal for
-                // the others: reading that entity reports the damage.
-                Err(e) => {
-                    tracing::warn!(doc = %id, error = %e, "listing a damaged document record");
-                    out.push(id);
+                None => {
+                    tracing::warn!(error = %d.error, "skipped a damaged index entry while listing")
                 }
             }
         }
-        Ok(out)
+        Ok(report)
     }
 
     /// Facts about an entity (also for deleted ones).
@@ -132,7 +149,8 @@ impl Replica {
             collection: ds.record.collection.clone(),
             deleted: ds.record.deleted,
             heads: ds.doc.get_heads(),
-            schema: entity::schema_version(&ds.doc),
+            schema: entity::schema_version(ds.view()),
+            counters: entity::counter_paths(ds.view()),
         })
     }
 
@@ -149,20 +167,26 @@ impl Replica {
     /// # Errors
     /// [`EntityError::NotFound`]; storage errors.
     pub fn history(&self, id: &DocId) -> Result<Vec<HistoryEntry>> {
-        self.with_doc(id, |d| {
-            d.get_changes(&[])
-                .into_iter()
-                .map(|c| HistoryEntry {
-                    hash: c.hash(),
-                    actor: c.actor_id().to_hex_string(),
-                    seq: c.seq(),
-                    timestamp: c.timestamp(),
-                    ops: c.len() as u64,
-                    deps: c.deps().to_vec(),
-                    message: c.message().map(str::to_owned),
-                })
-                .collect()
-        })
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(ds
+            .doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| HistoryEntry {
+                hash: c.hash(),
+                actor: c.actor_id().to_hex_string(),
+                seq: c.seq(),
+                timestamp: c.timestamp(),
+                effective: ds
+                    .clock
+                    .effective(&ds.doc, &c.hash())
+                    .unwrap_or(c.timestamp()),
+                ops: c.len() as u64,
+                deps: c.deps().to_vec(),
+                message: c.message().map(str::to_owned),
+            })
+            .collect())
     }
 
     /// The compacted `save()` of a document with its heads.

@@ -1,7 +1,9 @@
 //! Conflicts and their one-shot resolution.
 //!
-//! Finding conflicts and planning a resolution are pure work on an
-//! `&Automerge` ([`doc_conflicts`], `plan_resolution`); the resolution itself
+//! Finding conflicts and planning a resolution are pure work on a document's
+//! last-writer-wins view (an [`LwwView`]: the document and the effective
+//! timestamps of its changes; [`doc_conflicts`], `plan_resolution`); the
+//! resolution itself
 //! is one ordinary local write (see `write.rs`), causally after every
 //! candidate, so it replaces all of them on every replica once synced.
 
@@ -10,7 +12,7 @@ use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, Prop, ReadDoc, S
 use serde_json::Value as Json;
 
 use super::Replica;
-use crate::conflict::{self, Candidate, Conflict, Side, WriteStamp};
+use crate::conflict::{Candidate, Conflict, LwwView, Side, WriteStamp};
 use crate::entity::{self, EntityError, Written};
 use crate::error::{Error, Result};
 use crate::id::DocId;
@@ -22,7 +24,9 @@ impl Replica {
     /// # Errors
     /// [`EntityError::NotFound`]; storage errors.
     pub fn conflicts(&self, id: &DocId) -> Result<Vec<Conflict>> {
-        self.with_doc(id, doc_conflicts)
+        let mut st = self.lock();
+        let ds = self.get_loaded(&mut st, id)?;
+        Ok(doc_conflicts(ds.view()))
     }
 
     /// Resolves the conflict at `path` (a JSON pointer into the entity, as in
@@ -127,9 +131,9 @@ impl Replica {
         let (_, hash) = self.commit(
             &mut st,
             &id,
-            |doc| {
+            |view| {
                 plan_resolution(
-                    doc,
+                    view,
                     &id,
                     &pointer,
                     |actor| self.is_local_actor(actor),
@@ -179,7 +183,7 @@ struct ResolutionPlan {
 /// pick the value to write, and decides whether a placeholder must be
 /// written first.
 fn plan_resolution(
-    doc: &Automerge,
+    view: LwwView<'_>,
     id: &DocId,
     pointer: &JsonPointer,
     is_local: impl Fn(&ActorId) -> Result<bool>,
@@ -187,7 +191,8 @@ fn plan_resolution(
 ) -> Result<ResolutionPlan> {
     let id = *id;
     let am = am(id);
-    let (obj, prop) = locate(doc, &id, pointer)?;
+    let doc = view.doc();
+    let (obj, prop) = locate(view, &id, pointer)?;
     let all = doc.get_all(&obj, prop.clone()).map_err(&am)?;
     match all.len() {
         0 => {
@@ -206,18 +211,19 @@ fn plan_resolution(
         }
         _ => {}
     }
-    let win = conflict::winner(doc, &obj, prop.clone())
+    let win = view
+        .winner(&obj, prop.clone())
         .map_err(&am)?
         .map(|(_, w)| w);
     let mut cands = Vec::with_capacity(all.len());
     for (v, opid) in &all {
-        let stamp = conflict::stamp_of(doc, opid).map(|(s, _)| s);
+        let stamp = view.stamp_of(opid).map(|(s, _)| s);
         let local = match &stamp {
             Some(s) => is_local(&s.actor)?,
             None => false,
         };
         cands.push(ResolveCandidate {
-            written: entity::written_of(doc, v, opid),
+            written: entity::written_of(view, v, opid),
             winner: win.as_ref() == Some(opid),
             side: if local { Side::Local } else { Side::Remote },
             stamp,
@@ -257,14 +263,15 @@ struct ResolveCandidate {
     side: Side,
     /// The stamp of the change that wrote it.
     stamp: Option<WriteStamp>,
-    /// The op that wrote it (the tie-breaker, as in [`conflict::winner`]).
+    /// The op that wrote it (the tie-breaker, as in [`LwwView::winner`]).
     opid: ObjId,
 }
 
 /// The object and property a pointer names inside the `data` map; each
 /// intermediate step follows the last-writer-wins winner (as
 /// [`Replica::conflicts`] does).
-fn locate(doc: &Automerge, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, Prop)> {
+fn locate(view: LwwView<'_>, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, Prop)> {
+    let doc = view.doc();
     let no_path = || -> Error {
         EntityError::NoSuchPath {
             id: *id,
@@ -272,11 +279,11 @@ fn locate(doc: &Automerge, id: &DocId, pointer: &JsonPointer) -> Result<(ObjId, 
         }
         .into()
     };
-    let mut obj = entity::data_obj(doc).ok_or_else(no_path)?;
+    let mut obj = entity::data_obj(view).ok_or_else(no_path)?;
     let (last, parents) = pointer.tokens().split_last().ok_or_else(no_path)?;
     for token in parents {
         let prop = prop_in(doc, &obj, token).ok_or_else(no_path)?;
-        match conflict::winner(doc, &obj, prop) {
+        match view.winner(&obj, prop) {
             Ok(Some((
                 automerge::Value::Object(ObjType::Map | ObjType::Table | ObjType::List),
                 child,
@@ -302,14 +309,15 @@ fn prop_in(doc: &Automerge, obj: &ObjId, token: &str) -> Option<Prop> {
 }
 
 /// Every conflicted field of a document's `data` map.
-pub(super) fn doc_conflicts(doc: &Automerge) -> Vec<Conflict> {
-    match entity::data_obj(doc) {
-        Some(data) => collect_conflicts(doc, &data, ""),
+pub(super) fn doc_conflicts(view: LwwView<'_>) -> Vec<Conflict> {
+    match entity::data_obj(view) {
+        Some(data) => collect_conflicts(view, &data, ""),
         None => Vec::new(),
     }
 }
 
-fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> {
+fn collect_conflicts(view: LwwView<'_>, obj: &ObjId, path: &str) -> Vec<Conflict> {
+    let doc = view.doc();
     let mut out = Vec::new();
     let props: Vec<automerge::Prop> = match doc.object_type(obj) {
         Ok(ObjType::Map | ObjType::Table) => doc.keys(obj).map(automerge::Prop::Map).collect(),
@@ -324,26 +332,28 @@ fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> 
         let here = format!("{path}/{seg}");
         let all = doc.get_all(obj, prop.clone()).unwrap_or_default();
         if all.len() > 1 {
-            let mut cands: Vec<(conflict::WriteStamp, Candidate)> = all
+            let mut cands: Vec<(WriteStamp, Candidate)> = all
                 .iter()
                 .filter_map(|(v, id)| {
-                    let (stamp, hash) = conflict::stamp_of(doc, id)?;
+                    let (stamp, hash) = view.stamp_of(id)?;
+                    let time = doc.get_change_meta_by_hash(&hash)?.timestamp;
                     Some((
                         stamp.clone(),
                         Candidate {
-                            value: entity::value_to_json(doc, v, id),
+                            value: entity::value_to_json(view, v, id),
                             actor: stamp.actor.to_hex_string(),
                             timestamp: stamp.timestamp,
+                            time,
                             change: hash,
                         },
                     ))
                 })
                 .collect();
             cands.sort_by(|a, b| a.0.cmp(&b.0));
-            let winner = conflict::winner(doc, obj, prop.clone()).ok().flatten();
+            let winner = view.winner(obj, prop.clone()).ok().flatten();
             let winner_idx = winner
                 .and_then(|(_, wid)| {
-                    let (ws, _) = conflict::stamp_of(doc, &wid)?;
+                    let (ws, _) = view.stamp_of(&wid)?;
                     cands.iter().position(|(s, _)| *s == ws)
                 })
                 .unwrap_or(cands.len().saturating_sub(1));
@@ -353,8 +363,8 @@ fn collect_conflicts(doc: &Automerge, obj: &ObjId, path: &str) -> Vec<Conflict> 
                 winner: winner_idx,
             });
         }
-        if let Ok(Some((automerge::Value::Object(_), child))) = conflict::winner(doc, obj, prop) {
-            out.extend(collect_conflicts(doc, &child, &here));
+        if let Ok(Some((automerge::Value::Object(_), child))) = view.winner(obj, prop) {
+            out.extend(collect_conflicts(view, &child, &here));
         }
     }
     out

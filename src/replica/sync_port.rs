@@ -15,6 +15,7 @@ use automerge::ChangeHash;
 use super::{ApplyReport, RemoteChange, Replica};
 use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
+use crate::protocol::DownloadedSnapshot;
 use crate::store::{CursorRecord, DeadLetter, OutboxEntry};
 
 mod sealed {
@@ -100,13 +101,14 @@ pub trait SyncPort: sealed::Sealed {
     /// already exists here (or has early arrivals waiting) is merged change by
     /// change through the same path as pulled changes.
     ///
+    /// A snapshot is applied only if it loads and holds exactly the changes
+    /// its digest says (`docs/protocol.md`, snapshot verification); any other
+    /// is left out and reported in [`ApplyReport::untrusted`] (the caller
+    /// then pulls those documents' changes instead).
+    ///
     /// # Errors
-    /// Storage errors; a snapshot that does not load is reported as an
-    /// [`EntityError::CorruptDocument`](crate::EntityError::CorruptDocument).
-    fn apply_snapshots(
-        &self,
-        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
-    ) -> Result<ApplyReport>;
+    /// Storage errors.
+    fn apply_snapshots(&self, snapshots: Vec<DownloadedSnapshot>) -> Result<ApplyReport>;
 
     /// Documents worth a snapshot upload: at least `threshold` changes since
     /// the last upload, nothing in the outbox and nothing pending for them.
@@ -198,10 +200,7 @@ impl SyncPort for Replica {
         self.apply_changes_batch(changes, cursor)
     }
 
-    fn apply_snapshots(
-        &self,
-        snapshots: Vec<(WorkspaceId, Collection, DocId, Vec<u8>)>,
-    ) -> Result<ApplyReport> {
+    fn apply_snapshots(&self, snapshots: Vec<DownloadedSnapshot>) -> Result<ApplyReport> {
         self.apply_snapshot_batch(snapshots)
     }
 

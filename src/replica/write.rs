@@ -1,7 +1,8 @@
 //! Local writes: create, update, patch, transact, delete.
 //!
 //! Every write runs an Automerge transaction on the cached document, commits
-//! it with a hybrid-logical-clock timestamp and persists the new change as an
+//! it with a hybrid-logical-clock timestamp (the wall clock, raised above the
+//! effective timestamps of the heads it builds on) and persists the new change as an
 //! incremental chunk *and* an outbox entry in one sled transaction
 //! (`persist_local`). When persisting fails the cached copy is dropped, so
 //! memory is never ahead of disk.
@@ -9,7 +10,7 @@
 use std::sync::atomic::Ordering;
 
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
-use automerge::{Automerge, ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
+use automerge::{ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
 use autosurgeon::{Hydrate, Reconcile};
 use rand::Rng;
 use serde_json::Value as Json;
@@ -37,13 +38,14 @@ impl Replica {
         &self,
         st: &mut State,
         id: &DocId,
-        prepare: impl FnOnce(&Automerge) -> Result<P>,
+        prepare: impl FnOnce(LwwView<'_>) -> Result<P>,
         write: impl FnOnce(&mut Transaction<'_>, P) -> Result<R>,
     ) -> Result<(R, Option<ChangeHash>)> {
         let now = self.inner.clock.now_ms();
         let ds = self.get_loaded(st, id)?;
-        let prepared = prepare(&ds.doc)?;
-        let ts = hlc_timestamp(now, ds.max_ts);
+        let prepared = prepare(ds.view())?;
+        let heads = ds.doc.get_heads();
+        let ts = hlc_timestamp(now, ds.clock.max_effective(&ds.doc, &heads));
         let mut tx = ds.doc.transaction();
         let out = match write(&mut tx, prepared) {
             Ok(out) => out,
@@ -59,7 +61,7 @@ impl Replica {
         let result = self.persist_local(ds, id, &hash, now);
         match result {
             Ok(()) => {
-                ds.max_ts = Some(ts);
+                ds.clock.record_commit(hash, ts, &heads, ds.doc.get_heads());
                 self.maybe_compact(st, id)?;
                 self.emit(ReplicaEvent::DocChanged {
                     id: *id,
@@ -88,7 +90,7 @@ impl Replica {
             .map(|c| c.raw_bytes().to_vec())
             .ok_or(EntityError::NotFound { id: *id })?;
         let mut record = ds.record.clone();
-        record.deleted = entity::is_deleted(&ds.doc);
+        record.deleted = entity::is_deleted(ds.view());
         let seq = record.next_chunk;
         record.next_chunk += 1;
         record.incremental_len += bytes.len() as u64;
@@ -161,7 +163,8 @@ impl Replica {
                 tx.put(&meta, entity::META_WORKSPACE, ws.to_string())
                     .map_err(am)?;
                 tx.put(&meta, entity::META_DELETED, false).map_err(am)?;
-                tx.put(&meta, entity::META_SCHEMA, 0u64).map_err(am)?;
+                // A plain integer: JavaScript reads an unsigned one as a BigInt.
+                tx.put(&meta, entity::META_SCHEMA, 0i64).map_err(am)?;
                 fill(tx, id)
             },
         );
@@ -243,37 +246,42 @@ impl Replica {
         let mut st = self.lock();
         self.visible(&mut st, id)?;
         let id = *id;
-        let (_, hash) = self.commit(
-            &mut st,
-            &id,
-            |doc| {
-                let mut value: T = autosurgeon::hydrate_prop(&LwwView(doc), &ROOT, entity::DATA)
-                    .map_err(|source| EntityError::Hydrate {
-                        id,
-                        source: Box::new(source),
-                    })?;
-                f(&mut value);
-                Ok(value)
-            },
-            |tx, value| {
-                autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
-                    EntityError::Reconcile {
-                        id,
-                        source: Box::new(source),
-                    }
-                    .into()
-                })
-            },
-        )?;
+        let (_, hash) =
+            self.commit(
+                &mut st,
+                &id,
+                |view| {
+                    let mut value: T = autosurgeon::hydrate_prop(&view, &ROOT, entity::DATA)
+                        .map_err(|source| EntityError::Hydrate {
+                            id,
+                            source: Box::new(source),
+                        })?;
+                    f(&mut value);
+                    Ok(value)
+                },
+                |tx, value| {
+                    autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
+                        EntityError::Reconcile {
+                            id,
+                            source: Box::new(source),
+                        }
+                        .into()
+                    })
+                },
+            )?;
         Ok(hash)
     }
 
     /// Applies an RFC 7396 JSON merge patch to an entity. Returns the new
-    /// change's hash (`None` when the patch changed nothing).
+    /// change's hash (`None` when the patch changed nothing). A counter field
+    /// set to an integer is incremented by the difference (concurrent
+    /// increments add up).
     ///
     /// # Errors
     /// [`EntityError::NotAnObject`] when the patch is not an object;
-    /// [`EntityError::NotFound`], [`EntityError::Deleted`]; storage errors.
+    /// [`EntityError::CounterPatch`] when it sets a counter to anything but an
+    /// integer or `null`; [`EntityError::NotFound`], [`EntityError::Deleted`],
+    /// [`EntityError::NotAnEntity`]; storage errors.
     pub fn patch_json(&self, id: &DocId, patch: &Json) -> Result<Option<ChangeHash>> {
         let patch = entity::expect_object(patch)?;
         let mut st = self.lock();
@@ -282,9 +290,9 @@ impl Replica {
         let (_, hash) = self.commit(
             &mut st,
             &id,
-            |doc| {
-                let data = entity::data_obj(doc).ok_or(EntityError::NotFound { id })?;
-                let resolved = entity::resolve_for_patch(doc, &data, patch);
+            |view| {
+                let data = entity::data_obj(view).ok_or(EntityError::NotFound { id })?;
+                let resolved = entity::resolve_for_patch(view, &id, &data, patch)?;
                 Ok((data, resolved))
             },
             |tx, (data, resolved)| {
@@ -321,7 +329,7 @@ impl Replica {
         self.commit(
             &mut st,
             &id,
-            |doc| entity::data_obj(doc).ok_or_else(|| EntityError::NotFound { id }.into()),
+            |view| entity::data_obj(view).ok_or_else(|| EntityError::NotFound { id }.into()),
             |tx, data| {
                 f(tx, &data).map_err(|source| {
                     EntityError::Automerge {
@@ -346,7 +354,7 @@ impl Replica {
         let (_, hash) = self.commit(
             &mut st,
             &id,
-            |doc| entity::meta_obj(doc).ok_or_else(|| EntityError::NotFound { id }.into()),
+            |view| entity::meta_obj(view).ok_or_else(|| EntityError::NotFound { id }.into()),
             |tx, meta| {
                 tx.put(&meta, entity::META_DELETED, true).map_err(|source| {
                     EntityError::Automerge {

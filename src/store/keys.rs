@@ -4,6 +4,7 @@
 //! |-----------------|---------------------------------------|---------------------------|
 //! | `meta`          | ASCII name (`format`, ...)            | versioned record          |
 //! | `meta`          | `local_actor/` ‖ actor id bytes       | format byte (`1`)         |
+//! | `meta`          | `outbox_len`                          | versioned u64             |
 //! | `docs`          | doc id (16 bytes)                     | [`DocRecord`]             |
 //! | `chunks`        | doc id (16) ‖ chunk seq (u64 BE)      | [`Chunk`]                 |
 //! | `by_collection` | len (u8) ‖ collection ‖ doc id (16)   | empty                     |
@@ -12,6 +13,7 @@
 //! | `pending`       | doc id (16) ‖ change hash (32)        | [`PendingChange`]         |
 //! | `cursors`       | workspace id (16)                     | [`CursorRecord`]          |
 //! | `dead_letters`  | dead-letter seq (u64 BE)              | [`DeadLetter`]            |
+//! | `quarantine`    | quarantine seq (u64 BE)               | [`QuarantinedRecord`]     |
 //!
 //! Big-endian integers make sled's byte order equal numeric order, so a prefix
 //! scan of `chunks` returns a document's chunks in the order they were written
@@ -23,6 +25,7 @@
 //! [`PendingChange`]: super::PendingChange
 //! [`CursorRecord`]: super::CursorRecord
 //! [`DeadLetter`]: super::DeadLetter
+//! [`QuarantinedRecord`]: super::QuarantinedRecord
 
 use crate::id::{Collection, DocId, WorkspaceId};
 
@@ -46,10 +49,16 @@ pub mod trees {
     pub const CURSORS: &str = "cursors";
     /// Outbox entries the remote rejected.
     pub const DEAD_LETTERS: &str = "dead_letters";
+    /// Damaged values moved aside by `supamerge doctor --repair`.
+    pub const QUARANTINE: &str = "quarantine";
 }
 
 /// The `meta` key holding the store format version.
 pub const META_FORMAT: &[u8] = b"format";
+
+/// The `meta` key holding the number of outbox entries (updated in the
+/// transaction that adds or removes them).
+pub const META_OUTBOX_LEN: &[u8] = b"outbox_len";
 
 /// Prefix of the `meta` keys recording the actors this directory committed as.
 pub const META_LOCAL_ACTOR_PREFIX: &[u8] = b"local_actor/";

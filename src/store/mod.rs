@@ -13,9 +13,14 @@
 //! [`Store::transact`], one sled transaction over all trees.
 
 pub mod codec;
+pub mod dir;
 pub mod keys;
+mod list;
 
-use std::path::Path;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
@@ -25,7 +30,9 @@ use sled::transaction::{
 use sled::Transactional;
 
 use crate::id::{Collection, DocId, WorkspaceId};
+pub use dir::Recovery;
 use keys::trees;
+pub use list::{DamagedRecord, ListReport};
 
 /// Errors of the local store.
 #[derive(Debug, thiserror::Error)]
@@ -40,17 +47,48 @@ pub enum StoreError {
         #[source]
         source: sled::Error,
     },
-    /// Another process (or another open handle in this process) holds the
-    /// replica directory: sled allows one opener at a time.
+    /// Another process holds the replica directory: one process at a time
+    /// may open it. Reported after waiting 1 s for it (see
+    /// `docs/storage.md`, "Locking").
     #[error(
         "the replica at {path} is in use by another process; close it (or stop its sync) and retry"
     )]
     Locked {
         /// The replica directory.
-        path: std::path::PathBuf,
-        /// sled's error.
+        path: PathBuf,
+    },
+    /// This process already has the directory open. Reported at once.
+    #[error("the replica at {path} is already open in this process: clone the Replica (clones share one store) instead of opening it again")]
+    AlreadyOpen {
+        /// The replica directory.
+        path: PathBuf,
+    },
+    /// sled's settings file is damaged in a way an interrupted write cannot
+    /// explain, so repairing it would be a guess.
+    #[error("sled's settings file {path} is damaged (neither complete nor cut short while being written); keep a copy of the directory; if supamerge created it, move this file away and open again (supamerge writes it anew), else restore the directory from a backup")]
+    DamagedConf {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The newest complete snapshot of sled's page table fails its checksum.
+    /// sled writes snapshots to a temporary name, fsyncs and renames them,
+    /// so this is damage on disk, not an interrupted write; sled cannot open
+    /// the directory without it and deleting it could lose data.
+    #[error("sled's snapshot file {path} is damaged (checksum mismatch after a completed write: disk damage, not a crash); keep a copy of the directory and restore it from a backup")]
+    DamagedSnapshot {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file-system operation on the directory failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
         #[source]
-        source: sled::Error,
+        source: std::io::Error,
     },
     /// A stored value does not decode: the store is damaged.
     #[error("corrupt value in tree {tree} at key {key}: {reason}")]
@@ -85,6 +123,20 @@ pub enum StoreError {
 impl StoreError {
     fn sled(op: &'static str) -> impl FnOnce(sled::Error) -> Self {
         move |source| StoreError::Sled { op, source }
+    }
+
+    fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { op, path, source }
+    }
+
+    /// Whether this error says a stored value is damaged or unreadable by
+    /// this version (as opposed to the store as a whole failing).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::UnsupportedFormat { .. }
+        )
     }
 }
 
@@ -219,21 +271,6 @@ mod serde_bytes_vec {
     }
 }
 
-/// How long [`Store::open`] waits for a held directory lock before it
-/// reports [`StoreError::Locked`].
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Whether sled refused to open because the directory's lock file is held.
-///
-/// sled 0.34 reports this as an `Io` error of kind `Other` whose message starts
-/// with "could not acquire lock" (`Config::open_file`); there is no dedicated
-/// variant, so the message is the only signal.
-fn is_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io)
-        if io.kind() == std::io::ErrorKind::Other
-            && io.to_string().contains("could not acquire lock"))
-}
-
 /// The error type of a store transaction body.
 pub type TxError = ConflictableTransactionError<StoreError>;
 
@@ -266,12 +303,23 @@ pub struct Store {
     pending: sled::Tree,
     cursors: sled::Tree,
     dead_letters: sled::Tree,
+    quarantine: sled::Tree,
     durability: Durability,
+    /// The number of outbox entries: the `meta/outbox_len` value, mirrored
+    /// in memory so [`Store::outbox_len`] needs no read (updated by the
+    /// delta of every committed transaction).
+    outbox_len: Arc<AtomicU64>,
+    /// What opening had to repair (files left by an interrupted open).
+    recovered: Arc<Vec<Recovery>>,
+    /// The directory lock; the last field, so it is released after sled's
+    /// handles above are dropped.
+    lock: Arc<dir::DirLock>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
+            .field("path", &self.lock.path())
             .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
@@ -280,9 +328,11 @@ impl std::fmt::Debug for Store {
 /// The trees of one transaction, by name.
 pub struct StoreTx<'a> {
     t: &'a [TransactionalTree],
+    /// Outbox entries added minus removed so far in this attempt.
+    outbox_delta: Cell<i64>,
 }
 
-const N_TREES: usize = 9;
+const N_TREES: usize = 10;
 
 fn unab(e: UnabortableTransactionError) -> TxError {
     e.into()
@@ -319,6 +369,9 @@ impl StoreTx<'_> {
     }
     fn meta(&self) -> &TransactionalTree {
         &self.t[8]
+    }
+    fn quarantine_tree(&self) -> &TransactionalTree {
+        &self.t[9]
     }
 
     /// Writes a document record.
@@ -377,6 +430,7 @@ impl StoreTx<'_> {
         self.outbox_index()
             .insert(&entry.hash.0, &keys::seq(seq))
             .map_err(unab)?;
+        self.outbox_delta.set(self.outbox_delta.get() + 1);
         Ok(seq)
     }
 
@@ -389,9 +443,12 @@ impl StoreTx<'_> {
             return Ok(None);
         };
         match self.outbox().remove(&seq).map_err(unab)? {
-            Some(v) => codec::decode(trees::OUTBOX, &seq, &v)
-                .map(Some)
-                .map_err(abort),
+            Some(v) => {
+                self.outbox_delta.set(self.outbox_delta.get() - 1);
+                codec::decode(trees::OUTBOX, &seq, &v)
+                    .map(Some)
+                    .map_err(abort)
+            }
             None => Ok(None),
         }
     }
@@ -461,45 +518,141 @@ impl StoreTx<'_> {
             .map_err(unab)?;
         Ok(())
     }
+
+    /// Adds `delta` to the stored outbox count, in the transaction.
+    fn add_outbox_len(&self, delta: i64) -> Result<(), TxError> {
+        let key = keys::META_OUTBOX_LEN;
+        let current: u64 = match self.meta().get(key).map_err(unab)? {
+            Some(v) => codec::decode(trees::META, key, &v).map_err(abort)?,
+            None => {
+                return Err(abort(StoreError::Corrupt {
+                    tree: trees::META,
+                    key: codec::hex(key),
+                    reason: "the outbox count is missing".into(),
+                }))
+            }
+        };
+        let next = current.saturating_add_signed(delta);
+        let v = codec::encode(trees::META, &next).map_err(abort)?;
+        self.meta().insert(key, v).map_err(unab)?;
+        Ok(())
+    }
+
+    fn tree(&self, name: &str) -> Option<&TransactionalTree> {
+        Some(match name {
+            trees::DOCS => self.docs(),
+            trees::CHUNKS => self.chunks(),
+            trees::BY_COLLECTION => self.by_collection(),
+            trees::OUTBOX => self.outbox(),
+            trees::OUTBOX_INDEX => self.outbox_index(),
+            trees::PENDING => self.pending(),
+            trees::CURSORS => self.cursors(),
+            trees::DEAD_LETTERS => self.dead_letters(),
+            trees::META => self.meta(),
+            _ => return None,
+        })
+    }
+
+    /// Moves the value at `key` of `tree` into the `quarantine` tree, whole,
+    /// with the reason (nothing is deleted). Returns whether there was a value.
+    /// An outbox entry's index entry is removed with it (the quarantined
+    /// value keeps the change) and the outbox count follows.
+    ///
+    /// # Errors
+    /// Storage failure; an unknown tree name.
+    pub fn quarantine(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<bool, TxError> {
+        let t = self.tree(tree).ok_or_else(|| {
+            abort(StoreError::Corrupt {
+                tree,
+                key: codec::hex(key),
+                reason: "no such tree".into(),
+            })
+        })?;
+        let Some(value) = t.remove(key).map_err(unab)? else {
+            return Ok(false);
+        };
+        if tree == trees::OUTBOX {
+            self.outbox_delta.set(self.outbox_delta.get() - 1);
+            if let Ok(e) = codec::decode::<OutboxEntry>(tree, key, &value) {
+                if self.outbox_index().get(e.hash.0).map_err(unab)?.as_deref() == Some(key) {
+                    self.outbox_index().remove(&e.hash.0).map_err(unab)?;
+                }
+            }
+        }
+        let seq = self
+            .quarantine_tree()
+            .generate_id()
+            .map_err(|e| abort(StoreError::sled("generate_id")(e)))?;
+        let record = QuarantinedRecord {
+            tree: tree.to_owned(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+            reason: reason.to_owned(),
+            at_ms,
+        };
+        let v = codec::encode(trees::QUARANTINE, &record).map_err(abort)?;
+        self.quarantine_tree()
+            .insert(&keys::seq(seq), v)
+            .map_err(unab)?;
+        Ok(true)
+    }
+
+    /// Indexes an outbox entry's hash (repairs a missing index entry).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn index_outbox(&self, hash: &ChangeHash, seq_key: &[u8]) -> Result<(), TxError> {
+        self.outbox_index().insert(&hash.0, seq_key).map_err(unab)?;
+        Ok(())
+    }
+}
+
+/// A value moved out of its tree by `supamerge doctor --repair` (tree
+/// `quarantine`): kept whole, never deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedRecord {
+    /// The tree it was in.
+    pub tree: String,
+    /// Its key there.
+    #[serde(with = "serde_bytes_vec")]
+    pub key: Vec<u8>,
+    /// Its value, byte for byte.
+    #[serde(with = "serde_bytes_vec")]
+    pub value: Vec<u8>,
+    /// Why it was moved.
+    pub reason: String,
+    /// When (wall-clock ms).
+    pub at_ms: i64,
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`, crash-safely: the directory
+    /// is locked and what an interrupted open can leave behind is repaired
+    /// before sled reads it (see [`dir`]).
     ///
     /// # Errors
-    /// [`StoreError::Locked`] when another process (or a live handle in this
-    /// one) still holds the directory after [`LOCK_WAIT`];
+    /// [`StoreError::AlreadyOpen`] when this process has the directory open;
+    /// [`StoreError::Locked`] when another process holds it;
+    /// [`StoreError::DamagedConf`] / [`StoreError::DamagedSnapshot`] when a
+    /// sled file is damaged beyond what a crash explains;
     /// [`StoreError::Sled`] when sled cannot open the directory (missing
     /// permissions, damaged files);
     /// [`StoreError::UnsupportedFormat`] when a newer supamerge wrote it.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let mut config = sled::Config::new().path(path);
-        config = match durability {
+        let config = sled::Config::new();
+        let config = match durability {
             Durability::Immediate => config.flush_every_ms(Some(500)),
             Durability::Buffered { flush_every_ms } => config.flush_every_ms(Some(flush_every_ms)),
         };
-        // sled releases its directory lock from background threads a moment
-        // after the last handle is dropped (pending log writes hold the
-        // file), so a reopen in the same process can briefly see the lock.
-        // Retry for a bounded time before reporting `Locked`.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(source) if is_lock_error(&source) => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(StoreError::Locked {
-                            path: path.to_path_buf(),
-                            source,
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(source) => return Err(StoreError::Sled { op: "open", source }),
-            }
-        };
+        let (db, lock, recovered) = dir::open_sled(path, config)?;
         let tree = |name: &'static str| db.open_tree(name).map_err(StoreError::sled("open_tree"));
-        let store = Store {
+        let mut store = Store {
             meta: tree(trees::META)?,
             docs: tree(trees::DOCS)?,
             chunks: tree(trees::CHUNKS)?,
@@ -509,11 +662,53 @@ impl Store {
             pending: tree(trees::PENDING)?,
             cursors: tree(trees::CURSORS)?,
             dead_letters: tree(trees::DEAD_LETTERS)?,
+            quarantine: tree(trees::QUARANTINE)?,
             db,
             durability,
+            outbox_len: Arc::new(AtomicU64::new(0)),
+            recovered: Arc::new(recovered),
+            lock: Arc::new(lock),
         };
         store.check_format()?;
+        let n = store.load_outbox_len()?;
+        store.outbox_len = Arc::new(AtomicU64::new(n));
         Ok(store)
+    }
+
+    /// Reads `meta/outbox_len`; a store written before the key existed (or
+    /// whose value is damaged) is counted once and the key written.
+    fn load_outbox_len(&self) -> Result<u64, StoreError> {
+        let key = keys::META_OUTBOX_LEN;
+        if let Some(v) = self
+            .meta
+            .get(key)
+            .map_err(StoreError::sled("read outbox count"))?
+        {
+            match codec::decode::<u64>(trees::META, key, &v) {
+                Ok(n) => return Ok(n),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recounting the outbox: its stored count is damaged");
+                }
+            }
+        }
+        self.recount_outbox()
+    }
+
+    /// Counts the outbox entries (a full scan) and stores the count. For a
+    /// tool holding the replica alone (`supamerge doctor`): a transaction
+    /// running meanwhile would be counted or not.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub(crate) fn recount_outbox(&self) -> Result<u64, StoreError> {
+        let n = self.outbox.len() as u64;
+        let v = codec::encode(trees::META, &n)?;
+        self.meta
+            .insert(keys::META_OUTBOX_LEN, v)
+            .map_err(StoreError::sled("write outbox count"))?;
+        self.flush()?;
+        self.outbox_len.store(n, Ordering::Release);
+        Ok(n)
     }
 
     fn check_format(&self) -> Result<(), StoreError> {
@@ -535,6 +730,34 @@ impl Store {
                 self.flush()
             }
         }
+    }
+
+    /// A tree by its name (see [`keys::trees`]), for tools that read every
+    /// value raw (`supamerge doctor`).
+    pub(crate) fn tree_by_name(&self, name: &str) -> Option<&sled::Tree> {
+        Some(match name {
+            trees::META => &self.meta,
+            trees::DOCS => &self.docs,
+            trees::CHUNKS => &self.chunks,
+            trees::BY_COLLECTION => &self.by_collection,
+            trees::OUTBOX => &self.outbox,
+            trees::OUTBOX_INDEX => &self.outbox_index,
+            trees::PENDING => &self.pending,
+            trees::CURSORS => &self.cursors,
+            trees::DEAD_LETTERS => &self.dead_letters,
+            trees::QUARANTINE => &self.quarantine,
+            _ => return None,
+        })
+    }
+
+    /// What opening repaired (files left by an interrupted open), if anything.
+    pub fn recovered(&self) -> &[Recovery] {
+        &self.recovered
+    }
+
+    /// The directory the store lives in (canonical).
+    pub fn path(&self) -> &Path {
+        self.lock.path()
     }
 
     /// Runs `f` as one atomic transaction over every tree, then flushes when
@@ -560,13 +783,32 @@ impl Store {
             &self.cursors,
             &self.dead_letters,
             &self.meta,
+            &self.quarantine,
         ];
-        let result = trees[..]
-            .transaction(|t| f(&StoreTx { t }))
+        let (result, delta) = trees[..]
+            .transaction(|t| {
+                let tx = StoreTx {
+                    t,
+                    outbox_delta: Cell::new(0),
+                };
+                let r = f(&tx)?;
+                let delta = tx.outbox_delta.get();
+                if delta != 0 {
+                    tx.add_outbox_len(delta)?;
+                }
+                Ok((r, delta))
+            })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(source) => StoreError::Sled { op, source },
             })?;
+        if delta > 0 {
+            self.outbox_len
+                .fetch_add(delta.unsigned_abs(), Ordering::AcqRel);
+        } else if delta < 0 {
+            self.outbox_len
+                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
+        }
         if self.durability == Durability::Immediate {
             self.flush()?;
         }
@@ -689,9 +931,10 @@ impl Store {
         Ok(out)
     }
 
-    /// The number of outbox entries.
+    /// The number of outbox entries (kept in `meta/outbox_len` by every
+    /// transaction that adds or removes entries; no scan).
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        usize::try_from(self.outbox_len.load(Ordering::Acquire)).unwrap_or(usize::MAX)
     }
 
     /// The pending (early-arrival) changes of a document.

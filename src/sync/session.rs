@@ -15,9 +15,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::id::WorkspaceId;
+use crate::protocol::snapshot_check::DownloadedSnapshot;
 use crate::protocol::wire::{
     ChangeEnvelope, Cursor, PullRequest, PushOutcome, PushRequest, SnapshotQuery, SnapshotUpload,
-    MAX_PUSH_BYTES, MAX_PUSH_COUNT, WIRE_VERSION,
+    MAX_PUSH_BYTES, MAX_PUSH_COUNT, MAX_SNAPSHOT_BYTES, SNAPSHOT_PAGE_VERSION, WIRE_VERSION,
 };
 use crate::remote::{Remote, RemoteError};
 use crate::replica::{RemoteChange, Replica, SyncPort};
@@ -106,6 +107,9 @@ pub struct SyncReport {
     pub snapshots_skipped: usize,
     /// Snapshots downloaded and merged (bootstrap).
     pub snapshots_loaded: usize,
+    /// Snapshots downloaded but not trusted (they did not hold exactly the
+    /// changes they replace): their documents were pulled from the log.
+    pub snapshots_untrusted: usize,
     /// Wall time of the pass in ms.
     pub elapsed_ms: u64,
 }
@@ -431,10 +435,11 @@ pub async fn pull(
         // Snapshots are fetched after the pull: any change the pull skipped is
         // covered by a snapshot at least as new as the one that made it skip.
         let mut after = None;
+        let mut untrusted = std::collections::BTreeSet::new();
         loop {
             let page = remote
                 .get_snapshots(SnapshotQuery {
-                    v: WIRE_VERSION,
+                    v: SNAPSHOT_PAGE_VERSION,
                     workspace: ws,
                     after,
                     limit: cfg.snapshot_page_limit.max(1),
@@ -444,10 +449,16 @@ pub async fn pull(
             let snaps: Vec<_> = page
                 .snapshots
                 .into_iter()
-                .map(|s| (ws, s.collection, s.doc_id, s.bytes))
+                .map(|s| DownloadedSnapshot::from_record(ws, s))
                 .collect();
-            report.snapshots_loaded += snaps.len();
+            let n = snaps.len();
             let applied = blocking(replica, move |r| r.apply_snapshots(snaps)).await?;
+            for e in &applied.untrusted {
+                tracing::warn!(workspace = %ws, error = %e, "snapshot not trusted; pulling its changes instead");
+                untrusted.insert(e.doc_id());
+            }
+            report.snapshots_untrusted += applied.untrusted.len();
+            report.snapshots_loaded += n - applied.untrusted.len();
             report.applied += applied.applied;
             report.duplicates += applied.duplicates;
             progress(SyncProgress::Snapshots {
@@ -458,12 +469,58 @@ pub async fn pull(
                 break;
             }
         }
+        if !untrusted.is_empty() {
+            pull_documents_from_log(replica, remote, cfg, ws, &untrusted, report).await?;
+        }
     }
     rec.bootstrapped = true;
     rec.last_sync_ms = replica.now_ms();
     let rec2 = rec.clone();
     blocking(replica, move |r| r.set_cursor(&ws, &rec2)).await?;
     Ok(())
+}
+
+/// The fallback for untrusted snapshots: pulls the whole log of `ws` again
+/// without skipping snapshotted changes and applies the changes of `docs`
+/// (what the replica already has counts as duplicates). Not persisted as a
+/// cursor: until the bootstrap is marked done, an interrupted fallback is
+/// redone by the next pass.
+async fn pull_documents_from_log(
+    replica: &Replica,
+    remote: &dyn Remote,
+    cfg: &SyncConfig,
+    ws: WorkspaceId,
+    docs: &std::collections::BTreeSet<crate::id::DocId>,
+    report: &mut SyncReport,
+) -> Result<()> {
+    let mut cursor = Cursor::start();
+    loop {
+        let page = remote
+            .pull(PullRequest {
+                v: WIRE_VERSION,
+                workspace: ws,
+                cursor,
+                limit: cfg.pull_limit,
+                skip_snapshotted: false,
+            })
+            .await?;
+        report.pages += 1;
+        report.pulled += page.changes.len();
+        let changes: Vec<RemoteChange> = page
+            .changes
+            .into_iter()
+            .filter(|c| docs.contains(&c.change.doc_id))
+            .map(|c| RemoteChange::from_envelope(ws, c.change))
+            .collect();
+        let applied = blocking(replica, move |r| r.apply_remote(changes, None)).await?;
+        report.applied += applied.applied;
+        report.duplicates += applied.duplicates;
+        report.remote_rejected += applied.rejected.len();
+        cursor = page.next_cursor;
+        if !page.has_more {
+            return Ok(());
+        }
+    }
 }
 
 /// Uploads snapshots of the documents of `ws` that changed enough since the
@@ -489,6 +546,13 @@ pub async fn upload_snapshots(
     let candidates = blocking(replica, move |r| r.snapshot_candidates(&ws, threshold)).await?;
     for (id, collection) in candidates {
         let (bytes, heads) = blocking(replica, move |r| r.save(&id)).await?;
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            // Every remote refuses it: do not send it (retried only after
+            // another `snapshot_threshold` changes).
+            blocking(replica, move |r| r.mark_snapshot_uploaded(&id)).await?;
+            report.snapshots_skipped += 1;
+            continue;
+        }
         let upload = remote
             .put_snapshot(SnapshotUpload {
                 v: WIRE_VERSION,

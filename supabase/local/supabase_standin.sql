@@ -9,12 +9,17 @@
 --   * the API roles anon, authenticated (nologin), service_role (nologin,
 --     bypassrls) and authenticator (login, noinherit, member of the three),
 --     with Supabase's per-role statement timeouts;
---   * the auth schema with auth.uid() and auth.jwt(), exactly as Supabase
---     defines them;
---   * Supabase-like default privileges in schema public (new tables and
---     functions are granted to anon, authenticated and service_role), so that
---     the migration's revokes are tested against the same defaults it meets
---     on Supabase.
+--   * supabase_postgres, the role that plays hosted Supabase's `postgres`:
+--     LOGIN and BYPASSRLS but NOT a superuser. Load the migration as this
+--     role (src/gateway/dev.rs and tests/support/pg.rs do), so that it owns
+--     every table and SECURITY DEFINER function exactly as `postgres` does on
+--     Supabase, and no test hides a reliance on superuser powers;
+--   * the auth schema with auth.uid() and auth.jwt(), returning what
+--     Supabase's return;
+--   * Supabase-like default privileges in schema public for objects that
+--     supabase_postgres creates (new tables and functions are granted to
+--     anon, authenticated and service_role), so that the migration's revokes
+--     are tested against the same defaults it meets on Supabase.
 --
 -- Idempotent: roles are cluster-wide and created only when missing.
 
@@ -29,6 +34,10 @@ begin
   if not exists (select 1 from pg_roles where rolname = 'service_role') then
     create role service_role nologin noinherit bypassrls;
   end if;
+  if not exists (select 1 from pg_roles where rolname = 'supabase_postgres') then
+    -- Development-only password, like authenticator's.
+    create role supabase_postgres login nosuperuser bypassrls password 'supabase-postgres-dev-only';
+  end if;
   if not exists (select 1 from pg_roles where rolname = 'authenticator') then
     -- Development-only password: the local gateway logs in as this role the
     -- way PostgREST does. Trust-auth test clusters ignore it.
@@ -39,29 +48,50 @@ $$;
 
 grant anon, authenticated, service_role to authenticator;
 
+-- What `postgres` may do on a Supabase project's database: create schemas,
+-- and create objects in public (which it owns there).
+do $$
+begin
+  execute format('grant create on database %I to supabase_postgres', current_database());
+end
+$$;
+alter schema public owner to supabase_postgres;
+
 -- Supabase's statement timeouts (the local gateway applies per-role settings
 -- the way PostgREST does).
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
 
 create schema if not exists auth;
-grant usage on schema auth to anon, authenticated, service_role;
+grant usage on schema auth to anon, authenticated, service_role, supabase_postgres;
 
-create or replace function auth.uid() returns uuid language sql stable set search_path = '' as $$
-  select coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
-                  (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid $$;
+-- The values Supabase's auth.uid() and auth.jwt() return. Each pins its
+-- search_path with pg_temp LAST (and names its types in pg_catalog): a
+-- function that sets `search_path = ''` still searches the caller's pg_temp
+-- FIRST for type names, so a SECURITY DEFINER function calling it would run
+-- a caller's `pg_temp.uuid` domain check as its owner (issue 11).
+create or replace function auth.uid() returns pg_catalog.uuid language sql stable
+set search_path = pg_catalog, pg_temp as $$
+  select coalesce(nullif(pg_catalog.current_setting('request.jwt.claim.sub', true), ''),
+                  (nullif(pg_catalog.current_setting('request.jwt.claims', true), '')::pg_catalog.jsonb
+                     operator(pg_catalog.->>) 'sub'))::pg_catalog.uuid $$;
 
-create or replace function auth.jwt() returns jsonb language sql stable set search_path = '' as $$
-  select coalesce(nullif(current_setting('request.jwt.claim', true), ''),
-                  nullif(current_setting('request.jwt.claims', true), ''))::jsonb $$;
+create or replace function auth.jwt() returns pg_catalog.jsonb language sql stable
+set search_path = pg_catalog, pg_temp as $$
+  select coalesce(nullif(pg_catalog.current_setting('request.jwt.claim', true), ''),
+                  nullif(pg_catalog.current_setting('request.jwt.claims', true), ''))::pg_catalog.jsonb $$;
 
-grant execute on function auth.uid() to anon, authenticated, service_role;
-grant execute on function auth.jwt() to anon, authenticated, service_role;
+grant execute on function auth.uid() to anon, authenticated, service_role, supabase_postgres;
+grant execute on function auth.jwt() to anon, authenticated, service_role, supabase_postgres;
 
--- Supabase's defaults in schema public: the API roles may use the schema and
--- get every privilege on new tables, sequences and functions (RLS is what
--- protects rows; a migration revokes what it does not want exposed).
+-- Supabase's defaults in schema public for what `postgres` creates: the API
+-- roles may use the schema and get every privilege on new tables, sequences
+-- and functions (RLS is what protects rows; a migration revokes what it does
+-- not want exposed).
 grant usage on schema public to anon, authenticated, service_role;
-alter default privileges in schema public grant all on tables to anon, authenticated, service_role;
-alter default privileges in schema public grant all on sequences to anon, authenticated, service_role;
-alter default privileges in schema public grant execute on functions to anon, authenticated, service_role;
+alter default privileges for role supabase_postgres in schema public
+  grant all on tables to anon, authenticated, service_role;
+alter default privileges for role supabase_postgres in schema public
+  grant all on sequences to anon, authenticated, service_role;
+alter default privileges for role supabase_postgres in schema public
+  grant execute on functions to anon, authenticated, service_role;

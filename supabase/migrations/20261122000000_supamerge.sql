@@ -19,6 +19,23 @@
 -- its sequence numbers from workspaces.next_seq, so within a workspace commit
 -- order equals seq order and `seq > cursor` never skips a late committer.
 -- See docs/operations.md.
+--
+-- Conventions every function here follows (docs/operations.md, "Security
+-- model"; tests/server_security.rs lints them on the migrated database):
+--   * `set search_path = pg_catalog, pg_temp` on EVERY function. With pg_temp
+--     named last, a session's temporary schema is searched after pg_catalog
+--     for types and relations (left out, PostgreSQL searches it FIRST: a
+--     caller's `create domain pg_temp.uuid ... check (...)` would then run
+--     its own code inside a SECURITY DEFINER function, as the owner).
+--     Functions and operators are never looked up in pg_temp.
+--   * every table is schema-qualified (public.x); types not in pg_catalog
+--     would be too (there are none).
+--   * SECURITY DEFINER functions take the caller's identity from
+--     supamerge_private.caller_uid(), never from a function whose own
+--     search_path the migration does not control.
+--   * membership changes call supamerge_private.lock_membership() FIRST: it
+--     locks the workspace row, then checks the caller's role, so two changes
+--     of one workspace's members run one after the other.
 
 -- ---------------------------------------------------------------------------
 -- Tables
@@ -29,11 +46,19 @@ create table public.workspaces (
   name        text not null check (char_length(name) between 1 and 200),
   -- NULL when created with the service role.
   created_by  uuid,
+  -- The creator's idempotency key (supamerge_create_workspace's p_request):
+  -- a retried call finds the workspace it created instead of a second one.
+  create_request uuid,
   created_at  timestamptz not null default now(),
   -- The next sequence number of this workspace's change log. The row is locked
   -- by every push: this is what makes the pull cursor gap-free.
   next_seq    bigint not null default 1 check (next_seq > 0)
 );
+-- One workspace per (creator, request key); the service role's NULL creator
+-- counts as one creator.
+create unique index workspaces_create_request_idx
+  on public.workspaces (created_by, create_request) nulls not distinct
+  where create_request is not null;
 
 create table public.workspace_members (
   workspace_id uuid not null references public.workspaces (id) on delete cascade,
@@ -71,7 +96,14 @@ create table public.snapshots (
   heads        jsonb not null check (jsonb_typeof(heads) = 'array'),
   -- The snapshot holds every change of this document with seq <= covers_seq.
   covers_seq   bigint not null check (covers_seq >= 0),
-  bytes        bytea not null,
+  -- What the snapshot replaces, computed here when it was stored: how many
+  -- changes of this document have seq <= covers_seq, and the SHA-256 of
+  -- their 32-byte hashes sorted and concatenated. A client loads the
+  -- snapshot and trusts it only when its own changes give the same digest.
+  replaces_count  bigint not null check (replaces_count >= 0),
+  replaces_sha256 bytea not null check (octet_length(replaces_sha256) = 32),
+  -- At most 1 MiB (supamerge_put_snapshot refuses more with PT413).
+  bytes        bytea not null check (octet_length(bytes) <= 1048576),
   updated_by   uuid,
   updated_at   timestamptz not null default now(),
   primary key (workspace_id, doc_id)
@@ -126,8 +158,18 @@ grant usage on schema supamerge_private to authenticated, service_role;
 -- Whether the request runs as the service role (PostgREST set the role from
 -- a verified JWT's role claim).
 create or replace function supamerge_private.is_service_role() returns boolean
-language sql stable set search_path = '' as $$
+language sql stable set search_path = pg_catalog, pg_temp as $$
   select coalesce(current_setting('role', true), '') = 'service_role'
+$$;
+
+-- The calling user's id (the `sub` claim PostgREST put in
+-- request.jwt.claims), or NULL without a user token. The same value as
+-- Supabase's auth.uid(), read here so that the SECURITY DEFINER functions do
+-- not depend on how the host defines auth.uid() (its search_path).
+create or replace function supamerge_private.caller_uid() returns uuid
+language sql stable set search_path = pg_catalog, pg_temp as $$
+  select coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+                  (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid
 $$;
 
 -- Checks that the caller may act on a workspace and returns their role
@@ -136,9 +178,9 @@ $$;
 -- caller is not a member of raise the identical error: nothing leaks.
 create or replace function supamerge_private.require_access(p_workspace uuid, p_need text)
 returns text
-language plpgsql stable security definer set search_path = '' as $$
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_uid  uuid := auth.uid();
+  v_uid  uuid := supamerge_private.caller_uid();
   v_role text;
 begin
   if supamerge_private.is_service_role() then
@@ -166,10 +208,27 @@ begin
 end
 $$;
 
+-- Serialises the membership changes of a workspace, then checks the caller.
+-- Locks the workspace row (FOR NO KEY UPDATE: it conflicts with itself and
+-- with a push's FOR UPDATE) and only then reads the caller's role, so a
+-- change that waited sees every membership change committed before it: two
+-- owners demoting each other, or both leaving, run one after the other and
+-- the second sees that it would remove the last owner. Every function that
+-- adds, removes or changes members calls this first, before reading any
+-- member row. An unknown workspace raises the same 42501 as a foreign one.
+create or replace function supamerge_private.lock_membership(p_workspace uuid, p_need text)
+returns text
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform 1 from public.workspaces w where w.id = p_workspace for no key update;
+  return supamerge_private.require_access(p_workspace, p_need);
+end
+$$;
+
 -- Parses a cursor: '' or NULL is the start (0), otherwise the decimal seq of
 -- the last change the client has.
 create or replace function supamerge_private.parse_cursor(p_cursor text) returns bigint
-language plpgsql immutable set search_path = '' as $$
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
   if p_cursor is null or p_cursor = '' then
     return 0;
@@ -184,23 +243,287 @@ $$;
 
 -- Whether text is canonical standard base64 (so decode() cannot fail).
 create or replace function supamerge_private.is_base64(p_text text) returns boolean
-language sql immutable strict set search_path = '' as $$
+language sql immutable strict set search_path = pg_catalog, pg_temp as $$
   select length(p_text) % 4 = 0 and p_text ~ '^[A-Za-z0-9+/]*={0,2}$'
 $$;
 
 -- Base64 without the line breaks encode() inserts every 76 characters.
 create or replace function supamerge_private.to_base64(p_bytes bytea) returns text
-language sql immutable strict set search_path = '' as $$
+language sql immutable strict set search_path = pg_catalog, pg_temp as $$
   select translate(encode(p_bytes, 'base64'), E'\n', '')
+$$;
+
+-- Why text given for bytes is not standard base64, naming the encoding it
+-- looks like (hex, PostgreSQL's \x bytea text, URL-safe base64, unpadded
+-- base64). NULL when it is standard base64 (RFC 4648 §4, padded).
+create or replace function supamerge_private.base64_problem(p_text text) returns text
+language sql immutable strict set search_path = pg_catalog, pg_temp as $$
+  select case
+    when supamerge_private.is_base64(p_text)
+         and not (p_text ~ '^[0-9a-fA-F]+$' and lower(left(p_text, 8)) = '856f4a83') then null
+    when p_text ~ '^\\x[0-9a-fA-F]*$' then
+      'bytes are PostgreSQL bytea hex text (\x...), not base64: send the change bytes as standard base64'
+    when p_text ~ '^[0-9a-fA-F]+$' and lower(left(p_text, 8)) = '856f4a83' then
+      'bytes are hex (they start with 856f4a83, the Automerge magic), not base64: send the change bytes as standard base64'
+    when p_text ~ '^[A-Za-z0-9_-]+=*$' and p_text ~ '[_-]' then
+      'bytes use the URL-safe base64 alphabet (- and _): send standard base64 (+ and /, padded with =)'
+    when p_text ~ '^[A-Za-z0-9+/]+$' then
+      'bytes are base64 without padding: pad with = to a multiple of 4 characters'
+    else 'bytes are not valid standard base64 (RFC 4648 section 4, padded with =)'
+  end
+$$;
+
+-- Reads an unsigned LEB128 number at 0-based offset p_pos (at most 63 bits).
+create or replace function supamerge_private.read_uleb(
+  p_bytes bytea, p_pos int, out o_value bigint, out o_next int)
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  v_b     int;
+  v_shift int := 0;
+begin
+  o_value := 0;
+  o_next := p_pos;
+  loop
+    if o_next >= octet_length(p_bytes) or v_shift > 56 then
+      raise exception 'malformed LEB128 number' using errcode = '22P03';
+    end if;
+    v_b := get_byte(p_bytes, o_next);
+    o_value := o_value | ((v_b & 127)::bigint << v_shift);
+    o_next := o_next + 1;
+    exit when v_b & 128 = 0;
+    v_shift := v_shift + 7;
+  end loop;
+end
+$$;
+
+-- Reads a signed LEB128 number at 0-based offset p_pos (at most 63 bits).
+create or replace function supamerge_private.read_sleb(
+  p_bytes bytea, p_pos int, out o_value bigint, out o_next int)
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  v_b     int;
+  v_shift int := 0;
+begin
+  o_value := 0;
+  o_next := p_pos;
+  loop
+    if o_next >= octet_length(p_bytes) or v_shift > 56 then
+      raise exception 'malformed LEB128 number' using errcode = '22P03';
+    end if;
+    v_b := get_byte(p_bytes, o_next);
+    o_value := o_value | ((v_b & 127)::bigint << v_shift);
+    o_next := o_next + 1;
+    v_shift := v_shift + 7;
+    exit when v_b & 128 = 0;
+  end loop;
+  if v_b & 64 <> 0 and v_shift < 64 then
+    o_value := o_value | (-1::bigint << v_shift);
+  end if;
+end
+$$;
+
+-- Decodes an Automerge RLE column (bytes p_start .. p_end - 1) of unsigned
+-- numbers (p_strings = false) or of strings (true, as their UTF-8 bytes in
+-- hex), nulls included: runs of a repeated value (count > 0), of literals
+-- (count < 0) and of nulls (count 0, then the number of nulls).
+create or replace function supamerge_private.rle_column(
+  p_bytes bytea, p_start int, p_end int, p_strings boolean) returns text[]
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  v_out   text[] := '{}';
+  v_pos   int := p_start;
+  v_count bigint;
+  v_len   bigint;
+  v_val   text;
+  v_k     bigint;
+begin
+  while v_pos < p_end loop
+    select o_value, o_next into v_count, v_pos from supamerge_private.read_sleb(p_bytes, v_pos);
+    if v_count = 0 then
+      select o_value, o_next into v_count, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      v_out := v_out || array_fill(null::text, array[v_count::int]);
+      continue;
+    end if;
+    for v_k in 1 .. (case when v_count > 0 then 1 else -v_count end) loop
+      if p_strings then
+        select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+        if v_pos + v_len > p_end then
+          raise exception 'string runs past its column' using errcode = '22P03';
+        end if;
+        v_val := encode(substring(p_bytes from v_pos + 1 for v_len::int), 'hex');
+        v_pos := v_pos + v_len::int;
+      else
+        select o_value::text, o_next into v_val, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      end if;
+      if v_count > 0 then
+        v_out := v_out || array_fill(v_val, array[v_count::int]);
+      else
+        v_out := v_out || v_val;
+      end if;
+    end loop;
+  end loop;
+  return v_out;
+end
+$$;
+
+-- The collection a document's first change gives it, the rule of
+-- src/entity.rs (creation_meta) for servers: for a verified change chunk,
+--   NULL               the change has dependencies (not a first change);
+--   'ok:' || name      it creates the map _meta with the scalar string
+--                      _meta.collection = name;
+--   'err:' || reason   it does not (the same reasons as src/entity.rs).
+-- Decodes the change header and its op columns (object, key, action, value):
+-- ops are applied in order, a later op on a key replacing an earlier one.
+create or replace function supamerge_private.creation_collection(p_bytes bytea) returns text
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
+declare
+  c_missing_meta constant text := 'the first change of a document must create the map _meta with the scalar string _meta.collection (see docs/interop.md)';
+  c_missing_coll constant text := 'the first change of a document must set _meta.collection (see docs/interop.md)';
+  c_text         constant text := '_meta.collection must be a scalar string, not a text object (in JavaScript: new ImmutableString(name))';
+  c_not_string   constant text := '_meta.collection must be a scalar string';
+  c_undecodable  constant text := 'the first change of a document does not decode as an Automerge change';
+  v_pos      int := 9;
+  v_n        bigint;
+  v_len      bigint;
+  v_start_op bigint;
+  v_k        bigint;
+  v_ncols    bigint;
+  v_spec     bigint;
+  v_col_len  bigint;
+  v_data     int;
+  v_ranges   jsonb := '{}';
+  v_obj_a    text[];
+  v_obj_c    text[];
+  v_key      text[];
+  v_action   text[];
+  v_meta     text[];
+  v_raw      int;
+  v_raw_end  int;
+  v_ops      int;
+  v_i        int;
+  v_meta_ctr bigint;
+  v_coll     text;
+  v_state    text := 'missing';
+  v_vmeta    bigint;
+  v_vlen     int;
+  v_act      bigint;
+begin
+  -- Most changes have dependencies: tell them apart without entering the
+  -- exception block below (a subtransaction). Skip the chunk's length
+  -- prefix (the framing was verified); the next byte starts the dependency
+  -- count, which is not 0 when its low 7 bits are not.
+  while v_pos < octet_length(p_bytes) and get_byte(p_bytes, v_pos) >= 128 loop
+    v_pos := v_pos + 1;
+  end loop;
+  v_pos := v_pos + 1;
+  if v_pos >= octet_length(p_bytes) then
+    return 'err:' || c_undecodable;
+  end if;
+  if get_byte(p_bytes, v_pos) & 127 <> 0 then
+    return null;
+  end if;
+  begin
+    select o_value, o_next into v_n, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    if v_n <> 0 then
+      return null;
+    end if;
+    -- actor, seq, start op, time, message, other actors
+    select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    v_pos := v_pos + v_len::int;
+    select o_next into v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    select o_value, o_next into v_start_op, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    select o_next into v_pos from supamerge_private.read_sleb(p_bytes, v_pos);
+    select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    v_pos := v_pos + v_len::int;
+    select o_value, o_next into v_n, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    for v_k in 1 .. v_n loop
+      select o_value, o_next into v_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      v_pos := v_pos + v_len::int;
+    end loop;
+    -- Op column metadata: (spec, length) pairs; the data follows in order.
+    select o_value, o_next into v_ncols, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+    v_data := 0;
+    for v_k in 1 .. v_ncols loop
+      select o_value, o_next into v_spec, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      select o_value, o_next into v_col_len, v_pos from supamerge_private.read_uleb(p_bytes, v_pos);
+      if v_spec & 8 <> 0 then
+        return 'err:' || c_undecodable;
+      end if;
+      v_ranges := v_ranges || jsonb_build_object(v_spec::text, jsonb_build_array(v_data, v_data + v_col_len));
+      v_data := v_data + v_col_len::int;
+    end loop;
+    if v_pos + v_data > octet_length(p_bytes) then
+      return 'err:' || c_undecodable;
+    end if;
+    -- Columns: 1 object actor, 2 object counter, 21 key string, 66 action,
+    -- 86 value metadata, 87 raw values (absent columns are all null).
+    v_obj_a := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '1' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '1' ->> 1)::int, 0), false);
+    v_obj_c := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '2' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '2' ->> 1)::int, 0), false);
+    v_key := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '21' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '21' ->> 1)::int, 0), true);
+    v_action := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '66' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '66' ->> 1)::int, 0), false);
+    v_meta := supamerge_private.rle_column(p_bytes, v_pos + coalesce((v_ranges -> '86' ->> 0)::int, 0),
+                 v_pos + coalesce((v_ranges -> '86' ->> 1)::int, 0), false);
+    v_raw := v_pos + coalesce((v_ranges -> '87' ->> 0)::int, 0);
+    v_raw_end := v_pos + coalesce((v_ranges -> '87' ->> 1)::int, 0);
+    v_ops := coalesce(array_length(v_action, 1), 0);
+    for v_i in 1 .. v_ops loop
+      v_act := v_action[v_i]::bigint;
+      v_vmeta := coalesce(v_meta[v_i]::bigint, 0);
+      v_vlen := (v_vmeta >> 4)::int;
+      if v_obj_a[v_i] is null and v_obj_c[v_i] is null
+         and v_key[v_i] = encode(convert_to('_meta', 'UTF8'), 'hex') then
+        -- An op on the root's _meta key replaces what it held.
+        if v_act = 0 then
+          v_meta_ctr := v_start_op + v_i - 1;
+          v_state := 'no collection';
+        else
+          v_meta_ctr := null;
+          v_state := 'missing';
+        end if;
+        v_coll := null;
+      elsif v_meta_ctr is not null and v_obj_a[v_i] = '0' and v_obj_c[v_i]::bigint = v_meta_ctr
+            and v_key[v_i] = encode(convert_to('collection', 'UTF8'), 'hex') then
+        if v_act = 1 and v_vmeta & 15 = 6 then
+          if v_raw + v_vlen > v_raw_end then
+            return 'err:' || c_undecodable;
+          end if;
+          v_coll := convert_from(substring(p_bytes from v_raw + 1 for v_vlen), 'UTF8');
+          v_state := 'string';
+        elsif v_act = 4 then
+          v_state := 'text';
+        elsif v_act = 3 then
+          v_state := 'no collection';
+        elsif v_act <> 5 then
+          v_state := 'not string';
+        end if;
+      end if;
+      -- Every op's value takes the bytes its metadata says.
+      v_raw := v_raw + v_vlen;
+    end loop;
+  exception when others then
+    return 'err:' || c_undecodable;
+  end;
+  return case v_state
+    when 'string' then 'ok:' || v_coll
+    when 'text' then 'err:' || c_text
+    when 'not string' then 'err:' || c_not_string
+    when 'no collection' then 'err:' || c_missing_coll
+    else 'err:' || c_missing_meta
+  end;
+end
 $$;
 
 -- Verifies an Automerge change chunk against the claimed hash:
 --   magic 85 6f 4a 83 ‖ checksum (4) ‖ type (1 = change) ‖ uleb128 length ‖ contents,
 --   hash = SHA-256(type ‖ length ‖ contents), checksum = the hash's first 4 bytes.
--- Returns NULL when valid, else the reason (the same rules as src/sync/chunk.rs).
+-- Returns NULL when valid, else the reason (the same rules as src/protocol/chunk.rs).
 create or replace function supamerge_private.change_chunk_problem(p_bytes bytea, p_claimed bytea)
 returns text
-language plpgsql immutable strict set search_path = '' as $$
+language plpgsql immutable strict set search_path = pg_catalog, pg_temp as $$
 declare
   v_total int := octet_length(p_bytes);
   v_len   bigint := 0;
@@ -246,56 +569,53 @@ grant execute on all functions in schema supamerge_private to authenticated, ser
 -- RPC: workspaces and members
 -- ---------------------------------------------------------------------------
 
--- Creates a workspace with a client-chosen id (workspaces can be created
--- offline); the caller becomes its owner. Retrying by the owner is harmless
--- ("created": false). Any other existing id: 23505 "workspace id unavailable",
--- nothing more.
-create or replace function public.supamerge_create_workspace(p_workspace uuid, p_name text)
+-- Creates a workspace; the server picks its id and the caller becomes its
+-- owner. Returns {"workspace_id": uuid, "created": bool}. p_request is the
+-- caller's idempotency key: a retry with the same key (after a lost answer)
+-- returns the workspace that call created, "created": false, instead of
+-- making a second one. Keys are per creator, so nobody learns anything about
+-- another user's workspaces or keys, and no id can be squatted.
+create or replace function public.supamerge_create_workspace(p_name text, p_request uuid default null)
 returns jsonb
-language plpgsql volatile security definer set search_path = '' as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_uid  uuid := auth.uid();
+  v_uid  uuid := supamerge_private.caller_uid();
   v_name text := btrim(coalesce(p_name, ''));
-  v_rows int;
+  v_id   uuid;
 begin
   if v_uid is null and not supamerge_private.is_service_role() then
     raise exception 'not authenticated: a user access token is required' using errcode = '42501';
   end if;
-  if p_workspace is null then
-    raise exception 'p_workspace is required' using errcode = '22023';
-  end if;
   if char_length(v_name) not between 1 and 200 then
     raise exception 'workspace name must be 1 to 200 characters' using errcode = '22023';
   end if;
-  insert into public.workspaces (id, name, created_by)
-  values (p_workspace, v_name, v_uid)
-  on conflict (id) do nothing;
-  get diagnostics v_rows = row_count;
-  if v_rows = 0 then
-    if v_uid is not null and exists (
-      select 1 from public.workspace_members m
-       where m.workspace_id = p_workspace and m.user_id = v_uid and m.role = 'owner') then
-      return jsonb_build_object('workspace_id', p_workspace, 'created', false);
-    end if;
-    raise exception 'workspace id unavailable' using errcode = '23505';
+  insert into public.workspaces (id, name, created_by, create_request)
+  values (gen_random_uuid(), v_name, v_uid, p_request)
+  on conflict (created_by, create_request) where create_request is not null do nothing
+  returning id into v_id;
+  if v_id is null then
+    select w.id into v_id from public.workspaces w
+     where w.created_by is not distinct from v_uid and w.create_request = p_request;
+    return jsonb_build_object('workspace_id', v_id, 'created', false);
   end if;
   if v_uid is not null then
     insert into public.workspace_members (workspace_id, user_id, role)
-    values (p_workspace, v_uid, 'owner');
+    values (v_id, v_uid, 'owner');
   end if;
-  return jsonb_build_object('workspace_id', p_workspace, 'created', true);
+  return jsonb_build_object('workspace_id', v_id, 'created', true);
 end
 $$;
 
 -- Adds a member or changes their role (owners only). Roles: owner, writer
--- (push, snapshots), reader (pull only).
+-- (push, snapshots), reader (pull only). A workspace keeps at least one
+-- owner: lock_membership serialises this with every other membership change.
 create or replace function public.supamerge_add_member(p_workspace uuid, p_user uuid, p_role text)
 returns jsonb
-language plpgsql volatile security definer set search_path = '' as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
   v_old text;
 begin
-  perform supamerge_private.require_access(p_workspace, 'owner');
+  perform supamerge_private.lock_membership(p_workspace, 'owner');
   if p_user is null then
     raise exception 'p_user is required' using errcode = '22023';
   end if;
@@ -304,8 +624,7 @@ begin
       using errcode = '22023';
   end if;
   select m.role into v_old from public.workspace_members m
-   where m.workspace_id = p_workspace and m.user_id = p_user
-   for update;
+   where m.workspace_id = p_workspace and m.user_id = p_user;
   if v_old = 'owner' and p_role <> 'owner' and (
     select count(*) from public.workspace_members m
      where m.workspace_id = p_workspace and m.role = 'owner') = 1 then
@@ -319,23 +638,19 @@ end
 $$;
 
 -- The caller leaves a workspace. The last owner cannot leave while other
--- members remain. A workspace nobody is a member of keeps its data.
+-- members remain (serialised with every other membership change by
+-- lock_membership). A workspace nobody is a member of keeps its data.
 create or replace function public.supamerge_leave_workspace(p_workspace uuid)
 returns jsonb
-language plpgsql volatile security definer set search_path = '' as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
-  v_uid  uuid := auth.uid();
+  v_uid  uuid := supamerge_private.caller_uid();
   v_role text;
 begin
   if v_uid is null then
     raise exception 'not authenticated: a user access token is required' using errcode = '42501';
   end if;
-  select m.role into v_role from public.workspace_members m
-   where m.workspace_id = p_workspace and m.user_id = v_uid
-   for update;
-  if v_role is null then
-    raise exception 'workspace not found or access denied' using errcode = '42501';
-  end if;
+  v_role := supamerge_private.lock_membership(p_workspace, 'read');
   if v_role = 'owner'
      and (select count(*) from public.workspace_members m
            where m.workspace_id = p_workspace and m.role = 'owner') = 1
@@ -356,18 +671,22 @@ $$;
 -- Stores a batch of changes: {"v":1,"results":[...]} with one outcome per item,
 -- in order: {"status":"stored","seq":N} | {"status":"already_present"} |
 -- {"status":"rejected","reason":"..."}.
--- Items: {"doc_id": uuid, "collection": text, "hash": 64 hex, "bytes": base64}.
--- Item-level integrity failures reject that item only; a structurally invalid
--- batch raises (HTTP 400) and stores nothing; more than 1000 items or more
--- than 1 MiB of change bytes raises PT413 (HTTP 413: split and retry).
+-- Items: {"doc_id": uuid, "collection": text, "hash": 64 hex, "bytes": base64},
+-- no other field. Item-level failures reject that item only: integrity
+-- (encoding, framing, hash) and the collection rule (a document's first
+-- change must create _meta with the scalar string _meta.collection equal to
+-- the item's collection; every change of a document goes to the collection
+-- the server holds it under). A structurally invalid batch raises (HTTP 400)
+-- and stores nothing; more than 1000 items or more than 1 MiB of change
+-- bytes raises PT413 (HTTP 413: split and retry). See docs/interop.md.
 create or replace function public.supamerge_push(p_workspace uuid, p_changes jsonb)
 returns jsonb
-language plpgsql volatile security definer set search_path = '' as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
   c_max_items constant int := 1000;
   -- base64 characters of 1 MiB of bytes.
   c_max_b64   constant bigint := 1398104;
-  v_uid     uuid := auth.uid();
+  v_uid     uuid := supamerge_private.caller_uid();
   v_count   int;
   v_b64_sum bigint := 0;
   v_item    jsonb;
@@ -381,6 +700,10 @@ declare
   v_bytes   bytea;
   v_reason  text;
   v_rows    int;
+  v_doc     uuid;
+  v_held    text;
+  v_created text;
+  v_extra   text;
 begin
   perform supamerge_private.require_access(p_workspace, 'write');
   if p_changes is null or jsonb_typeof(p_changes) <> 'array' then
@@ -405,6 +728,12 @@ begin
       raise exception 'change % must have the string fields doc_id, collection, hash and bytes', v_idx
         using errcode = '22023';
     end if;
+    select k into v_extra from jsonb_object_keys(v_item) k
+     where k not in ('doc_id', 'collection', 'hash', 'bytes') limit 1;
+    if v_extra is not null then
+      raise exception 'change % has the unknown field "%": a change has exactly doc_id, collection, hash and bytes',
+        v_idx, left(v_extra, 40) using errcode = '22023';
+    end if;
     if (v_item ->> 'doc_id') !~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$' then
       raise exception 'change %: doc_id % is not a UUID', v_idx, left(v_item ->> 'doc_id', 40)
         using errcode = '22P02';
@@ -425,6 +754,7 @@ begin
 
   for v_idx in 0 .. v_count - 1 loop
     v_item := p_changes -> v_idx;
+    v_doc := (v_item ->> 'doc_id')::uuid;
     v_coll := v_item ->> 'collection';
     v_hash := lower(v_item ->> 'hash');
     v_b64 := v_item ->> 'bytes';
@@ -433,18 +763,36 @@ begin
       v_reason := 'invalid collection name: 1 to 64 characters, a letter first, then letters, digits, _ . or -';
     elsif v_hash !~ '^[0-9a-f]{64}$' then
       v_reason := 'invalid hash: expected 64 hex characters';
-    elsif not supamerge_private.is_base64(v_b64) then
-      v_reason := 'bytes are not valid standard base64';
     else
+      v_reason := supamerge_private.base64_problem(v_b64);
+    end if;
+    if v_reason is null then
       v_bytes := decode(v_b64, 'base64');
       v_reason := supamerge_private.change_chunk_problem(v_bytes, decode(v_hash, 'hex'));
+    end if;
+    if v_reason is null then
+      -- The collection rule (the same messages as src/entity.rs).
+      select c.collection into v_held from public.changes c
+       where c.workspace_id = p_workspace and c.doc_id = v_doc limit 1;
+      if v_held is not null and v_held <> v_coll then
+        v_reason := format('document %s is stored under collection "%s"; this change is pushed to "%s"',
+                           v_doc, left(v_held, 80), left(v_coll, 80));
+      else
+        v_created := supamerge_private.creation_collection(v_bytes);
+        if v_created like 'err:%' then
+          v_reason := format('document %s: %s', v_doc, substring(v_created from 5));
+        elsif v_created is not null and substring(v_created from 4) <> v_coll then
+          v_reason := format('_meta.collection of document %s is "%s" but the change is pushed to "%s"',
+                             v_doc, left(substring(v_created from 4), 80), left(v_coll, 80));
+        end if;
+      end if;
     end if;
     if v_reason is not null then
       v_results := v_results || jsonb_build_object('status', 'rejected', 'reason', v_reason);
       continue;
     end if;
     insert into public.changes (workspace_id, seq, doc_id, collection, change_hash, bytes, pushed_by)
-    values (p_workspace, v_seq, (v_item ->> 'doc_id')::uuid, v_coll, decode(v_hash, 'hex'), v_bytes, v_uid)
+    values (p_workspace, v_seq, v_doc, v_coll, decode(v_hash, 'hex'), v_bytes, v_uid)
     on conflict (workspace_id, doc_id, change_hash) do nothing;
     get diagnostics v_rows = row_count;
     if v_rows = 1 then
@@ -472,7 +820,7 @@ $$;
 create or replace function public.supamerge_pull(
   p_workspace uuid, p_cursor text, p_limit int, p_skip_snapshotted boolean default false)
 returns jsonb
-language plpgsql stable security invoker set search_path = '' as $$
+language plpgsql stable security invoker set search_path = pg_catalog, pg_temp as $$
 declare
   c_budget constant bigint := 2097152;
   v_after  bigint;
@@ -541,15 +889,24 @@ $$;
 
 -- Offers a document snapshot ({"status":"stored"|"superseded"}): one row per
 -- document, replaced only by a snapshot covering more of the log. Writers only.
+-- At most 1 MiB of bytes (PT413 beyond: the client skips the upload). The
+-- contents cannot be checked here (no Automerge in SQL); instead the row
+-- records what the snapshot replaces (replaces_count / replaces_sha256, see
+-- the snapshots table), and a reader trusts the snapshot only when it holds
+-- exactly those changes.
 create or replace function public.supamerge_put_snapshot(
   p_workspace uuid, p_doc_id uuid, p_collection text, p_heads jsonb, p_covers text, p_bytes text)
 returns jsonb
-language plpgsql volatile security definer set search_path = '' as $$
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
+  -- base64 characters of 1 MiB of bytes.
+  c_max_b64 constant bigint := 1398104;
   v_covers bigint;
   v_last   bigint;
   v_heads  jsonb;
   v_bytes  bytea;
+  v_count  bigint;
+  v_sha256 bytea;
   v_rows   int;
 begin
   perform supamerge_private.require_access(p_workspace, 'write');
@@ -570,7 +927,15 @@ begin
   if p_bytes is null or not supamerge_private.is_base64(p_bytes) then
     raise exception 'p_bytes must be standard base64' using errcode = '22023';
   end if;
+  if length(p_bytes) > c_max_b64 then
+    raise sqlstate 'PT413' using
+      message = format('snapshot of about %s bytes exceeds the limit of 1 MiB', length(p_bytes) / 4 * 3);
+  end if;
   v_bytes := decode(p_bytes, 'base64');
+  if octet_length(v_bytes) > 1048576 then
+    raise sqlstate 'PT413' using
+      message = format('snapshot of %s bytes exceeds the limit of 1 MiB', octet_length(v_bytes));
+  end if;
   if octet_length(v_bytes) < 8 or substring(v_bytes from 1 for 4) <> '\x856f4a83'::bytea then
     raise exception 'p_bytes is not an Automerge document' using errcode = '22023';
   end if;
@@ -579,13 +944,22 @@ begin
     raise exception 'snapshot claims to cover position %, beyond the end of the log (%)', v_covers, v_last
       using errcode = '22023';
   end if;
+  -- Exactly what a pull with p_skip_snapshotted leaves out for this document.
+  select count(*), sha256(coalesce(string_agg(c.change_hash, ''::bytea order by c.change_hash), ''::bytea))
+    into v_count, v_sha256
+    from public.changes c
+   where c.workspace_id = p_workspace and c.doc_id = p_doc_id and c.seq <= v_covers;
   insert into public.snapshots as s
-         (workspace_id, doc_id, collection, heads, covers_seq, bytes, updated_by)
-  values (p_workspace, p_doc_id, p_collection, v_heads, v_covers, v_bytes, auth.uid())
+         (workspace_id, doc_id, collection, heads, covers_seq, replaces_count, replaces_sha256,
+          bytes, updated_by)
+  values (p_workspace, p_doc_id, p_collection, v_heads, v_covers, v_count, v_sha256,
+          v_bytes, supamerge_private.caller_uid())
   on conflict (workspace_id, doc_id) do update
      set collection = excluded.collection,
          heads = excluded.heads,
          covers_seq = excluded.covers_seq,
+         replaces_count = excluded.replaces_count,
+         replaces_sha256 = excluded.replaces_sha256,
          bytes = excluded.bytes,
          updated_by = excluded.updated_by,
          updated_at = now()
@@ -595,23 +969,34 @@ begin
 end
 $$;
 
--- Reads a page of snapshots in doc_id order:
--- {"v":1,"snapshots":[{"doc_id","collection","heads","covers","bytes"}],"has_more":bool}.
--- At most p_limit (clamped to 1..1000) snapshots and about 2 MiB per page.
+-- Reads a page of snapshots in doc_id order. p_version 2 (what current
+-- clients ask for) adds what each snapshot replaces:
+-- {"v":2,"snapshots":[{"doc_id","collection","heads","covers","bytes",
+--   "replaces":{"count":N,"sha256":"64 hex"}}],"has_more":bool};
+-- p_version 1 (the default: clients from before the digest) gets the same
+-- page without "replaces", as "v":1.
+-- At most p_limit (clamped to 1..1000) snapshots and about 2 MiB per page
+-- (a snapshot is at most 1 MiB, so a page stays under about 3 MiB).
 create or replace function public.supamerge_get_snapshots(
-  p_workspace uuid, p_after uuid default null, p_limit int default 100)
+  p_workspace uuid, p_after uuid default null, p_limit int default 100, p_version int default 1)
 returns jsonb
-language plpgsql stable security invoker set search_path = '' as $$
+language plpgsql stable security invoker set search_path = pg_catalog, pg_temp as $$
 declare
   c_budget constant bigint := 2097152;
   v_limit  int := least(greatest(coalesce(p_limit, 100), 1), 1000);
+  v_digest boolean;
   v_page   jsonb;
   v_kept   bigint;
   v_seen   bigint;
 begin
   perform supamerge_private.require_access(p_workspace, 'read');
+  if p_version is null or p_version not in (1, 2) then
+    raise exception 'unsupported snapshot page version %: this server speaks 1 and 2', p_version
+      using errcode = '22023';
+  end if;
+  v_digest := p_version >= 2;
   with candidates as (
-    select s.doc_id, s.collection, s.heads, s.covers_seq, s.bytes
+    select s.doc_id, s.collection, s.heads, s.covers_seq, s.replaces_count, s.replaces_sha256, s.bytes
       from public.snapshots s
      where s.workspace_id = p_workspace
        and (p_after is null or s.doc_id > p_after)
@@ -632,12 +1017,18 @@ begin
              'collection', k.collection,
              'heads', k.heads,
              'covers', k.covers_seq::text,
-             'bytes', supamerge_private.to_base64(k.bytes)) order by k.doc_id), '[]'::jsonb),
+             'bytes', supamerge_private.to_base64(k.bytes))
+           || case when v_digest
+                   then jsonb_build_object('replaces', jsonb_build_object(
+                          'count', k.replaces_count,
+                          'sha256', encode(k.replaces_sha256, 'hex')))
+                   else '{}'::jsonb end
+           order by k.doc_id), '[]'::jsonb),
          count(*),
          (select count(*) from numbered)
     into v_page, v_kept, v_seen
     from kept k;
-  return jsonb_build_object('v', 1, 'snapshots', v_page, 'has_more', v_seen > v_kept);
+  return jsonb_build_object('v', p_version, 'snapshots', v_page, 'has_more', v_seen > v_kept);
 end
 $$;
 
@@ -646,23 +1037,23 @@ $$;
 -- ---------------------------------------------------------------------------
 
 revoke execute on function
-  public.supamerge_create_workspace(uuid, text),
+  public.supamerge_create_workspace(text, uuid),
   public.supamerge_add_member(uuid, uuid, text),
   public.supamerge_leave_workspace(uuid),
   public.supamerge_push(uuid, jsonb),
   public.supamerge_pull(uuid, text, int, boolean),
   public.supamerge_put_snapshot(uuid, uuid, text, jsonb, text, text),
-  public.supamerge_get_snapshots(uuid, uuid, int)
+  public.supamerge_get_snapshots(uuid, uuid, int, int)
   from public, anon;
 
 grant execute on function
-  public.supamerge_create_workspace(uuid, text),
+  public.supamerge_create_workspace(text, uuid),
   public.supamerge_add_member(uuid, uuid, text),
   public.supamerge_leave_workspace(uuid),
   public.supamerge_push(uuid, jsonb),
   public.supamerge_pull(uuid, text, int, boolean),
   public.supamerge_put_snapshot(uuid, uuid, text, jsonb, text, text),
-  public.supamerge_get_snapshots(uuid, uuid, int)
+  public.supamerge_get_snapshots(uuid, uuid, int, int)
   to authenticated, service_role;
 
 -- PostgREST caches the schema: tell it to reload (harmless elsewhere).

@@ -126,12 +126,9 @@ impl TestDb {
                 .batch_execute(&format!("create database \"{building}\""))
                 .await
                 .expect("create template database");
-            {
-                let c = connect(&url_with(&admin, &building, None)).await;
-                dev::apply_schema(&c)
-                    .await
-                    .unwrap_or_else(|e| panic!("applying the schema failed: {e:?}"));
-            }
+            dev::apply_schema(&url_with(&admin, &building, None))
+                .await
+                .unwrap_or_else(|e| panic!("applying the schema failed: {e:?}"));
             maint
                 .batch_execute(&format!(
                     "alter database \"{building}\" rename to \"{tpl}\""
@@ -163,6 +160,23 @@ impl TestDb {
     /// A superuser connection to this database.
     pub async fn superuser(&self) -> tokio_postgres::Client {
         connect(&self.superuser_url()).await
+    }
+
+    /// A connection as `authenticator` (what PostgREST and the gateway log
+    /// in as: no privileges of its own, may `set role` to the API roles).
+    pub async fn authenticator(&self) -> tokio_postgres::Client {
+        connect(&self.authenticator_url()).await
+    }
+
+    /// A connection as the migration's owner (`supabase_postgres`: hosted
+    /// Supabase's `postgres`, not a superuser).
+    pub async fn owner(&self) -> tokio_postgres::Client {
+        connect(&url_with(
+            &self.admin,
+            &self.name,
+            Some(dev::MIGRATION_OWNER),
+        ))
+        .await
     }
 
     /// The gateway configuration for this database (port 0).
@@ -277,12 +291,8 @@ impl SupabaseFixture {
 
     /// A new workspace owned by `owner`, with `writers` as writers.
     pub async fn workspace(&self, owner: Uuid, writers: &[Uuid]) -> WorkspaceId {
-        let ws = WorkspaceId::from_uuid(Uuid::new_v4());
         let r = self.remote_for(owner);
-        assert!(r
-            .create_workspace(ws, "test")
-            .await
-            .expect("create workspace"));
+        let ws = r.create_workspace("test").await.expect("create workspace");
         for w in writers {
             r.add_member(ws, *w, supamerge::MemberRole::Writer)
                 .await
@@ -292,13 +302,21 @@ impl SupabaseFixture {
     }
 }
 
-/// `n` consecutive real Automerge changes of one document: (raw bytes, hash).
+/// `n` consecutive real Automerge changes of one `tasks` document: (raw
+/// bytes, hash). The first creates `_meta` with its collection, as servers
+/// require (docs/interop.md).
 pub fn change_chain(n: usize, actor_seed: u8) -> Vec<(Vec<u8>, [u8; 32])> {
     let mut doc = automerge::Automerge::new();
     doc.set_actor(automerge::ActorId::from(vec![actor_seed; 16]));
     (0..n)
         .map(|i| {
             let mut tx = doc.transaction();
+            if i == 0 {
+                let meta = tx
+                    .put_object(automerge::ROOT, "_meta", automerge::ObjType::Map)
+                    .expect("meta");
+                tx.put(&meta, "collection", "tasks").expect("collection");
+            }
             tx.put(automerge::ROOT, "n", i64::try_from(i).expect("i64"))
                 .expect("put");
             tx.commit();
