@@ -24,11 +24,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use automerge::{Automerge, ReadDoc};
+use automerge::Automerge;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::entity;
+use crate::conflict::{EffectiveClock, LwwView};
+use crate::entity::{self, EntityError};
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::replica::Replica;
 
@@ -143,10 +144,11 @@ pub struct ImportReport {
     pub new_changes: usize,
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ArchiveError {
+    let path = path.to_owned();
     move |source| ArchiveError::Io {
         action,
-        path: path.to_owned(),
+        path,
         source,
     }
 }
@@ -186,10 +188,12 @@ pub fn export_workspace(
     };
     for id in replica.documents(&workspace)? {
         let (saved, is_entity, data, heads) = replica.with_doc(&id, |d| {
+            let clock = EffectiveClock::new();
+            let view = LwwView::new(d, &clock);
             (
                 d.save(),
-                entity::meta_obj(d).is_some(),
-                entity::data_json(d),
+                entity::meta_obj(view).is_some(),
+                entity::data_json(view),
                 d.get_heads(),
             )
         })?;
@@ -282,15 +286,10 @@ pub fn moved_id(target: WorkspaceId, original: DocId) -> DocId {
 
 /// A document's `_meta.collection` and `_meta.workspace`.
 fn meta_of(doc: &Automerge) -> Option<(Collection, WorkspaceId)> {
-    let meta = entity::meta_obj(doc)?;
-    let text = |key: &str| {
-        doc.get(&meta, key)
-            .ok()
-            .flatten()
-            .and_then(|(v, _)| v.into_string().ok())
-    };
-    let collection = Collection::new(text(entity::META_COLLECTION)?).ok()?;
-    let workspace = text(entity::META_WORKSPACE)?.parse().ok()?;
+    let clock = EffectiveClock::new();
+    let view = LwwView::new(doc, &clock);
+    let collection = Collection::new(entity::meta_str(view, entity::META_COLLECTION)?).ok()?;
+    let workspace = entity::meta_str(view, entity::META_WORKSPACE)?.parse().ok()?;
     Some((collection, workspace))
 }
 
@@ -366,7 +365,8 @@ pub fn import_dir(
                     wanted: workspace,
                 })
             }
-            _ => {}
+            Ok(_) | Err(crate::error::Error::Entity(EntityError::NotFound { .. })) => {}
+            Err(e) => return Err(e.into()),
         }
         let done = replica.import_document(&id, workspace, &collection, &doc)?;
         report.documents += 1;

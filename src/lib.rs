@@ -141,6 +141,7 @@ mod demo;
 pub mod doctor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
+pub mod archive;
 pub mod raw;
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -166,12 +167,16 @@ pub use protocol::{
 };
 #[cfg(feature = "supabase")]
 pub use remote::{
-    AccessTokenProvider, MemberRole, StaticToken, SupabaseConfigError, SupabaseRemote,
-    SupabaseRemoteBuilder, TokenError,
+    jwt_claims, jwt_expiry, AccessTokenProvider, AuthSession, RefreshingToken, SessionSink,
+    StaticToken, SupabaseConfigError, SupabaseRemote, SupabaseRemoteBuilder, TokenError,
 };
-pub use remote::{LocalHub, Remote, RemoteError};
+pub use remote::{
+    CreatedInvite, InvalidRole, Invite, InviteOptions, InviteRef, InviteState, Joined, LocalHub,
+    Member, MemberRole, Remote, RemoteError, WorkspaceAdmin, WorkspaceSummary,
+};
 pub use replica::{
-    ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, Origin, RemoteChange,
+    ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, ImportedDoc, Origin,
+    RemoteChange,
     Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
 };
 pub use store::{

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::remote::RemoteArgs;
 use super::{write_json, write_line, CliError, OutputMode};
 use crate::id::WorkspaceId;
-use crate::remote::{InviteOptions, InviteRef, MemberRole, WorkspaceAdmin};
+use crate::remote::{InviteOptions, InviteRef, MemberRole};
 
 /// Arguments of `workspace`.
 #[derive(Debug, Args)]

@@ -161,9 +161,10 @@ pub(super) async fn token_handler(
     };
     let first_use = client
         .query_opt(
-            "insert into auth.dev_refresh_tokens_used (token_id, user_id) values ($1, $2) \
-             on conflict (token_id) do nothing returning token_id",
-            &[&jti, &user],
+            "insert into auth.dev_refresh_tokens_used (token_id, user_id) \
+             values ($1::text::uuid, $2::text::uuid) \
+             on conflict (token_id) do nothing returning token_id::text",
+            &[&jti.to_string(), &user.to_string()],
         )
         .await;
     match first_use {

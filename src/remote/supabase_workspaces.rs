@@ -51,13 +51,7 @@ impl WorkspaceAdmin for SupabaseRemote {
         user: uuid::Uuid,
         role: MemberRole,
     ) -> Result<(), RemoteError> {
-        let _: Value = self
-            .rpc(
-                "supamerge_add_member",
-                &json!({"p_workspace": workspace, "p_user": user, "p_role": role.as_str()}),
-            )
-            .await?;
-        Ok(())
+        SupabaseRemote::add_member(self, workspace, user, role).await
     }
 
     async fn set_role(
@@ -90,13 +84,7 @@ impl WorkspaceAdmin for SupabaseRemote {
     }
 
     async fn leave_workspace(&self, workspace: WorkspaceId) -> Result<(), RemoteError> {
-        let _: Value = self
-            .rpc(
-                "supamerge_leave_workspace",
-                &json!({"p_workspace": workspace}),
-            )
-            .await?;
-        Ok(())
+        SupabaseRemote::leave_workspace(self, workspace).await
     }
 
     async fn create_invite(

@@ -4,9 +4,9 @@
 //! it already has). Importing the same history twice adds nothing.
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ReadDoc};
+use automerge::Automerge;
 
-use super::cache::{heads_max_ts, DocState};
+use super::cache::DocState;
 use super::{Origin, Replica, ReplicaEvent};
 use crate::entity::{self, EntityError};
 use crate::error::{Error, Result};
@@ -93,21 +93,18 @@ impl Replica {
                 self.persist_local(ds, id, h, now)?;
                 count += 1;
             }
-            ds.max_ts = heads_max_ts(&ds.doc);
         }
         let ws_text = workspace.to_string();
-        let current = entity::meta_obj(&ds.doc).and_then(|meta| {
-            ds.doc
-                .get(&meta, entity::META_WORKSPACE)
-                .ok()
-                .flatten()
-                .and_then(|(v, _)| v.into_string().ok())
-        });
-        if entity::meta_obj(&ds.doc).is_some() && current.as_deref() != Some(ws_text.as_str()) {
+        let is_entity = entity::meta_obj(ds.view()).is_some();
+        let current = entity::meta_str(ds.view(), entity::META_WORKSPACE);
+        if is_entity && current.as_deref() != Some(ws_text.as_str()) {
             let (_, hash) = self.commit(
                 st,
                 id,
-                |doc| entity::meta_obj(doc).ok_or(EntityError::NotFound { id: *id }.into()),
+                |view| {
+                    entity::meta_obj(view)
+                        .ok_or_else(|| Error::from(EntityError::NotFound { id: *id }))
+                },
                 |tx, meta| {
                     tx.put(&meta, entity::META_WORKSPACE, ws_text.clone())
                         .map_err(am)
