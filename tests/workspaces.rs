@@ -25,7 +25,7 @@ fn pull_req(ws: WorkspaceId) -> supamerge::PullRequest {
     supamerge::PullRequest {
         v: supamerge::WIRE_VERSION,
         workspace: ws,
-        cursor: String::new(),
+        cursor: supamerge::Cursor(String::new()),
         limit: 10,
         skip_snapshotted: false,
     }
@@ -335,8 +335,8 @@ async fn unusable_codes_all_get_the_same_answer() {
     assert!(!dump.contains(&inv.code[4..]), "{dump}");
     let stored: Vec<u8> = su
         .query_one(
-            "select code_sha256 from public.workspace_invites where id = $1",
-            &[&inv.invite_id],
+            "select code_sha256 from public.workspace_invites where id = $1::text::uuid",
+            &[&inv.invite_id.to_string()],
         )
         .await
         .unwrap()
@@ -366,8 +366,9 @@ async fn unusable_codes_all_get_the_same_answer() {
         .await
         .unwrap();
     su.execute(
-        "update public.workspace_invites set expires_at = now() - interval '1 second' where id = $1",
-        &[&exp.invite_id],
+        "update public.workspace_invites set expires_at = now() - interval '1 second' \
+         where id = $1::text::uuid",
+        &[&exp.invite_id.to_string()],
     )
     .await
     .unwrap();
@@ -390,7 +391,7 @@ async fn unusable_codes_all_get_the_same_answer() {
     refusals.insert(raw_join(&url, j3, &by_code.code).await);
     refusals.insert(raw_join(&url, j3, &by_id.code).await);
     assert_eq!(refusals.len(), 1, "revoked: {refusals:#?}");
-    let states: BTreeSet<InviteState> = o
+    let states: Vec<InviteState> = o
         .list_invites(ws)
         .await
         .unwrap()
@@ -558,7 +559,7 @@ async fn a_removed_members_engine_reports_it_and_loses_nothing() {
     let o = fx.remote_for(owner);
     let page = o.pull(pull_req(kept)).await.unwrap();
     assert_eq!(page.changes.len(), 1);
-    assert_eq!(page.changes[0].doc_id, other);
+    assert_eq!(page.changes[0].change.doc_id, other);
     assert_eq!(o.pull(pull_req(gone)).await.unwrap().changes.len(), 1);
     // Added back: syncing again, nothing reported.
     WorkspaceAdmin::add_member(&o, gone, bob, MemberRole::Writer)

@@ -208,7 +208,9 @@ fn call_sql(f: &Function, keys: &BTreeSet<&str>) -> String {
             .collect::<Vec<_>>()
             .join(", ");
         let from = if used.is_empty() {
-            String::new()
+            // No argument used (a function without parameters, or only
+            // defaults): the statement still takes the body as $1.
+            " from (select $1::jsonb) as _b".to_owned()
         } else {
             format!(" from jsonb_to_record($1::jsonb) as _({columns})")
         };
