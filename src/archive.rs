@@ -289,7 +289,9 @@ fn meta_of(doc: &Automerge) -> Option<(Collection, WorkspaceId)> {
     let clock = EffectiveClock::new();
     let view = LwwView::new(doc, &clock);
     let collection = Collection::new(entity::meta_str(view, entity::META_COLLECTION)?).ok()?;
-    let workspace = entity::meta_str(view, entity::META_WORKSPACE)?.parse().ok()?;
+    let workspace = entity::meta_str(view, entity::META_WORKSPACE)?
+        .parse()
+        .ok()?;
     Some((collection, workspace))
 }
 
@@ -344,8 +346,8 @@ pub fn import_dir(
             .map_err(|e| bad(format!("the file name is not a document id: {e}")))?;
         let bytes = std::fs::read(&path).map_err(io("read", &path))?;
         let doc = Automerge::load(&bytes).map_err(|e| bad(e.to_string()))?;
-        let (collection, doc_ws) =
-            meta_of(&doc).ok_or_else(|| bad("no _meta with a collection and a workspace".into()))?;
+        let (collection, doc_ws) = meta_of(&doc)
+            .ok_or_else(|| bad("no _meta with a collection and a workspace".into()))?;
         if doc_ws != manifest.workspace {
             return Err(bad(format!(
                 "it belongs to workspace {doc_ws}, the manifest says {}",

@@ -131,6 +131,7 @@ mod replica;
 mod store;
 mod sync;
 
+pub mod archive;
 #[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(feature = "cli")]
@@ -141,7 +142,6 @@ mod demo;
 pub mod doctor;
 #[cfg(feature = "gateway")]
 pub mod gateway;
-pub mod archive;
 pub mod raw;
 #[cfg(feature = "test-util")]
 pub mod test_util;
@@ -176,8 +176,7 @@ pub use remote::{
 };
 pub use replica::{
     ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, ImportedDoc, Origin,
-    RemoteChange,
-    Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
+    RemoteChange, Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
 };
 pub use store::{
     CursorRecord, DamagedRecord, DeadLetter, Durability, ListReport, OutboxEntry, Recovery,

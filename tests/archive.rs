@@ -39,7 +39,11 @@ async fn world() -> World {
     let ws = WorkspaceId::from_random(rand::random());
     let tasks = Collection::new("tasks").unwrap();
     let edited = a
-        .create_json(ws, &tasks, &json!({"title": "first", "n": 1, "tags": ["x"]}))
+        .create_json(
+            ws,
+            &tasks,
+            &json!({"title": "first", "n": 1, "tags": ["x"]}),
+        )
         .unwrap();
     let gone = a
         .create_json(ws, &tasks, &json!({"title": "to be deleted"}))
@@ -54,7 +58,10 @@ async fn world() -> World {
     sync(&b, &hub, ws).await;
     sync(&a, &hub, ws).await;
     assert_eq!(a.pending(), 0);
-    assert!(!a.conflicts(&edited).unwrap().is_empty(), "the fixture has a conflict");
+    assert!(
+        !a.conflicts(&edited).unwrap().is_empty(),
+        "the fixture has a conflict"
+    );
     assert!(a.info(&gone).unwrap().deleted);
     World {
         _dir: dir,
@@ -102,7 +109,10 @@ async fn export_and_import_round_trip() {
     .unwrap();
     assert_eq!(tomb["deleted"], true);
     let manifest = archive::read_manifest(&dir).unwrap();
-    assert_eq!((manifest.version, manifest.entities), (archive::FORMAT_VERSION, 2));
+    assert_eq!(
+        (manifest.version, manifest.entities),
+        (archive::FORMAT_VERSION, 2)
+    );
 
     // Into a fresh replica: everything, and all of it waits in the outbox.
     let cdir = tempfile::tempdir().unwrap();
@@ -124,7 +134,10 @@ async fn export_and_import_round_trip() {
     assert_eq!((r2.new_changes, r2.created), (0, 0));
     assert_eq!(c.pending(), changes);
     let pending_a = w.a.pending();
-    assert_eq!(archive::import_dir(&w.a, &dir, None).unwrap().new_changes, 0);
+    assert_eq!(
+        archive::import_dir(&w.a, &dir, None).unwrap().new_changes,
+        0
+    );
     assert_eq!(w.a.pending(), pending_a);
     // The hub already has it all: pushing stores nothing new.
     let pushed = sync(&c, &w.hub, w.ws).await;
@@ -134,17 +147,28 @@ async fn export_and_import_round_trip() {
     // more change each that moves `_meta.workspace`.
     let ws2 = WorkspaceId::from_random(rand::random());
     let r3 = archive::import_dir(&c, &dir, Some(ws2)).unwrap();
-    assert_eq!((r3.workspace, r3.source_workspace, r3.created), (ws2, w.ws, 2));
+    assert_eq!(
+        (r3.workspace, r3.source_workspace, r3.created),
+        (ws2, w.ws, 2)
+    );
     assert_eq!(r3.new_changes, changes + 2);
     for id in [w.edited, w.gone] {
         let moved = archive::moved_id(ws2, id);
         assert_ne!(moved, id);
         assert_eq!(c.info(&moved).unwrap().workspace, ws2);
         same_entity(&w.a, &id, &c, &moved);
-        assert_eq!(c.history(&moved).unwrap().len(), w.a.history(&id).unwrap().len() + 1);
+        assert_eq!(
+            c.history(&moved).unwrap().len(),
+            w.a.history(&id).unwrap().len() + 1
+        );
     }
     let before = c.pending();
-    assert_eq!(archive::import_dir(&c, &dir, Some(ws2)).unwrap().new_changes, 0);
+    assert_eq!(
+        archive::import_dir(&c, &dir, Some(ws2))
+            .unwrap()
+            .new_changes,
+        0
+    );
     assert_eq!(c.pending(), before);
     // The copy syncs like any local edit: a fresh device gets it.
     sync(&c, &w.hub, ws2).await;
@@ -155,7 +179,10 @@ async fn export_and_import_round_trip() {
         let moved = archive::moved_id(ws2, id);
         same_entity(&c, &moved, &d, &moved);
     }
-    assert!(d.documents(&w.ws).unwrap().is_empty(), "the original stays where it was");
+    assert!(
+        d.documents(&w.ws).unwrap().is_empty(),
+        "the original stays where it was"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +229,10 @@ async fn bad_exports_are_refused_and_nothing_else_is_lost() {
 
 fn bin(data: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_supamerge"));
-    c.env_remove("SUPAMERGE_DATA").arg("--json").arg("--data").arg(data);
+    c.env_remove("SUPAMERGE_DATA")
+        .arg("--json")
+        .arg("--data")
+        .arg(data);
     c
 }
 
@@ -232,7 +262,13 @@ fn the_commands_round_trip() {
     let exported = json_of(bin(&a).arg("export").arg(&ws).arg(&dir).output().unwrap());
     assert_eq!(exported["entities"], 1);
     let imported = json_of(bin(&b).arg("import").arg(&dir).output().unwrap());
-    assert_eq!((imported["documents"].clone(), imported["new_changes"].clone()), (json!(1), json!(1)));
+    assert_eq!(
+        (
+            imported["documents"].clone(),
+            imported["new_changes"].clone()
+        ),
+        (json!(1), json!(1))
+    );
     let again = json_of(bin(&b).arg("import").arg(&dir).output().unwrap());
     assert_eq!(again["new_changes"], 0);
     let got = json_of(bin(&b).args(["get", &id]).output().unwrap());

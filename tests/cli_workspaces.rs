@@ -89,7 +89,10 @@ impl User {
                 &self.id.to_string(),
             ],
         );
-        let first = minted["refresh_token"].as_str().expect("a refresh token").to_string();
+        let first = minted["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_string();
         // (dev-token prints tokens: that is its job. Forget its output.)
         printed.0.clear();
         let login = self.ok(
@@ -135,7 +138,10 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     tokens.push(first.clone());
     let p = alice.profile();
     let rotated = p["refresh_token"].as_str().expect("stored").to_string();
-    assert_ne!(rotated, first, "the stored refresh token is the rotated one");
+    assert!(
+        rotated != first,
+        "the stored refresh token is the rotated one"
+    );
     tokens.push(rotated.clone());
     #[cfg(unix)]
     {
@@ -145,11 +151,27 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     // A spent refresh token is refused (rotation).
     let reuse = alice.run(
         &mut printed,
-        &["login", "--supabase-url", &gw.url, "--anon-key", ANON_KEY, "--refresh-token", &first],
+        &[
+            "login",
+            "--supabase-url",
+            &gw.url,
+            "--anon-key",
+            ANON_KEY,
+            "--refresh-token",
+            &first,
+        ],
     );
     assert_eq!(reuse.status.code(), Some(1), "{}", stderr(&reuse));
-    assert!(stderr(&reuse).contains("Already Used"), "{}", stderr(&reuse));
-    assert_eq!(alice.profile()["refresh_token"], rotated.as_str(), "a failed login keeps the profile");
+    assert!(
+        stderr(&reuse).contains("Already Used"),
+        "{}",
+        stderr(&reuse)
+    );
+    assert_eq!(
+        alice.profile()["refresh_token"],
+        rotated.as_str(),
+        "a failed login keeps the profile"
+    );
     tokens.push(bob.login(&mut printed, &gw));
 
     // Alice creates a workspace and an entity, syncs, invites.
@@ -160,27 +182,53 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     let listed = alice.ok(&mut printed, &["workspace", "list"]);
     assert_eq!(listed[0]["role"], "owner", "{listed}");
     assert_eq!(listed[0]["name"], "Team", "{listed}");
-    let note = alice.ok(&mut printed, &["create", &ws, "notes", r#"{"title":"plan","by":"alice"}"#])["id"]
+    let note = alice.ok(
+        &mut printed,
+        &["create", &ws, "notes", r#"{"title":"plan","by":"alice"}"#],
+    )["id"]
         .as_str()
         .expect("id")
         .to_string();
     alice.ok(&mut printed, &["sync"]);
-    let invite = alice.run(&mut printed, &["workspace", "invite", &ws, "--role", "writer", "--expires", "1d"]);
+    let invite = alice.run(
+        &mut printed,
+        &[
+            "workspace",
+            "invite",
+            &ws,
+            "--role",
+            "writer",
+            "--expires",
+            "1d",
+        ],
+    );
     assert!(invite.status.success(), "{}", stderr(&invite));
     let code = String::from_utf8_lossy(&invite.stdout).trim().to_string();
     assert!(code.starts_with("smi_"), "{code}");
     let invites = alice.ok(&mut printed, &["workspace", "invites", &ws]);
     assert_eq!(invites[0]["state"], "active", "{invites}");
-    assert!(!invites.to_string().contains(&code), "listing never shows codes");
+    assert!(
+        !invites.to_string().contains(&code),
+        "listing never shows codes"
+    );
 
     // Bob joins, pulls, edits; both converge.
     let joined = bob.ok(&mut printed, &["workspace", "join", &code]);
-    assert_eq!((joined["workspace_id"].as_str(), joined["role"].as_str()), (Some(ws.as_str()), Some("writer")));
+    assert_eq!(
+        (joined["workspace_id"].as_str(), joined["role"].as_str()),
+        (Some(ws.as_str()), Some("writer"))
+    );
     let pulled = bob.ok(&mut printed, &["sync", "--workspace", &ws]);
     assert_eq!(pulled["pulled"], 1, "{pulled}");
-    assert_eq!(bob.ok(&mut printed, &["get", &note])["data"]["title"], "plan");
+    assert_eq!(
+        bob.ok(&mut printed, &["get", &note])["data"]["title"],
+        "plan"
+    );
     bob.ok(&mut printed, &["edit", &note, r#"{"done":true}"#]);
-    bob.ok(&mut printed, &["create", &ws, "notes", r#"{"title":"bob's idea"}"#]);
+    bob.ok(
+        &mut printed,
+        &["create", &ws, "notes", r#"{"title":"bob's idea"}"#],
+    );
     bob.ok(&mut printed, &["sync"]);
     alice.ok(&mut printed, &["edit", &note, r#"{"title":"plan v2"}"#]);
     alice.ok(&mut printed, &["sync"]);
@@ -206,8 +254,14 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     std::fs::write(alice.profile_path(), expired.to_string()).expect("edit profile");
     alice.ok(&mut printed, &["workspace", "list"]);
     let after = alice.profile();
-    assert_ne!(after["refresh_token"], before["refresh_token"]);
-    assert_ne!(after["access_token"], before["access_token"]);
+    assert!(
+        after["refresh_token"] != before["refresh_token"],
+        "the refresh token rotated"
+    );
+    assert!(
+        after["expires_at"].as_u64().unwrap_or(0) > 1,
+        "a fresh access token with its expiry was stored"
+    );
     tokens.extend(
         [&before, &after, &bob.profile()]
             .iter()
@@ -227,34 +281,82 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     assert!(stranger.status.success(), "{}", stderr(&stranger));
     assert_eq!(String::from_utf8_lossy(&stranger.stdout).trim(), "[]");
     let elsewhere = gw.url.replace("127.0.0.1", "localhost");
-    let other_url = alice.run(&mut printed, &["workspace", "list", "--supabase-url", &elsewhere]);
+    let no_key = alice.run(
+        &mut printed,
+        &["workspace", "list", "--supabase-url", &elsewhere],
+    );
+    assert_eq!(no_key.status.code(), Some(2), "{}", stderr(&no_key));
+    assert!(stderr(&no_key).contains("anon key"), "{}", stderr(&no_key));
+    let other_url = alice.run(
+        &mut printed,
+        &[
+            "workspace",
+            "list",
+            "--supabase-url",
+            &elsewhere,
+            "--anon-key",
+            ANON_KEY,
+        ],
+    );
     assert_eq!(other_url.status.code(), Some(1), "{}", stderr(&other_url));
-    assert!(stderr(&other_url).contains("not authenticated"), "{}", stderr(&other_url));
+    assert!(
+        stderr(&other_url).contains("not authenticated"),
+        "{}",
+        stderr(&other_url)
+    );
 
     // Alice removes Bob. Bob edits offline; his next sync is refused, with
     // nothing lost.
-    alice.ok(&mut printed, &["workspace", "remove-member", &ws, &bob.id.to_string()]);
-    bob.ok(&mut printed, &["edit", &note, r#"{"title":"bob was here"}"#]);
+    alice.ok(
+        &mut printed,
+        &["workspace", "remove-member", &ws, &bob.id.to_string()],
+    );
+    bob.ok(
+        &mut printed,
+        &["edit", &note, r#"{"title":"bob was here"}"#],
+    );
     let refused = bob.run(&mut printed, &["--json", "sync"]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     let err: Value = serde_json::from_slice(&refused.stderr).expect("JSON error");
     assert_eq!(err["error"]["kind"], "not_a_member", "{err}");
     let msg = err["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains(&format!("no longer a member of workspace {ws}")), "{msg}");
+    assert!(
+        msg.contains(&format!("no longer a member of workspace {ws}")),
+        "{msg}"
+    );
     let status = bob.ok(&mut printed, &["status"]);
-    let dead = status["dead_letters"].as_array().cloned().unwrap_or_default();
+    let dead = status["dead_letters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(dead.len(), 1, "{status}");
     assert!(
-        dead[0]["reason"].as_str().unwrap_or_default().contains("no longer a member"),
+        dead[0]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no longer a member"),
         "{status}"
     );
-    assert_eq!(bob.ok(&mut printed, &["get", &note])["data"]["title"], "bob was here");
+    assert_eq!(
+        bob.ok(&mut printed, &["get", &note])["data"]["title"],
+        "bob was here"
+    );
     alice.ok(&mut printed, &["sync"]);
-    assert_eq!(alice.ok(&mut printed, &["get", &note])["data"]["title"], "plan v2");
+    assert_eq!(
+        alice.ok(&mut printed, &["get", &note])["data"]["title"],
+        "plan v2"
+    );
     let again = bob.run(&mut printed, &["sync"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(stderr(&again).contains("no longer a member"), "{}", stderr(&again));
-    assert!(bob.ok(&mut printed, &["workspace", "list"]).as_array().is_some_and(Vec::is_empty));
+    assert!(
+        stderr(&again).contains("no longer a member"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(bob
+        .ok(&mut printed, &["workspace", "list"])
+        .as_array()
+        .is_some_and(Vec::is_empty));
 
     // Logging out forgets the connection.
     assert_eq!(bob.ok(&mut printed, &["logout"])["removed"], true);

@@ -60,8 +60,7 @@ async fn members_roles_and_the_last_owner() {
         .await
         .unwrap();
     let members = b.members(ws).await.unwrap();
-    let roles: BTreeSet<(Uuid, MemberRole)> =
-        members.iter().map(|m| (m.user_id, m.role)).collect();
+    let roles: BTreeSet<(Uuid, MemberRole)> = members.iter().map(|m| (m.user_id, m.role)).collect();
     assert_eq!(
         roles,
         BTreeSet::from([
@@ -70,7 +69,10 @@ async fn members_roles_and_the_last_owner() {
             (carol, MemberRole::Reader)
         ])
     );
-    assert_eq!(b.list_workspaces().await.unwrap()[0].role, MemberRole::Writer);
+    assert_eq!(
+        b.list_workspaces().await.unwrap()[0].role,
+        MemberRole::Writer
+    );
 
     // Only owners manage members.
     for e in [
@@ -104,7 +106,10 @@ async fn members_roles_and_the_last_owner() {
         assert!(matches!(e, RemoteError::LastOwner { .. }), "{e:?}");
     }
     // set_role is for members only.
-    let e = a.set_role(ws, stranger, MemberRole::Reader).await.unwrap_err();
+    let e = a
+        .set_role(ws, stranger, MemberRole::Reader)
+        .await
+        .unwrap_err();
     assert!(matches!(e, RemoteError::BadRequest { .. }), "{e:?}");
 
     // Removed: no more pull or push, and the answer says why.
@@ -149,7 +154,10 @@ async fn members_roles_and_the_last_owner() {
     // Another owner: now the first may step down.
     a.set_role(ws, bob, MemberRole::Owner).await.unwrap();
     a.set_role(ws, alice, MemberRole::Writer).await.unwrap();
-    assert_eq!(a.list_workspaces().await.unwrap()[0].role, MemberRole::Writer);
+    assert_eq!(
+        a.list_workspaces().await.unwrap()[0].role,
+        MemberRole::Writer
+    );
 }
 
 /// Starts a transaction as `user` (role authenticated, claims set locally).
@@ -321,7 +329,11 @@ async fn unusable_codes_all_get_the_same_answer() {
         .create_invite(ws, InviteOptions::new(MemberRole::Writer).with_max_uses(2))
         .await
         .unwrap();
-    assert!(inv.code.starts_with("smi_") && inv.code.len() == 26, "{}", inv.code);
+    assert!(
+        inv.code.starts_with("smi_") && inv.code.len() == 26,
+        "{}",
+        inv.code
+    );
     // Stored hashed: the table holds the SHA-256, never the code.
     let su = fx.db.superuser().await;
     let dump: String = su
@@ -347,12 +359,18 @@ async fn unusable_codes_all_get_the_same_answer() {
     let (j1, j2, j3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     for j in [j1, j2] {
         let joined = fx.remote_for(j).accept_invite(&inv.code).await.unwrap();
-        assert_eq!((joined.workspace_id, joined.role, joined.joined), (ws, MemberRole::Writer, true));
+        assert_eq!(
+            (joined.workspace_id, joined.role, joined.joined),
+            (ws, MemberRole::Writer, true)
+        );
         assert_eq!(joined.name, "Secret project");
     }
     // A member joining again takes no use and changes nothing.
     let again = fx.remote_for(j1).accept_invite(&inv.code).await;
-    assert!(matches!(again, Err(RemoteError::InvalidInvitation { .. })), "{again:?}");
+    assert!(
+        matches!(again, Err(RemoteError::InvalidInvitation { .. })),
+        "{again:?}"
+    );
     refusals.insert(raw_join(&url, j3, &inv.code).await);
     assert_eq!(refusals.len(), 1, "used up: {refusals:#?}");
     let listed = o.list_invites(ws).await.unwrap();
@@ -387,7 +405,9 @@ async fn unusable_codes_all_get_the_same_answer() {
     o.revoke_invite(InviteRef::Code(by_code.code.clone()))
         .await
         .unwrap();
-    o.revoke_invite(InviteRef::Id(by_id.invite_id)).await.unwrap();
+    o.revoke_invite(InviteRef::Id(by_id.invite_id))
+        .await
+        .unwrap();
     refusals.insert(raw_join(&url, j3, &by_code.code).await);
     refusals.insert(raw_join(&url, j3, &by_id.code).await);
     assert_eq!(refusals.len(), 1, "revoked: {refusals:#?}");
@@ -420,7 +440,10 @@ async fn unusable_codes_all_get_the_same_answer() {
     // Escalation: a reader invites nobody, a writer no owner.
     let r = fx.remote_for(reader);
     for role in [MemberRole::Reader, MemberRole::Writer, MemberRole::Owner] {
-        let e = r.create_invite(ws, InviteOptions::new(role)).await.unwrap_err();
+        let e = r
+            .create_invite(ws, InviteOptions::new(role))
+            .await
+            .unwrap_err();
         assert!(matches!(e, RemoteError::Forbidden { .. }), "{role}: {e:?}");
     }
     let w = fx.remote_for(writer);
@@ -437,10 +460,18 @@ async fn unusable_codes_all_get_the_same_answer() {
         .create_invite(ws, InviteOptions::new(MemberRole::Writer).with_max_uses(5))
         .await
         .unwrap();
-    assert_eq!(w.list_invites(ws).await.unwrap().len(), 1, "a writer sees its own");
+    assert_eq!(
+        w.list_invites(ws).await.unwrap().len(),
+        1,
+        "a writer sees its own"
+    );
     let j4 = Uuid::new_v4();
     assert_eq!(
-        fx.remote_for(j4).accept_invite(&wi.code).await.unwrap().role,
+        fx.remote_for(j4)
+            .accept_invite(&wi.code)
+            .await
+            .unwrap()
+            .role,
         MemberRole::Writer
     );
     o.set_role(ws, writer, MemberRole::Reader).await.unwrap();
@@ -451,12 +482,23 @@ async fn unusable_codes_all_get_the_same_answer() {
     assert_eq!(status, 400, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["hint"], "supamerge:invalid_invitation", "{body}");
-    assert!(!body.contains(&ws.to_string()) && !body.contains("Secret"), "{body}");
-    let typed = fx.remote_for(Uuid::new_v4()).accept_invite(&random_code()).await;
-    assert!(matches!(typed, Err(RemoteError::InvalidInvitation { .. })), "{typed:?}");
+    assert!(
+        !body.contains(&ws.to_string()) && !body.contains("Secret"),
+        "{body}"
+    );
+    let typed = fx
+        .remote_for(Uuid::new_v4())
+        .accept_invite(&random_code())
+        .await;
+    assert!(
+        matches!(typed, Err(RemoteError::InvalidInvitation { .. })),
+        "{typed:?}"
+    );
 
     // Invitations need a user; anon gets nothing.
-    let anon = SupabaseRemote::builder(url.clone(), ANON_KEY).build().unwrap();
+    let anon = SupabaseRemote::builder(url.clone(), ANON_KEY)
+        .build()
+        .unwrap();
     let e = anon.accept_invite(&live.code).await.unwrap_err();
     assert!(matches!(e, RemoteError::Unauthenticated { .. }), "{e:?}");
 }
@@ -537,7 +579,9 @@ async fn a_removed_members_engine_reports_it_and_loses_nothing() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].entry.doc_id, doc);
     assert!(
-        dead[0].reason.contains(&format!("no longer a member of workspace {gone}")),
+        dead[0]
+            .reason
+            .contains(&format!("no longer a member of workspace {gone}")),
         "{}",
         dead[0].reason
     );

@@ -18,7 +18,12 @@ pub struct LoginArgs {
     #[arg(long, env = "SUPABASE_URL", value_name = "URL")]
     pub supabase_url: String,
     /// The project's anon (publishable) key.
-    #[arg(long, env = "SUPABASE_ANON_KEY", hide_env_values = true, value_name = "KEY")]
+    #[arg(
+        long,
+        env = "SUPABASE_ANON_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub anon_key: String,
     /// A user's access token (JWT); used until it expires.
     #[arg(long, value_name = "JWT", conflicts_with = "refresh_token")]
@@ -42,7 +47,10 @@ pub fn login(a: LoginArgs, mode: OutputMode, out: &mut dyn Write) -> Result<(), 
         anon_key: a.anon_key.clone(),
         access_token: a.access_token.clone(),
         refresh_token: None,
-        expires_at: a.access_token.as_deref().and_then(crate::remote::jwt_expiry),
+        expires_at: a
+            .access_token
+            .as_deref()
+            .and_then(crate::remote::jwt_expiry),
     };
     if let Some(rt) = &a.refresh_token {
         // Exchange it now: a refresh token that does not work is refused
@@ -107,7 +115,9 @@ pub fn logout(mode: OutputMode, out: &mut dyn Write) -> Result<(), CliError> {
     let (removed, path) = profile::remove()?;
     match mode {
         OutputMode::Json => write_json(out, &json!({"removed": removed, "profile": path})),
-        OutputMode::Human if removed => write_line(out, format!("logged out: removed {}", path.display())),
+        OutputMode::Human if removed => {
+            write_line(out, format!("logged out: removed {}", path.display()))
+        }
         OutputMode::Human => write_line(out, format!("not logged in (no {})", path.display())),
     }
 }

@@ -12,10 +12,10 @@
 //!   value that is not an object, bad UUID, bad collection name, a path that
 //!   is not a JSON pointer.
 
-#[cfg(feature = "bench")]
-mod bench;
 mod account;
 mod archive;
+#[cfg(feature = "bench")]
+mod bench;
 mod demo;
 mod doctor;
 mod entity;

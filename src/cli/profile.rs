@@ -74,8 +74,14 @@ impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Profile")
             .field("supabase_url", &self.supabase_url)
-            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
-            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
@@ -101,10 +107,7 @@ impl Profile {
 /// # Errors
 /// [`ProfileError::NoConfigDir`].
 pub fn config_dir() -> Result<PathBuf, ProfileError> {
-    let abs = |v: Option<std::ffi::OsString>| {
-        v.map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
+    let abs = |v: Option<std::ffi::OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
     if let Some(x) = abs(std::env::var_os("XDG_CONFIG_HOME")) {
         return Ok(x.join("supamerge"));
     }
@@ -137,12 +140,14 @@ pub fn load() -> Result<Option<Profile>, ProfileError> {
 
 fn load_from(path: &Path) -> Result<Option<Profile>, ProfileError> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| ProfileError::Damaged {
-                path: path.to_owned(),
-                source,
-            }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| ProfileError::Damaged {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ProfileError::Io {
             action: "read",

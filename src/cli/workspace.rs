@@ -122,7 +122,8 @@ pub enum WorkspaceCommand {
 }
 
 fn parse_role(s: &str) -> Result<MemberRole, String> {
-    s.parse().map_err(|e: crate::remote::InvalidRole| e.to_string())
+    s.parse()
+        .map_err(|e: crate::remote::InvalidRole| e.to_string())
 }
 
 /// `7d`, `12h`, `30m`, `90s`, `2w` or plain seconds.
@@ -157,7 +158,9 @@ pub fn run(a: WorkspaceArgs, mode: OutputMode, out: &mut dyn Write) -> Result<()
     match a.command {
         WorkspaceCommand::Create { name, remote } => {
             let admin = remote.open()?.admin;
-            let id = rt.block_on(admin.create_workspace(&name)).map_err(crate::Error::from)?;
+            let id = rt
+                .block_on(admin.create_workspace(&name))
+                .map_err(crate::Error::from)?;
             if json {
                 write_json(out, &json!({"workspace_id": id, "name": name}))
             } else {
@@ -166,7 +169,9 @@ pub fn run(a: WorkspaceArgs, mode: OutputMode, out: &mut dyn Write) -> Result<()
         }
         WorkspaceCommand::List { remote } => {
             let admin = remote.open()?.admin;
-            let list = rt.block_on(admin.list_workspaces()).map_err(crate::Error::from)?;
+            let list = rt
+                .block_on(admin.list_workspaces())
+                .map_err(crate::Error::from)?;
             if json {
                 return write_json(out, &list);
             }
@@ -177,7 +182,9 @@ pub fn run(a: WorkspaceArgs, mode: OutputMode, out: &mut dyn Write) -> Result<()
         }
         WorkspaceCommand::Members(WsArgs { workspace, remote }) => {
             let admin = remote.open()?.admin;
-            let list = rt.block_on(admin.members(workspace)).map_err(crate::Error::from)?;
+            let list = rt
+                .block_on(admin.members(workspace))
+                .map_err(crate::Error::from)?;
             if json {
                 return write_json(out, &list);
             }
@@ -206,7 +213,14 @@ pub fn run(a: WorkspaceArgs, mode: OutputMode, out: &mut dyn Write) -> Result<()
             let admin = remote.open()?.admin;
             rt.block_on(admin.set_role(workspace, user, role))
                 .map_err(crate::Error::from)?;
-            member_done(out, json, "changed the role of", workspace, user, Some(role))
+            member_done(
+                out,
+                json,
+                "changed the role of",
+                workspace,
+                user,
+                Some(role),
+            )
         }
         WorkspaceCommand::RemoveMember(UserArgs {
             workspace,

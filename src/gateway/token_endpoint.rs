@@ -124,7 +124,11 @@ pub(super) async fn token_handler(
         k == state.config.anon_key || state.config.service_key.as_deref() == Some(k)
     });
     if !known {
-        return auth_error(401, "no_authorization", "Invalid API key: pass the project's anon key as apikey");
+        return auth_error(
+            401,
+            "no_authorization",
+            "Invalid API key: pass the project's anon key as apikey",
+        );
     }
     if q.grant_type.as_deref() != Some("refresh_token") {
         return auth_error(

@@ -60,7 +60,10 @@ impl AuthSession {
 impl fmt::Debug for AuthSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthSession")
-            .field("access_token", &self.access_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("refresh_token", &"<redacted>")
             .field("expires_at", &self.expires_at)
             .finish()
@@ -292,7 +295,11 @@ mod tests {
     fn expiry_is_read_from_the_payload() {
         use base64::Engine;
         let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-        let t = format!("{}.{}.sig", enc("{}"), enc(r#"{"exp":1700000000,"sub":"x"}"#));
+        let t = format!(
+            "{}.{}.sig",
+            enc("{}"),
+            enc(r#"{"exp":1700000000,"sub":"x"}"#)
+        );
         assert_eq!(jwt_expiry(&t), Some(1_700_000_000));
         assert_eq!(jwt_expiry("not a jwt"), None);
         let s = AuthSession::from_refresh_token("r").with_access_token(t);

@@ -146,9 +146,7 @@ impl SyncErrorKind {
             Error::Remote(r) => match r {
                 RemoteError::Unavailable { .. } | RemoteError::Timeout { .. } => Self::Offline,
                 RemoteError::Unauthenticated { .. } => Self::Auth,
-                RemoteError::Forbidden { .. } | RemoteError::NotAMember { .. } => {
-                    Self::Forbidden
-                }
+                RemoteError::Forbidden { .. } | RemoteError::NotAMember { .. } => Self::Forbidden,
                 RemoteError::Server { .. } | RemoteError::Storage(_) => Self::Server,
                 RemoteError::Task { .. } => Self::Task,
                 _ => Self::Rejected,
