@@ -394,7 +394,7 @@ mod tests {
         assert!(call_sql(&pull, &["p\"x", "p_ws"].into()).contains("\"p\"\"x\" integer"));
         assert_eq!(
             call_sql(&f(&[]), &BTreeSet::new()),
-            "select to_jsonb(\"public\".\"fn\"())::text"
+            "select to_jsonb(\"public\".\"fn\"())::text from (select $1::jsonb) as _b"
         );
     }
 
