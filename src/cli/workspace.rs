@@ -338,7 +338,7 @@ fn member_done(
     if json {
         return write_json(
             out,
-            &json!({"workspace_id": workspace, "user_id": user, "role": role, "done": verb}),
+            &json!({"workspace_id": workspace, "user_id": user, "role": role}),
         );
     }
     match role {
