@@ -262,8 +262,17 @@ async fn two_users_share_a_workspace_from_the_command_line() {
         after["expires_at"].as_u64().unwrap_or(0) > 1,
         "a fresh access token with its expiry was stored"
     );
+    // The server says "JWT expired" although the profile thought the token
+    // fresh (a clock off, a revoked session): one refresh, one retry.
+    let mut stale = alice.profile();
+    stale["access_token"] = serde_json::json!(pg::expired_user_jwt(alice.id, 120));
+    stale["expires_at"] = serde_json::json!(4_102_444_800u64);
+    std::fs::write(alice.profile_path(), stale.to_string()).expect("edit profile");
+    alice.ok(&mut printed, &["workspace", "list"]);
+    let retried = alice.profile();
+    assert!(retried["refresh_token"] != after["refresh_token"], "refreshed on the 401");
     tokens.extend(
-        [&before, &after, &bob.profile()]
+        [&before, &after, &retried, &bob.profile()]
             .iter()
             .flat_map(|p| [p["refresh_token"].as_str(), p["access_token"].as_str()])
             .flatten()

@@ -261,7 +261,11 @@ async fn push_batch(
             // pushed by this user: dead letters, with the reason (nothing is
             // dropped), and the pass goes on with the other workspaces.
             Err(RemoteError::NotAMember { message }) => {
-                let reason = format!("no longer a member of workspace {ws}: {message}");
+                let reason = if message.contains("no longer a member") {
+                    message
+                } else {
+                    format!("no longer a member of workspace {ws}: {message}")
+                };
                 let mut hashes: Vec<ChangeHash> = batch.iter().map(|e| e.hash).collect();
                 hashes.extend(stack.drain(..).flatten().map(|e| e.hash));
                 let n = hashes.len();
