@@ -270,7 +270,10 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     std::fs::write(alice.profile_path(), stale.to_string()).expect("edit profile");
     alice.ok(&mut printed, &["workspace", "list"]);
     let retried = alice.profile();
-    assert!(retried["refresh_token"] != after["refresh_token"], "refreshed on the 401");
+    assert!(
+        retried["refresh_token"] != after["refresh_token"],
+        "refreshed on the 401"
+    );
     tokens.extend(
         [&before, &after, &retried, &bob.profile()]
             .iter()

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::remote::RemoteArgs;
 use super::{write_json, write_line, CliError, OutputMode};
 use crate::id::WorkspaceId;
-use crate::remote::{InviteOptions, InviteRef, MemberRole};
+use crate::remote::{InviteOptions, InviteRef, InviteState, MemberRole};
 
 /// Arguments of `workspace`.
 #[derive(Debug, Args)]
@@ -276,13 +276,18 @@ pub fn run(a: WorkspaceArgs, mode: OutputMode, out: &mut dyn Write) -> Result<()
                 return write_json(out, &list);
             }
             for i in &list {
+                let state = match i.state {
+                    InviteState::Active => "active",
+                    InviteState::Expired => "expired",
+                    InviteState::UsedUp => "used_up",
+                    InviteState::Revoked => "revoked",
+                };
                 write_line(
                     out,
                     format!(
-                        "{}\t{:?}\t{}\t{}/{} uses\texpires {}",
-                        i.invite_id, i.state, i.role, i.uses, i.max_uses, i.expires_at
-                    )
-                    .to_lowercase(),
+                        "{}\t{state}\t{}\t{}/{} uses\texpires {}",
+                        i.invite_id, i.role, i.uses, i.max_uses, i.expires_at
+                    ),
                 )?;
             }
             Ok(())
