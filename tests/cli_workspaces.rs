@@ -205,6 +205,23 @@ async fn two_users_share_a_workspace_from_the_command_line() {
     assert!(invite.status.success(), "{}", stderr(&invite));
     let code = String::from_utf8_lossy(&invite.stdout).trim().to_string();
     assert!(code.starts_with("smi_"), "{code}");
+    // The demo needs no flags either (and --local keeps it on the hub).
+    let demo = alice.ok(&mut printed, &["demo", "--burst", "20"]);
+    assert_eq!(demo["converged"], true, "{demo}");
+    assert!(
+        demo["backend"]
+            .as_str()
+            .is_some_and(|b| b.contains(&gw.url)),
+        "{demo}"
+    );
+    let local = alice.ok(&mut printed, &["demo", "--local", "--burst", "20"]);
+    assert!(
+        !local["backend"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&gw.url),
+        "{local}"
+    );
     let invites = alice.ok(&mut printed, &["workspace", "invites", &ws]);
     assert_eq!(invites[0]["state"], "active", "{invites}");
     assert!(
@@ -315,6 +332,40 @@ async fn two_users_share_a_workspace_from_the_command_line() {
         stderr(&other_url).contains("not authenticated"),
         "{}",
         stderr(&other_url)
+    );
+
+    // Revoking, by code and by id: the code then says what any bad code says.
+    let second = alice.ok(
+        &mut printed,
+        &["workspace", "invite", &ws, "--role", "reader"],
+    );
+    let code2 = second["code"].as_str().expect("code").to_string();
+    alice.ok(&mut printed, &["workspace", "revoke", &code2]);
+    let refused = bob.run(&mut printed, &["--json", "workspace", "join", &code2]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let err: Value = serde_json::from_slice(&refused.stderr).expect("JSON error");
+    assert_eq!(err["error"]["kind"], "invalid_invitation", "{err}");
+    let third = alice.ok(&mut printed, &["workspace", "invite", &ws, "--uses", "3"]);
+    let id3 = third["invite_id"].as_str().expect("id").to_string();
+    alice.ok(&mut printed, &["workspace", "revoke", &id3]);
+    let states: Vec<String> = alice
+        .ok(&mut printed, &["workspace", "invites", &ws])
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|i| {
+            format!(
+                "{}:{}",
+                i["invite_id"].as_str().unwrap_or(""),
+                i["state"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(states.contains(&format!("{id3}:revoked")), "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| s.ends_with(":used_up")).count(),
+        1,
+        "{states:?}"
     );
 
     // Alice removes Bob. Bob edits offline; his next sync is refused, with
