@@ -26,7 +26,7 @@ pub struct MemberArgs {
     pub workspace: WorkspaceId,
     /// The user id (the `sub` of their access token; `login` prints it).
     pub user: uuid::Uuid,
-    /// Their role.
+    /// Their role: reader, writer or owner.
     #[arg(long, value_parser = parse_role)]
     pub role: MemberRole,
     /// Where.
@@ -88,7 +88,7 @@ pub enum WorkspaceCommand {
     Invite {
         /// The workspace.
         workspace: WorkspaceId,
-        /// The role a joining user gets.
+        /// The role a joining user gets: reader, writer or owner.
         #[arg(long, value_parser = parse_role, default_value = "writer")]
         role: MemberRole,
         /// Lifetime: seconds, or a number with s, m, h, d or w (`7d`).

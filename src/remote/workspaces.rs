@@ -417,6 +417,30 @@ fn unsupported(op: &'static str) -> RemoteError {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_hub_creates_workspaces_and_supports_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = super::super::LocalHub::open(dir.path()).unwrap();
+        let admin: &dyn WorkspaceAdmin = &hub;
+        let (a, b) = (
+            admin.create_workspace("a").await.unwrap(),
+            admin.create_workspace("a").await.unwrap(),
+        );
+        assert_ne!(a, b);
+        for e in [
+            admin.list_workspaces().await.unwrap_err(),
+            admin.members(a).await.unwrap_err(),
+            admin
+                .create_invite(a, InviteOptions::new(MemberRole::Reader))
+                .await
+                .unwrap_err(),
+            admin.accept_invite("smi_x").await.unwrap_err(),
+        ] {
+            assert!(matches!(e, RemoteError::Unsupported { .. }), "{e:?}");
+            assert!(!e.is_retryable());
+        }
+    }
+
     #[test]
     fn who_may_invite_whom() {
         use MemberRole::*;
