@@ -146,7 +146,23 @@ async fn members_roles_and_the_last_owner() {
     let e = fx.remote_for(carol).pull(pull_req(ws)).await.unwrap_err();
     assert!(matches!(e, RemoteError::NotAMember { .. }), "{e:?}");
 
-    // Added back: syncing again.
+    // Removed by an owner: no way back with a code (not even one made
+    // afterwards); who left may come back with one.
+    let code = a
+        .create_invite(ws, InviteOptions::new(MemberRole::Reader).with_max_uses(5))
+        .await
+        .unwrap()
+        .code;
+    let e = b.accept_invite(&code).await.unwrap_err();
+    assert!(matches!(e, RemoteError::InvalidInvitation { .. }), "{e:?}");
+    let back = fx.remote_for(carol).accept_invite(&code).await.unwrap();
+    assert_eq!((back.role, back.joined), (MemberRole::Reader, true));
+    fx.remote_for(carol)
+        .pull(pull_req(ws))
+        .await
+        .expect("carol is back");
+
+    // Added back by an owner: syncing again.
     WorkspaceAdmin::add_member(&a, ws, bob, MemberRole::Reader)
         .await
         .unwrap();
@@ -613,4 +629,42 @@ async fn a_removed_members_engine_reports_it_and_loses_nothing() {
     assert!(back.not_a_member.is_empty());
     assert!(engine.status().borrow().not_a_member.is_empty());
     engine.shutdown().await;
+}
+
+/// A workspace holds at most 1000 usable invitations; revoking makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usable_invitations_are_bounded() {
+    let fx = SupabaseFixture::start().await;
+    let owner = Uuid::new_v4();
+    let ws = fx.workspace(owner, &[]).await;
+    let o = fx.remote_for(owner);
+    let first = o
+        .create_invite(ws, InviteOptions::new(MemberRole::Reader))
+        .await
+        .unwrap();
+    fx.db
+        .superuser()
+        .await
+        .execute(
+            "insert into public.workspace_invites (workspace_id, code_sha256, role, expires_at, max_uses) \
+             select $1::text::uuid, sha256(convert_to(g::text || $1, 'UTF8')), 'reader', \
+                    now() + interval '1 day', 1 from generate_series(1, 999) g",
+            &[&ws.to_string()],
+        )
+        .await
+        .unwrap();
+    let e = o
+        .create_invite(ws, InviteOptions::new(MemberRole::Reader))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::BadRequest { message, .. } if message.contains("1000 usable")),
+        "{e:?}"
+    );
+    o.revoke_invite(InviteRef::Id(first.invite_id))
+        .await
+        .unwrap();
+    o.create_invite(ws, InviteOptions::new(MemberRole::Reader))
+        .await
+        .expect("room again");
 }

@@ -890,6 +890,12 @@ begin
   if p_max_uses is null or p_max_uses not between 1 and 10000 then
     raise exception 'an invitation has 1 to 10000 uses' using errcode = '22023';
   end if;
+  -- Bounded: at most 1000 usable invitations per workspace at a time.
+  if (select count(*) from public.workspace_invites i
+       where i.workspace_id = p_workspace and i.revoked_at is null
+         and i.expires_at > now() and i.uses < i.max_uses) >= 1000 then
+    raise exception 'this workspace has 1000 usable invitations: revoke some first';
+  end if;
   v_code := 'smi_' || translate(rtrim(encode(uuid_send(gen_random_uuid()), 'base64'), '='), '+/', '-_');
   v_expires := now() + make_interval(secs => p_expires_in_seconds::double precision);
   insert into public.workspace_invites (workspace_id, code_sha256, role, created_by, expires_at, max_uses)
@@ -978,7 +984,8 @@ end
 $$;
 
 -- Joins the workspace of an invitation code:
--- {"workspace_id","name","role","joined"}. A member whose role is already at
+-- {"workspace_id","name","role","joined"}. A user an owner removed cannot
+-- use a code (an owner adds them back); one who left can. A member whose role is already at
 -- least the invitation's keeps it ("joined": false, no use taken); a lower
 -- role is raised. Every unusable code gets the same error. Two joins racing
 -- for the last use are serialised on the workspace row (the lock every
@@ -1013,8 +1020,12 @@ begin
     select m.role into v_creator_role from public.workspace_members m
      where m.workspace_id = v_ws and m.user_id = v_creator;
   end if;
+  -- A user an owner removed comes back only when an owner adds them again,
+  -- not with a code they may still hold (who left may come back).
   if v_id is null or v_revoked is not null or v_expires <= now() or v_uses >= v_max
-     or not supamerge_private.may_invite(coalesce(v_creator_role, ''), v_role) then
+     or not supamerge_private.may_invite(coalesce(v_creator_role, ''), v_role)
+     or exists (select 1 from public.workspace_removals r
+                 where r.workspace_id = v_ws and r.user_id = v_uid and r.reason = 'removed') then
     perform supamerge_private.invalid_invitation();
   end if;
   select w.name into v_name from public.workspaces w where w.id = v_ws;
