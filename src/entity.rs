@@ -198,6 +198,19 @@ pub fn meta_obj(view: LwwView<'_>) -> Option<ObjId> {
     }
 }
 
+/// A string field of `_meta` (`collection`, `workspace`), as
+/// last-writer-wins resolves it.
+pub fn meta_str(view: LwwView<'_>, key: &str) -> Option<String> {
+    let meta = meta_obj(view)?;
+    match view.winner(&meta, key) {
+        Ok(Some((Value::Scalar(s), _))) => match s.as_ref() {
+            ScalarValue::Str(t) => Some(t.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Whether the tombstone is set.
 pub fn is_deleted(view: LwwView<'_>) -> bool {
     let Some(meta) = meta_obj(view) else {

@@ -29,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
     // repairing its directory
     &["sync", "doctor"],
     // facades and tools
-    &["raw", "test_util", "demo", "gateway"],
+    &["raw", "test_util", "demo", "gateway", "archive"],
     &["bench"],
     &["cli"],
 ];

@@ -131,6 +131,7 @@ mod replica;
 mod store;
 mod sync;
 
+pub mod archive;
 #[cfg(feature = "bench")]
 pub mod bench;
 #[cfg(feature = "cli")]
@@ -169,17 +170,21 @@ pub use protocol::{
 };
 #[cfg(feature = "supabase")]
 pub use remote::{
-    AccessTokenProvider, MemberRole, RealtimeClient, RealtimeClientBuilder, StaticToken,
-    SupabaseConfigError, SupabaseRemote, SupabaseRemoteBuilder, TokenError,
+    jwt_claims, jwt_expiry, AccessTokenProvider, AuthSession, RealtimeClient,
+    RealtimeClientBuilder, RefreshingToken, SessionSink, StaticToken, SupabaseConfigError,
+    SupabaseRemote, SupabaseRemoteBuilder, TokenError,
 };
 pub use remote::{
     ChannelState, ConnectionState, HubLive, LiveError, LiveUpdates, Nudge, NudgeKind,
     PresenceEntry, PresenceState, Subscription,
 };
-pub use remote::{LocalHub, Remote, RemoteError};
+pub use remote::{
+    CreatedInvite, InvalidRole, Invite, InviteOptions, InviteRef, InviteState, Joined, LocalHub,
+    Member, MemberRole, Remote, RemoteError, WorkspaceAdmin, WorkspaceSummary,
+};
 pub use replica::{
-    ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, Origin, RemoteChange,
-    Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
+    ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, ImportedDoc, Origin,
+    RemoteChange, Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
 };
 pub use store::{
     CursorRecord, DamagedRecord, DeadLetter, Durability, ListReport, OutboxEntry, Recovery,

@@ -14,6 +14,10 @@ fn run(data: &Path, args: &[&str]) -> Output {
         .arg(data)
         .args(args)
         .env_remove("SUPAMERGE_DATA")
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("supamerge-tests-no-profile-here"),
+        )
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .output()

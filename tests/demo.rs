@@ -14,6 +14,12 @@ fn demo_converges_and_reports_the_staged_conflict() {
         .args(["--json", "demo", "--burst", "300"])
         .env_remove("SUPAMERGE_DATA")
         .env_remove("RUST_LOG")
+        .env_remove("SUPABASE_URL")
+        // No `supamerge login` profile: the demo runs on the embedded hub.
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("supamerge-tests-no-profile-here"),
+        )
         .stdin(Stdio::null())
         .output()
         .expect("run supamerge demo");

@@ -168,7 +168,7 @@ async fn call_everything(c: &tokio_postgres::Client, own_ws: &str, victim_ws: &s
         )
         .expect("apply");
     let snapshot = b64(&saved.save());
-    let (u2, key) = (Uuid::new_v4(), Uuid::new_v4());
+    let (u2, u3, key) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let calls = vec![
         "select public.supamerge_create_workspace('hijack')".to_owned(),
         format!("select public.supamerge_create_workspace('hijack', '{key}')"),
@@ -184,6 +184,21 @@ async fn call_everything(c: &tokio_postgres::Client, own_ws: &str, victim_ws: &s
         ),
         format!("select public.supamerge_get_snapshots('{own_ws}', null, 10, 2)"),
         format!("select public.supamerge_get_snapshots('{own_ws}', null, 10, 1)"),
+        // Issue 16's functions, every one of them.
+        "select public.supamerge_list_workspaces()".to_owned(),
+        format!("select public.supamerge_list_members('{own_ws}')"),
+        format!("select public.supamerge_set_role('{own_ws}', '{u2}', 'writer')"),
+        format!(
+            "select public.supamerge_accept_invite(\
+             public.supamerge_create_invite('{own_ws}', 'reader', 3600, 2) ->> 'code')"
+        ),
+        format!(
+            "select public.supamerge_revoke_invite(null, \
+             public.supamerge_create_invite('{own_ws}', 'writer', 3600, 1) ->> 'code')"
+        ),
+        format!("select public.supamerge_list_invites('{own_ws}')"),
+        format!("select public.supamerge_add_member('{own_ws}', '{u3}', 'reader')"),
+        format!("select public.supamerge_remove_member('{own_ws}', '{u3}')"),
         format!("select public.supamerge_leave_workspace('{own_ws}')"),
         format!("select public.supamerge_pull('{victim_ws}', '', 10, false)"),
         format!("select public.supamerge_push('{victim_ws}', '{changes}')"),

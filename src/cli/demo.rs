@@ -19,6 +19,9 @@ pub struct DemoArgs {
     /// are devices of the token's user, in a new workspace.
     #[command(flatten)]
     pub supabase: SupabaseArgs,
+    /// Use the embedded hub even when `supamerge login` stored a connection.
+    #[arg(long, conflicts_with = "supabase_url")]
+    pub local: bool,
 }
 
 /// Runs the demo on a fresh tokio runtime.
@@ -43,8 +46,9 @@ pub(super) fn run(a: DemoArgs, mode: OutputMode, out: &mut dyn Write) -> Result<
             b.set_position(p.done);
         }) as std::sync::Arc<dyn Fn(demo::DemoProgress) + Send + Sync>
     });
-    let backend = match (a.supabase.remote()?, &a.supabase.supabase_url) {
-        (Some(remote), Some(url)) => {
+    let resolved = if a.local { None } else { a.supabase.remote()? };
+    let backend = match resolved {
+        Some(super::remote::Resolved { remote, url }) => {
             let workspace = rt
                 .block_on(remote.create_workspace("supamerge demo"))
                 .map_err(crate::Error::from)?;
@@ -54,7 +58,7 @@ pub(super) fn run(a: DemoArgs, mode: OutputMode, out: &mut dyn Write) -> Result<
                 name: format!("Supabase at {url} (workspace {workspace})"),
             })
         }
-        _ => None,
+        None => None,
     };
     let report = rt.block_on(demo::run(DemoOptions {
         burst: a.burst,

@@ -20,6 +20,12 @@ pub struct DevTokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600, value_name = "SECS")]
     pub expires_in: u64,
+    /// Also issue a refresh token for the gateway's stand-in of Supabase
+    /// Auth's token endpoint (single use, rotated on every refresh); the
+    /// human output is then the refresh token alone, for `supamerge login
+    /// --refresh-token`.
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 /// Prints a development access token for the local gateway.
@@ -43,16 +49,31 @@ pub(super) fn dev_token(
                 reason: e.to_string(),
             })
         })?;
+    let refresh = if a.refresh {
+        Some(
+            gateway::token_endpoint::dev_refresh_token(&a.jwt_secret, user, now).map_err(|e| {
+                CliError::Gateway(gateway::GatewayError::Config {
+                    setting: "jwt_secret",
+                    reason: e.to_string(),
+                })
+            })?,
+        )
+    } else {
+        None
+    };
     match mode {
-        OutputMode::Json => write_json(
-            out,
-            &serde_json::json!({
+        OutputMode::Json => {
+            let mut v = serde_json::json!({
                 "access_token": token,
                 "user": user,
                 "expires_at": now.saturating_add(a.expires_in),
-            }),
-        ),
-        OutputMode::Human => write_line(out, token),
+            });
+            if let Some(r) = &refresh {
+                v["refresh_token"] = serde_json::json!(r);
+            }
+            write_json(out, &v)
+        }
+        OutputMode::Human => write_line(out, refresh.unwrap_or(token)),
     }
 }
 

@@ -12,6 +12,8 @@
 //!   value that is not an object, bad UUID, bad collection name, a path that
 //!   is not a JSON pointer.
 
+mod account;
+mod archive;
 #[cfg(feature = "bench")]
 mod bench;
 mod demo;
@@ -19,8 +21,10 @@ mod doctor;
 mod entity;
 #[cfg(feature = "gateway")]
 mod gateway;
+mod profile;
 mod remote;
 mod sync;
+mod workspace;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -92,6 +96,16 @@ pub enum Command {
     Info(entity::IdArgs),
     /// Check a replica directory; with --repair, move what is damaged to quarantine.
     Doctor(doctor::DoctorArgs),
+    /// Workspaces, members and invitations (Supabase or the local gateway).
+    Workspace(workspace::WorkspaceArgs),
+    /// Store the Supabase connection in your config directory: later commands need no flags.
+    Login(account::LoginArgs),
+    /// Forget the stored connection.
+    Logout,
+    /// Write every entity of a workspace to a directory (JSON and Automerge saves).
+    Export(archive::ExportArgs),
+    /// Import a directory written by `export` (again: nothing new).
+    Import(archive::ImportArgs),
     // No doc comment: `gateway --help` shows `GatewayArgs`' own, which says
     // plainly that this is a development stand-in for Supabase's API gateway.
     #[cfg(feature = "gateway")]
@@ -152,8 +166,25 @@ pub enum CliError {
         path: std::path::PathBuf,
     },
     /// `sync` needs `--hub DIR` or `--supabase-url`.
-    #[error("no remote: pass --hub DIR or --supabase-url URL --anon-key KEY")]
+    #[error("no remote: pass --hub DIR or --supabase-url URL --anon-key KEY, or run `supamerge login` first")]
     MissingRemote,
+    /// The connection profile could not be read or written.
+    #[error(transparent)]
+    Profile(#[from] profile::ProfileError),
+    /// Supabase Auth did not give an access token.
+    #[error(transparent)]
+    Token(crate::remote::TokenError),
+    /// Export or import failed.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    /// The server said the user is no longer a member of these workspaces
+    /// (the rest of the sync went through; see `status` for the dead
+    /// letters).
+    #[error("{}", not_a_member_message(.workspaces))]
+    NotAMember {
+        /// The workspaces.
+        workspaces: Vec<crate::id::WorkspaceId>,
+    },
     /// The Supabase settings are invalid.
     #[error(transparent)]
     Supabase(#[from] crate::remote::SupabaseConfigError),
@@ -200,14 +231,24 @@ impl CliError {
             | CliError::MissingRemote
             | CliError::Supabase(_)
             | CliError::NotAReplica { .. } => EXIT_USAGE,
+            CliError::Archive(crate::archive::ArchiveError::Replica(e)) => {
+                CliError::exit_code_of(e)
+            }
             #[cfg(feature = "gateway")]
             CliError::Gateway(crate::gateway::GatewayError::Config { .. }) => EXIT_USAGE,
-            CliError::Supamerge(Error::Id(_)) => EXIT_USAGE,
-            CliError::Supamerge(Error::Entity(
+            CliError::Supamerge(e) => CliError::exit_code_of(e),
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    fn exit_code_of(e: &Error) -> u8 {
+        match e {
+            Error::Id(_)
+            | Error::Entity(
                 EntityError::NotAnObject { .. }
                 | EntityError::InvalidPath { .. }
                 | EntityError::CounterPatch { .. },
-            )) => EXIT_USAGE,
+            ) => EXIT_USAGE,
             _ => EXIT_FAILURE,
         }
     }
@@ -222,6 +263,11 @@ impl CliError {
             CliError::Unreadable { .. } | CliError::Unhealthy { .. } => "corrupt",
             CliError::NotAReplica { .. } => "invalid_input",
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
+            CliError::Profile(_) => "profile",
+            CliError::Token(_) => "auth",
+            CliError::NotAMember { .. } => "not_a_member",
+            CliError::Archive(crate::archive::ArchiveError::Replica(_)) => "storage",
+            CliError::Archive(_) => "archive",
             #[cfg(feature = "gateway")]
             CliError::Gateway(_) => "gateway",
             #[cfg(feature = "bench")]
@@ -250,6 +296,14 @@ impl CliError {
                     }
                     Error::Store(_) => "storage",
                     Error::Io { .. } => "io",
+                    Error::Remote(crate::remote::RemoteError::NotAMember { .. }) => "not_a_member",
+                    Error::Remote(crate::remote::RemoteError::LastOwner { .. }) => "last_owner",
+                    Error::Remote(crate::remote::RemoteError::InvalidInvitation { .. }) => {
+                        "invalid_invitation"
+                    }
+                    Error::Remote(crate::remote::RemoteError::Forbidden { .. }) => "forbidden",
+                    Error::Remote(crate::remote::RemoteError::Unauthenticated { .. }) => "auth",
+                    Error::Remote(crate::remote::RemoteError::Unsupported { .. }) => "unsupported",
                     _ => "error",
                 }
             }
@@ -354,6 +408,11 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Resolve(a) => entity::resolve(&cli.data, a, mode, out),
         Command::Info(a) => entity::info(&cli.data, a, mode, out),
         Command::Doctor(a) => doctor::run(&cli.data, a, mode, out),
+        Command::Workspace(a) => workspace::run(a, mode, out),
+        Command::Login(a) => account::login(a, mode, out),
+        Command::Logout => account::logout(mode, out),
+        Command::Export(a) => archive::export(&cli.data, a, mode, out),
+        Command::Import(a) => archive::import(&cli.data, a, mode, out),
         #[cfg(feature = "gateway")]
         Command::Gateway(a) => gateway::run(a),
         #[cfg(feature = "gateway")]
@@ -361,6 +420,14 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         #[cfg(feature = "bench")]
         Command::Bench(a) => bench::run(a, mode, out),
     }
+}
+
+fn not_a_member_message(workspaces: &[crate::id::WorkspaceId]) -> String {
+    let list: Vec<String> = workspaces.iter().map(ToString::to_string).collect();
+    format!(
+        "no longer a member of workspace {}: its unpushed changes are kept as dead letters (see `supamerge status`)",
+        list.join(", ")
+    )
 }
 
 /// Writes `value` as one line of compact JSON.

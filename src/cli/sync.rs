@@ -22,7 +22,7 @@ pub struct SyncArgs {
     pub workspaces: Vec<WorkspaceId>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,7 +32,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// Pushes the outbox and pulls every workspace once.
 ///
 /// # Errors
-/// Replica, hub or sync errors.
+/// Replica, hub or sync errors; [`CliError::NotAMember`] (after printing
+/// the report) when the server refused workspaces the user was removed from.
 pub fn sync(
     data: &std::path::Path,
     args: SyncArgs,
@@ -40,7 +41,7 @@ pub fn sync(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let replica = &super::entity::open(data)?;
-    let Opened { remote, hub } = args.remote.open()?;
+    let Opened { remote, hub, .. } = args.remote.open()?;
     let rt = runtime()?;
     let report = rt.block_on(async {
         session::sync_once(
@@ -70,7 +71,16 @@ pub fn sync(
             report.elapsed_ms
         ),
     }
-    .map_err(CliError::Output)
+    .map_err(CliError::Output)?;
+    // The report is printed (the other workspaces synced); the refused ones
+    // make the command fail with a clear, typed error.
+    if report.not_a_member.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotAMember {
+            workspaces: report.not_a_member,
+        })
+    }
 }
 
 /// Prints the outbox, cursors, dead letters and last sync of a replica.

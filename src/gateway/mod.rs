@@ -10,7 +10,9 @@
 //! - [`auth`]: `apikey` check and HS256 JWT verification → role and claims;
 //! - [`rpc`]: function lookup in `pg_proc`, named arguments, one transaction
 //!   per request with `role` and `request.jwt.claims` set;
-//! - [`api_error`]: PostgREST's error JSON and SQLSTATE → HTTP status table.
+//! - [`api_error`]: PostgREST's error JSON and SQLSTATE → HTTP status table;
+//! - [`token_endpoint`]: a development stand-in for Supabase Auth's
+//!   refresh-token grant (`POST /auth/v1/token?grant_type=refresh_token`).
 //!
 //! It serves `POST /rest/v1/rpc/<function>` (and `/rpc/<function>`, as
 //! PostgREST itself does behind Supabase's gateway) over a connection pool,
@@ -44,6 +46,7 @@ mod limits;
 mod realtime;
 pub mod rpc;
 mod server;
+pub mod token_endpoint;
 
 pub use realtime::{
     RealtimeSettings, DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_MESSAGE_BYTES,
@@ -372,6 +375,12 @@ fn router(state: Arc<AppState>, hub: Arc<realtime::RealtimeHub>) -> Router {
         .route(
             "/rpc/:function",
             post(rpc_handler)
+                .options(preflight)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/auth/v1/token",
+            post(token_endpoint::token_handler)
                 .options(preflight)
                 .fallback(method_not_allowed),
         )

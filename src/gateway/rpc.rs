@@ -208,7 +208,9 @@ fn call_sql(f: &Function, keys: &BTreeSet<&str>) -> String {
             .collect::<Vec<_>>()
             .join(", ");
         let from = if used.is_empty() {
-            String::new()
+            // No argument used (a function without parameters, or only
+            // defaults): the statement still takes the body as $1.
+            " from (select $1::jsonb) as _b".to_owned()
         } else {
             format!(" from jsonb_to_record($1::jsonb) as _({columns})")
         };
@@ -392,7 +394,7 @@ mod tests {
         assert!(call_sql(&pull, &["p\"x", "p_ws"].into()).contains("\"p\"\"x\" integer"));
         assert_eq!(
             call_sql(&f(&[]), &BTreeSet::new()),
-            "select to_jsonb(\"public\".\"fn\"())::text"
+            "select to_jsonb(\"public\".\"fn\"())::text from (select $1::jsonb) as _b"
         );
     }
 

@@ -74,6 +74,37 @@ pub enum RemoteError {
         /// What was wrong.
         reason: String,
     },
+    /// The caller was a member of the workspace and is not any more (removed
+    /// by an owner, or left): it can no longer pull or push there. Not
+    /// retryable; the sync engine stops pushing that workspace's changes
+    /// (they move to the dead letters) and reports the workspace.
+    #[error("{message}")]
+    NotAMember {
+        /// The remote's message (`no longer a member of workspace W`).
+        message: String,
+    },
+    /// The change would leave a workspace without an owner.
+    #[error("{message}")]
+    LastOwner {
+        /// The remote's message.
+        message: String,
+    },
+    /// An invitation code that cannot be used: wrong, expired, used up or
+    /// revoked (the server does not say which, nor whether the workspace
+    /// exists).
+    #[error("{message}")]
+    InvalidInvitation {
+        /// The remote's message.
+        message: String,
+    },
+    /// This backend does not offer the operation.
+    #[error("{op} is not supported here: {reason}")]
+    Unsupported {
+        /// The operation.
+        op: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
     /// The embedded hub's storage failed.
     #[error("hub storage: {0}")]
     Storage(#[from] crate::store::StoreError),
@@ -157,7 +188,12 @@ mod local_hub;
 #[cfg(feature = "supabase")]
 mod realtime;
 #[cfg(feature = "supabase")]
+mod refresh;
+#[cfg(feature = "supabase")]
 mod supabase;
+#[cfg(feature = "supabase")]
+mod supabase_workspaces;
+mod workspaces;
 
 pub use hub_live::HubLive;
 pub use live::{
@@ -168,7 +204,13 @@ pub use local_hub::LocalHub;
 #[cfg(feature = "supabase")]
 pub use realtime::{RealtimeClient, RealtimeClientBuilder};
 #[cfg(feature = "supabase")]
+pub use refresh::{jwt_claims, jwt_expiry, AuthSession, RefreshingToken, SessionSink};
+#[cfg(feature = "supabase")]
 pub use supabase::{
-    AccessTokenProvider, MemberRole, StaticToken, SupabaseConfigError, SupabaseRemote,
-    SupabaseRemoteBuilder, TokenError,
+    AccessTokenProvider, StaticToken, SupabaseConfigError, SupabaseRemote, SupabaseRemoteBuilder,
+    TokenError,
+};
+pub use workspaces::{
+    CreatedInvite, InvalidRole, Invite, InviteOptions, InviteRef, InviteState, Joined, Member,
+    MemberRole, WorkspaceAdmin, WorkspaceSummary,
 };

@@ -15,7 +15,11 @@
 //!   expired, else [`RemoteError::Unauthenticated`];
 //! - 403 → [`RemoteError::Forbidden`]; 413, or SQLSTATE 57014 (statement
 //!   timeout) → [`RemoteError::TooLarge`] (the engine splits the batch);
-//! - other 4xx → [`RemoteError::BadRequest`] with the PostgREST code.
+//! - other 4xx → [`RemoteError::BadRequest`] with the PostgREST code;
+//! - whatever the status, the hints the migration puts on the answers a
+//!   client acts on: `supamerge:not_a_member` → [`RemoteError::NotAMember`],
+//!   `supamerge:last_owner` → [`RemoteError::LastOwner`],
+//!   `supamerge:invalid_invitation` → [`RemoteError::InvalidInvitation`].
 //!
 //! Request bodies above the configured maximum (1 MiB by default) are
 //! refused locally with [`RemoteError::TooLarge`] before anything is sent.
@@ -26,10 +30,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::realtime::RealtimeClient;
+use super::workspaces::MemberRole;
 use super::{Remote, RemoteError};
 use crate::id::WorkspaceId;
 use crate::protocol::wire::{
@@ -48,9 +53,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// No token can be had until the user signs in again.
+    /// No token can be had right now (Supabase Auth unreachable or
+    /// failing, no session).
     #[error("no access token available: {reason}")]
     Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// Supabase Auth refused the refresh token (unknown, expired, already
+    /// used) or the rotated session could not be stored: sign in again.
+    #[error("the session cannot be refreshed: {reason}")]
+    Refused {
         /// Why.
         reason: String,
     },
@@ -134,29 +147,6 @@ pub enum SupabaseConfigError {
         #[source]
         source: reqwest::Error,
     },
-}
-
-/// A member's role in a workspace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberRole {
-    /// Everything, including managing members.
-    Owner,
-    /// Push changes and snapshots, pull.
-    Writer,
-    /// Pull only.
-    Reader,
-}
-
-impl MemberRole {
-    /// The role's name in SQL.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            MemberRole::Owner => "owner",
-            MemberRole::Writer => "writer",
-            MemberRole::Reader => "reader",
-        }
-    }
 }
 
 /// Builder of a [`SupabaseRemote`].
@@ -311,6 +301,13 @@ struct PgrstError {
     hint: Option<String>,
 }
 
+/// The hint of "no longer a member of workspace W" (SQLSTATE 42501).
+const HINT_NOT_A_MEMBER: &str = "supamerge:not_a_member";
+/// The hint of "a workspace needs at least one owner".
+const HINT_LAST_OWNER: &str = "supamerge:last_owner";
+/// The hint of every unusable invitation code.
+const HINT_INVALID_INVITATION: &str = "supamerge:invalid_invitation";
+
 /// Classifies an HTTP error answer (pure: unit-tested without a server).
 fn classify(status: u16, body: &str) -> RemoteError {
     let parsed: PgrstError = serde_json::from_str(body).unwrap_or_default();
@@ -321,6 +318,13 @@ fn classify(status: u16, body: &str) -> RemoteError {
         .unwrap_or_else(|| body.chars().take(300).collect());
     if let Some(d) = parsed.details.as_deref().filter(|d| !d.is_empty()) {
         message = format!("{message} ({d})");
+    }
+    // The migration marks the answers a client acts on with a hint.
+    match parsed.hint.as_deref() {
+        Some(HINT_NOT_A_MEMBER) => return RemoteError::NotAMember { message },
+        Some(HINT_LAST_OWNER) => return RemoteError::LastOwner { message },
+        Some(HINT_INVALID_INVITATION) => return RemoteError::InvalidInvitation { message },
+        _ => {}
     }
     if let Some(h) = parsed.hint.as_deref().filter(|h| !h.is_empty()) {
         message = format!("{message}; hint: {h}");
@@ -502,10 +506,12 @@ impl SupabaseRemote {
         Ok(r.workspace_id)
     }
 
-    /// Adds a member (or changes their role). Owners only.
+    /// Adds a member (or changes their role). Owners only. (Also
+    /// [`WorkspaceAdmin::add_member`](super::WorkspaceAdmin::add_member).)
     ///
     /// # Errors
-    /// [`RemoteError::Forbidden`] for non-owners; other classified errors.
+    /// [`RemoteError::Forbidden`] for non-owners; [`RemoteError::LastOwner`]
+    /// when it would demote the last owner; other classified errors.
     pub async fn add_member(
         &self,
         workspace: WorkspaceId,
@@ -524,7 +530,7 @@ impl SupabaseRemote {
     /// The signed-in user leaves a workspace.
     ///
     /// # Errors
-    /// [`RemoteError::Forbidden`] when not a member; [`RemoteError::BadRequest`]
+    /// [`RemoteError::Forbidden`] when not a member; [`RemoteError::LastOwner`]
     /// for the last owner of a shared workspace.
     pub async fn leave_workspace(&self, workspace: WorkspaceId) -> Result<(), RemoteError> {
         let _: Value = self

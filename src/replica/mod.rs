@@ -30,6 +30,7 @@ mod apply;
 mod builder;
 mod cache;
 mod compaction;
+mod import;
 mod migrations;
 mod read;
 mod resolve;
@@ -55,6 +56,7 @@ use crate::store::Store;
 pub use apply::{ApplyReport, ChangeError, RemoteChange};
 pub use builder::ReplicaBuilder;
 pub use compaction::CompactionPolicy;
+pub use import::ImportedDoc;
 pub use read::{EntityInfo, HistoryEntry};
 pub use sync_port::SyncPort;
 

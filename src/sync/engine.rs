@@ -57,6 +57,9 @@ pub struct SyncStatus {
     pub last_success_ms: Option<i64>,
     /// The last failure, in words.
     pub last_error: Option<String>,
+    /// Workspaces the last successful pass found the user no longer a
+    /// member of (see [`SyncReport::not_a_member`]).
+    pub not_a_member: Vec<WorkspaceId>,
 }
 
 /// Why a sync pass failed, as a cloneable value (it is sent to every
@@ -143,7 +146,7 @@ impl SyncErrorKind {
             Error::Remote(r) => match r {
                 RemoteError::Unavailable { .. } | RemoteError::Timeout { .. } => Self::Offline,
                 RemoteError::Unauthenticated { .. } => Self::Auth,
-                RemoteError::Forbidden { .. } => Self::Forbidden,
+                RemoteError::Forbidden { .. } | RemoteError::NotAMember { .. } => Self::Forbidden,
                 RemoteError::Server { .. } | RemoteError::Storage(_) => Self::Server,
                 RemoteError::Task { .. } => Self::Task,
                 _ => Self::Rejected,
@@ -303,6 +306,7 @@ impl SyncEngineBuilder {
             dead_letters: self.replica.dead_letters().map(|d| d.len()).unwrap_or(0),
             last_success_ms: None,
             last_error: None,
+            not_a_member: Vec::new(),
         });
         let forwarder = tokio::spawn(forward_events(
             self.replica.subscribe(),
@@ -606,6 +610,7 @@ impl EngineTask {
                     s.dead_letters = dead;
                     s.last_success_ms = Some(now);
                     s.last_error = None;
+                    s.not_a_member.clone_from(&report.not_a_member);
                 });
                 let _ = self.events.send(SyncEvent::Finished(report.clone()));
                 Ok(report)

@@ -112,6 +112,11 @@ pub struct SyncReport {
     pub snapshots_untrusted: usize,
     /// Wall time of the pass in ms.
     pub elapsed_ms: u64,
+    /// Workspaces the remote said the user is no longer a member of
+    /// ([`RemoteError::NotAMember`]): their pull was skipped and their
+    /// outbox entries moved to the dead letters with that reason; the rest
+    /// of the pass went on. (Issue 16.)
+    pub not_a_member: Vec<WorkspaceId>,
 }
 
 /// Progress of a pass, for progress bars.
@@ -221,8 +226,15 @@ async fn push_batch(
             workspace: ws,
             changes: batch.iter().map(envelope).collect(),
         };
-        report.push_batches += 1;
-        let resp = match remote.push(req).await {
+        let answer = if report.not_a_member.contains(&ws) {
+            Err(RemoteError::NotAMember {
+                message: "refused earlier in this pass".into(),
+            })
+        } else {
+            report.push_batches += 1;
+            remote.push(req).await
+        };
+        let resp = match answer {
             Ok(resp) => resp,
             Err(RemoteError::TooLarge { message }) => {
                 if batch.len() > 1 {
@@ -243,6 +255,32 @@ async fn push_batch(
                 .await?;
                 report.dead_lettered += batch.len();
                 removed += batch.len();
+                continue;
+            }
+            // Issue 16: removed from the workspace. Its changes can never be
+            // pushed by this user: dead letters, with the reason (nothing is
+            // dropped), and the pass goes on with the other workspaces.
+            Err(RemoteError::NotAMember { message }) => {
+                let reason = if message.contains("no longer a member") {
+                    message
+                } else {
+                    format!("no longer a member of workspace {ws}: {message}")
+                };
+                let mut hashes: Vec<ChangeHash> = batch.iter().map(|e| e.hash).collect();
+                hashes.extend(stack.drain(..).flatten().map(|e| e.hash));
+                let n = hashes.len();
+                blocking(replica, move |r| {
+                    for h in &hashes {
+                        r.dead_letter(h, &reason)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                report.dead_lettered += n;
+                removed += n;
+                if !report.not_a_member.contains(&ws) {
+                    report.not_a_member.push(ws);
+                }
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -621,7 +659,17 @@ pub async fn sync_once(
         }
     }
     for ws in all {
-        pull(replica, remote, cfg, ws, &mut report, progress).await?;
+        if report.not_a_member.contains(&ws) {
+            continue;
+        }
+        match pull(replica, remote, cfg, ws, &mut report, progress).await {
+            // Issue 16: reported, not an error of the pass.
+            Err(Error::Remote(RemoteError::NotAMember { .. })) => {
+                report.not_a_member.push(ws);
+                continue;
+            }
+            other => other?,
+        }
         upload_snapshots(replica, remote, cfg, ws, &mut report).await?;
     }
     report.waiting = replica.pending_remote();

@@ -96,6 +96,20 @@ alter default privileges for role supabase_postgres in schema public
 alter default privileges for role supabase_postgres in schema public
   grant execute on functions to anon, authenticated, service_role;
 
+-- The gateway's stand-in for Supabase Auth's refresh-token grant
+-- (`POST /auth/v1/token?grant_type=refresh_token`, src/gateway/token_endpoint.rs;
+-- docs/workspaces.md): the ids of the development refresh tokens already
+-- used. A refresh token works once; its answer carries a new one (rotation).
+-- Supabase Auth keeps its own tables; this one exists only here.
+create table if not exists auth.dev_refresh_tokens_used (
+  token_id uuid primary key,
+  user_id  uuid not null,
+  used_at  timestamptz not null default now()
+);
+revoke all on table auth.dev_refresh_tokens_used from public, anon, authenticated, service_role;
+grant usage on schema auth to authenticator;
+grant select, insert on table auth.dev_refresh_tokens_used to authenticator;
+
 -- ---------------------------------------------------------------------------
 -- Realtime (Broadcast from the database), shaped as on Supabase
 -- ---------------------------------------------------------------------------

@@ -7,9 +7,14 @@
 --
 -- Contents:
 --   tables     workspaces (with the per-workspace sequence counter),
---              workspace_members, changes, snapshots — RLS on all of them;
---   RPC        supamerge_create_workspace, supamerge_add_member,
---              supamerge_leave_workspace, supamerge_push, supamerge_pull,
+--              workspace_members, workspace_removals, workspace_invites,
+--              changes, snapshots — RLS on all of them;
+--   RPC        supamerge_create_workspace, supamerge_list_workspaces,
+--              supamerge_list_members, supamerge_add_member,
+--              supamerge_set_role, supamerge_remove_member,
+--              supamerge_leave_workspace, supamerge_create_invite,
+--              supamerge_list_invites, supamerge_revoke_invite,
+--              supamerge_accept_invite, supamerge_push, supamerge_pull,
 --              supamerge_put_snapshot, supamerge_get_snapshots
 --              (each returns one jsonb document; bytes travel as base64 text);
 --   private    schema supamerge_private: access checks, cursor parsing and the
@@ -109,6 +114,42 @@ create table public.snapshots (
   primary key (workspace_id, doc_id)
 );
 
+-- Who was a member and is no longer (removed by an owner, or left). Only
+-- consulted when a user without a membership calls: such a caller gets
+-- "no longer a member of workspace W" (42501 with the hint
+-- supamerge:not_a_member) instead of the anonymous "not found or access
+-- denied", so its replicas can stop syncing that workspace and say why. It
+-- tells a former member nothing they did not know. Joining again (an owner
+-- adds them, or an invitation) deletes the row.
+create table public.workspace_removals (
+  workspace_id uuid not null references public.workspaces (id) on delete cascade,
+  user_id      uuid not null,
+  reason       text not null check (reason in ('removed', 'left')),
+  removed_by   uuid,
+  removed_at   timestamptz not null default now(),
+  primary key (workspace_id, user_id)
+);
+
+-- Invitations. The code (`smi_` + 22 base64url characters: the 122 random
+-- bits of a gen_random_uuid()) is returned once by supamerge_create_invite
+-- and never stored: only its SHA-256 is. A code is usable while it is not
+-- revoked, not expired, has uses left, and its creator may still grant its
+-- role (a creator who was demoted or removed invalidates what they could no
+-- longer grant).
+create table public.workspace_invites (
+  id           uuid primary key default gen_random_uuid(),
+  workspace_id uuid not null references public.workspaces (id) on delete cascade,
+  code_sha256  bytea not null unique check (octet_length(code_sha256) = 32),
+  role         text not null check (role in ('owner', 'writer', 'reader')),
+  created_by   uuid,
+  created_at   timestamptz not null default now(),
+  expires_at   timestamptz not null,
+  max_uses     int not null check (max_uses between 1 and 10000),
+  uses         int not null default 0 check (uses >= 0 and uses <= max_uses),
+  revoked_at   timestamptz
+);
+create index workspace_invites_workspace_idx on public.workspace_invites (workspace_id, created_at);
+
 -- ---------------------------------------------------------------------------
 -- Privileges and row-level security
 -- ---------------------------------------------------------------------------
@@ -125,6 +166,13 @@ alter table public.workspaces enable row level security;
 alter table public.workspace_members enable row level security;
 alter table public.changes enable row level security;
 alter table public.snapshots enable row level security;
+
+-- Removals and invitations are read and written by the RPC functions only
+-- (invitations hold code hashes; nobody reads them directly).
+revoke all on table public.workspace_removals, public.workspace_invites
+  from anon, authenticated, public;
+alter table public.workspace_removals enable row level security;
+alter table public.workspace_invites enable row level security;
 
 -- A user sees their own memberships (no policy refers back to workspaces, so
 -- there is no recursion).
@@ -196,6 +244,13 @@ begin
     from public.workspace_members m
    where m.workspace_id = p_workspace and m.user_id = v_uid;
   if v_role is null then
+    -- A former member is told so (it knew the workspace exists): its
+    -- replicas stop syncing it and say why (docs/workspaces.md).
+    if exists (select 1 from public.workspace_removals r
+                where r.workspace_id = p_workspace and r.user_id = v_uid) then
+      raise exception 'no longer a member of workspace %', p_workspace
+        using errcode = '42501', hint = 'supamerge:not_a_member';
+    end if;
     raise exception 'workspace not found or access denied' using errcode = '42501';
   end if;
   if p_need = 'write' and v_role = 'reader' then
@@ -562,6 +617,35 @@ begin
 end
 $$;
 
+-- The rank of a role (owner 3, writer 2, reader 1, anything else 0).
+create or replace function supamerge_private.role_rank(p_role text) returns int
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select case p_role when 'owner' then 3 when 'writer' then 2 when 'reader' then 1 else 0 end
+$$;
+
+-- Whether a member of role p_inviter may hand out invitations for p_role:
+-- owners (and the service role) any role, writers readers and writers,
+-- readers nobody.
+create or replace function supamerge_private.may_invite(p_inviter text, p_role text) returns boolean
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+  select case
+    when p_inviter in ('owner', 'service_role') then p_role in ('owner', 'writer', 'reader')
+    when p_inviter = 'writer' then p_role in ('writer', 'reader')
+    else false
+  end
+$$;
+
+-- The one answer for every code that cannot be used: wrong, expired, used
+-- up, revoked, or granting more than its creator may now grant. Nothing in
+-- it says whether a workspace or an invitation exists.
+create or replace function supamerge_private.invalid_invitation() returns void
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+begin
+  raise exception 'invalid invitation code: it is wrong, expired, used up or revoked'
+    using errcode = '22023', hint = 'supamerge:invalid_invitation';
+end
+$$;
+
 revoke all on all functions in schema supamerge_private from public, anon;
 grant execute on all functions in schema supamerge_private to authenticated, service_role;
 
@@ -700,11 +784,14 @@ begin
   if v_old = 'owner' and p_role <> 'owner' and (
     select count(*) from public.workspace_members m
      where m.workspace_id = p_workspace and m.role = 'owner') = 1 then
-    raise exception 'a workspace needs at least one owner: make another member owner first';
+    raise exception 'a workspace needs at least one owner: make another member owner first'
+      using hint = 'supamerge:last_owner';
   end if;
   insert into public.workspace_members (workspace_id, user_id, role)
   values (p_workspace, p_user, p_role)
   on conflict (workspace_id, user_id) do update set role = excluded.role;
+  delete from public.workspace_removals r
+   where r.workspace_id = p_workspace and r.user_id = p_user;
   return jsonb_build_object('workspace_id', p_workspace, 'user_id', p_user, 'role', p_role);
 end
 $$;
@@ -728,11 +815,303 @@ begin
            where m.workspace_id = p_workspace and m.role = 'owner') = 1
      and exists (select 1 from public.workspace_members m
                   where m.workspace_id = p_workspace and m.user_id <> v_uid) then
-    raise exception 'the last owner cannot leave while other members remain: make another member owner first';
+    raise exception 'the last owner cannot leave while other members remain: make another member owner first'
+      using hint = 'supamerge:last_owner';
   end if;
   delete from public.workspace_members m
    where m.workspace_id = p_workspace and m.user_id = v_uid;
+  insert into public.workspace_removals as r (workspace_id, user_id, reason, removed_by)
+  values (p_workspace, v_uid, 'left', v_uid)
+  on conflict (workspace_id, user_id) do update
+     set reason = excluded.reason, removed_by = excluded.removed_by, removed_at = now();
   return jsonb_build_object('workspace_id', p_workspace, 'left', true);
+end
+$$;
+
+-- The caller's workspaces with the caller's role:
+-- {"workspaces":[{"workspace_id","name","role","created_at"}]}, by name.
+create or replace function public.supamerge_list_workspaces()
+returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_uid uuid := supamerge_private.caller_uid();
+begin
+  if v_uid is null then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  return jsonb_build_object('workspaces', coalesce((
+    select jsonb_agg(jsonb_build_object(
+             'workspace_id', w.id, 'name', w.name, 'role', m.role, 'created_at', w.created_at)
+           order by w.name, w.id)
+      from public.workspace_members m
+      join public.workspaces w on w.id = m.workspace_id
+     where m.user_id = v_uid), '[]'::jsonb));
+end
+$$;
+
+-- The members of a workspace (any member may see them):
+-- {"members":[{"user_id","role","added_at"}]}.
+create or replace function public.supamerge_list_members(p_workspace uuid)
+returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+  perform supamerge_private.require_access(p_workspace, 'read');
+  return jsonb_build_object('members', coalesce((
+    select jsonb_agg(jsonb_build_object('user_id', m.user_id, 'role', m.role, 'added_at', m.added_at)
+           order by m.added_at, m.user_id)
+      from public.workspace_members m
+     where m.workspace_id = p_workspace), '[]'::jsonb));
+end
+$$;
+
+-- Changes the role of an existing member (owners only); the last owner
+-- cannot be demoted (serialised by lock_membership).
+create or replace function public.supamerge_set_role(p_workspace uuid, p_user uuid, p_role text)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_old text;
+begin
+  perform supamerge_private.lock_membership(p_workspace, 'owner');
+  if p_role is null or p_role not in ('owner', 'writer', 'reader') then
+    raise exception 'invalid role %: expected owner, writer or reader', left(coalesce(p_role, 'NULL'), 40)
+      using errcode = '22023';
+  end if;
+  select m.role into v_old from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = p_user;
+  if v_old is null then
+    raise exception 'user % is not a member of this workspace', p_user using errcode = '22023';
+  end if;
+  if v_old = 'owner' and p_role <> 'owner' and (
+    select count(*) from public.workspace_members m
+     where m.workspace_id = p_workspace and m.role = 'owner') = 1 then
+    raise exception 'a workspace needs at least one owner: make another member owner first'
+      using hint = 'supamerge:last_owner';
+  end if;
+  update public.workspace_members m set role = p_role
+   where m.workspace_id = p_workspace and m.user_id = p_user;
+  return jsonb_build_object('workspace_id', p_workspace, 'user_id', p_user, 'role', p_role);
+end
+$$;
+
+-- Removes a member (owners only; the last owner cannot be removed). The
+-- removed user can no longer pull or push: their calls answer "no longer a
+-- member of workspace W" (workspace_removals).
+create or replace function public.supamerge_remove_member(p_workspace uuid, p_user uuid)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_old text;
+begin
+  perform supamerge_private.lock_membership(p_workspace, 'owner');
+  if p_user is null then
+    raise exception 'p_user is required' using errcode = '22023';
+  end if;
+  select m.role into v_old from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = p_user;
+  if v_old is null then
+    raise exception 'user % is not a member of this workspace', p_user using errcode = '22023';
+  end if;
+  if v_old = 'owner' and (
+    select count(*) from public.workspace_members m
+     where m.workspace_id = p_workspace and m.role = 'owner') = 1 then
+    raise exception 'the last owner cannot be removed: make another member owner first'
+      using hint = 'supamerge:last_owner';
+  end if;
+  delete from public.workspace_members m
+   where m.workspace_id = p_workspace and m.user_id = p_user;
+  insert into public.workspace_removals as r (workspace_id, user_id, reason, removed_by)
+  values (p_workspace, p_user, 'removed', supamerge_private.caller_uid())
+  on conflict (workspace_id, user_id) do update
+     set reason = excluded.reason, removed_by = excluded.removed_by, removed_at = now();
+  return jsonb_build_object('workspace_id', p_workspace, 'user_id', p_user, 'removed', true);
+end
+$$;
+
+-- Creates an invitation: {"invite_id","code","workspace_id","role",
+-- "expires_at","max_uses"}. The code is in this answer only (the table
+-- keeps its SHA-256). Owners may invite any role, writers readers and
+-- writers, readers nobody. p_expires_in_seconds: 60 to 31536000 (a year);
+-- p_max_uses: 1 to 10000.
+create or replace function public.supamerge_create_invite(
+  p_workspace uuid, p_role text, p_expires_in_seconds bigint default 604800, p_max_uses int default 1)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_uid     uuid := supamerge_private.caller_uid();
+  v_role    text;
+  v_code    text;
+  v_id      uuid;
+  v_expires timestamptz;
+begin
+  if v_uid is null then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  v_role := supamerge_private.require_access(p_workspace, 'read');
+  if p_role is null or p_role not in ('owner', 'writer', 'reader') then
+    raise exception 'invalid role %: expected owner, writer or reader', left(coalesce(p_role, 'NULL'), 40)
+      using errcode = '22023';
+  end if;
+  if not supamerge_private.may_invite(v_role, p_role) then
+    raise exception 'a % cannot invite a %: owners invite any role, writers readers and writers, readers nobody',
+      v_role, p_role using errcode = '42501';
+  end if;
+  if p_expires_in_seconds is null or p_expires_in_seconds not between 60 and 31536000 then
+    raise exception 'an invitation expires after 60 seconds to 365 days' using errcode = '22023';
+  end if;
+  if p_max_uses is null or p_max_uses not between 1 and 10000 then
+    raise exception 'an invitation has 1 to 10000 uses' using errcode = '22023';
+  end if;
+  -- Bounded: at most 1000 usable invitations per workspace at a time.
+  if (select count(*) from public.workspace_invites i
+       where i.workspace_id = p_workspace and i.revoked_at is null
+         and i.expires_at > now() and i.uses < i.max_uses) >= 1000 then
+    raise exception 'this workspace has 1000 usable invitations: revoke some first';
+  end if;
+  v_code := 'smi_' || translate(rtrim(encode(uuid_send(gen_random_uuid()), 'base64'), '='), '+/', '-_');
+  v_expires := now() + make_interval(secs => p_expires_in_seconds::double precision);
+  insert into public.workspace_invites (workspace_id, code_sha256, role, created_by, expires_at, max_uses)
+  values (p_workspace, sha256(convert_to(v_code, 'UTF8')), p_role, v_uid, v_expires, p_max_uses)
+  returning id into v_id;
+  return jsonb_build_object('invite_id', v_id, 'code', v_code, 'workspace_id', p_workspace,
+                            'role', p_role, 'expires_at', v_expires, 'max_uses', p_max_uses);
+end
+$$;
+
+-- The invitations of a workspace, never with codes:
+-- {"invites":[{"invite_id","workspace_id","role","created_by","created_at",
+-- "expires_at","max_uses","uses","state"}]}; state is active, expired,
+-- used_up or revoked. Owners see all of them, writers their own, readers
+-- none (42501).
+create or replace function public.supamerge_list_invites(p_workspace uuid)
+returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_uid  uuid := supamerge_private.caller_uid();
+  v_role text;
+begin
+  v_role := supamerge_private.require_access(p_workspace, 'read');
+  if v_role = 'reader' then
+    raise exception 'readers cannot see or create invitations' using errcode = '42501';
+  end if;
+  return jsonb_build_object('invites', coalesce((
+    select jsonb_agg(jsonb_build_object(
+             'invite_id', i.id, 'workspace_id', i.workspace_id, 'role', i.role,
+             'created_by', i.created_by, 'created_at', i.created_at, 'expires_at', i.expires_at,
+             'max_uses', i.max_uses, 'uses', i.uses,
+             'state', case when i.revoked_at is not null then 'revoked'
+                           when i.uses >= i.max_uses then 'used_up'
+                           when i.expires_at <= now() then 'expired'
+                           else 'active' end)
+           order by i.created_at, i.id)
+      from public.workspace_invites i
+     where i.workspace_id = p_workspace
+       and (v_role in ('owner', 'service_role') or i.created_by = v_uid)), '[]'::jsonb));
+end
+$$;
+
+-- Revokes an invitation by id (p_invite) or by code (p_code): its creator
+-- (still a member) or an owner of its workspace. Anything else, including
+-- an unknown id or code, answers the invalid-invitation error.
+create or replace function public.supamerge_revoke_invite(p_invite uuid default null, p_code text default null)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_uid     uuid := supamerge_private.caller_uid();
+  v_id      uuid;
+  v_ws      uuid;
+  v_creator uuid;
+  v_role    text;
+begin
+  if v_uid is null and not supamerge_private.is_service_role() then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  if (p_invite is null) = (p_code is null) then
+    raise exception 'give p_invite or p_code (one of them)' using errcode = '22023';
+  end if;
+  if p_invite is not null then
+    select i.id, i.workspace_id into v_id, v_ws from public.workspace_invites i where i.id = p_invite;
+  else
+    select i.id, i.workspace_id into v_id, v_ws from public.workspace_invites i
+     where i.code_sha256 = sha256(convert_to(p_code, 'UTF8'));
+  end if;
+  if v_id is not null then
+    -- The order every membership change takes: workspace row, then invite.
+    perform 1 from public.workspaces w where w.id = v_ws for no key update;
+    select i.created_by into v_creator from public.workspace_invites i where i.id = v_id for update;
+    if supamerge_private.is_service_role() then
+      v_role := 'service_role';
+    else
+      select m.role into v_role from public.workspace_members m
+       where m.workspace_id = v_ws and m.user_id = v_uid;
+    end if;
+  end if;
+  if v_id is null or v_role is null
+     or not (v_role in ('owner', 'service_role') or v_creator = v_uid) then
+    perform supamerge_private.invalid_invitation();
+  end if;
+  update public.workspace_invites i set revoked_at = coalesce(i.revoked_at, now()) where i.id = v_id;
+  return jsonb_build_object('invite_id', v_id, 'revoked', true);
+end
+$$;
+
+-- Joins the workspace of an invitation code:
+-- {"workspace_id","name","role","joined"}. A user an owner removed cannot
+-- use a code (an owner adds them back); one who left can. A member whose role is already at
+-- least the invitation's keeps it ("joined": false, no use taken); a lower
+-- role is raised. Every unusable code gets the same error. Two joins racing
+-- for the last use are serialised on the workspace row (the lock every
+-- membership change takes): the second finds the code used up.
+create or replace function public.supamerge_accept_invite(p_code text)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+  v_uid          uuid := supamerge_private.caller_uid();
+  v_hash         bytea := sha256(convert_to(coalesce(p_code, ''), 'UTF8'));
+  v_ws           uuid;
+  v_id           uuid;
+  v_role         text;
+  v_creator      uuid;
+  v_expires      timestamptz;
+  v_max          int;
+  v_uses         int;
+  v_revoked      timestamptz;
+  v_creator_role text;
+  v_current      text;
+  v_name         text;
+begin
+  if v_uid is null then
+    raise exception 'not authenticated: a user access token is required' using errcode = '42501';
+  end if;
+  select i.workspace_id into v_ws from public.workspace_invites i where i.code_sha256 = v_hash;
+  if v_ws is not null then
+    perform 1 from public.workspaces w where w.id = v_ws for no key update;
+    select i.id, i.role, i.created_by, i.expires_at, i.max_uses, i.uses, i.revoked_at
+      into v_id, v_role, v_creator, v_expires, v_max, v_uses, v_revoked
+      from public.workspace_invites i where i.code_sha256 = v_hash for update;
+    select m.role into v_creator_role from public.workspace_members m
+     where m.workspace_id = v_ws and m.user_id = v_creator;
+  end if;
+  -- A user an owner removed comes back only when an owner adds them again,
+  -- not with a code they may still hold (who left may come back).
+  if v_id is null or v_revoked is not null or v_expires <= now() or v_uses >= v_max
+     or not supamerge_private.may_invite(coalesce(v_creator_role, ''), v_role)
+     or exists (select 1 from public.workspace_removals r
+                 where r.workspace_id = v_ws and r.user_id = v_uid and r.reason = 'removed') then
+    perform supamerge_private.invalid_invitation();
+  end if;
+  select w.name into v_name from public.workspaces w where w.id = v_ws;
+  select m.role into v_current from public.workspace_members m
+   where m.workspace_id = v_ws and m.user_id = v_uid;
+  if supamerge_private.role_rank(v_current) >= supamerge_private.role_rank(v_role) then
+    return jsonb_build_object('workspace_id', v_ws, 'name', v_name, 'role', v_current, 'joined', false);
+  end if;
+  update public.workspace_invites i set uses = i.uses + 1 where i.id = v_id;
+  insert into public.workspace_members (workspace_id, user_id, role)
+  values (v_ws, v_uid, v_role)
+  on conflict (workspace_id, user_id) do update set role = excluded.role;
+  delete from public.workspace_removals r where r.workspace_id = v_ws and r.user_id = v_uid;
+  return jsonb_build_object('workspace_id', v_ws, 'name', v_name, 'role', v_role, 'joined', true);
 end
 $$;
 
@@ -1114,6 +1493,14 @@ revoke execute on function
   public.supamerge_create_workspace(text, uuid),
   public.supamerge_add_member(uuid, uuid, text),
   public.supamerge_leave_workspace(uuid),
+  public.supamerge_list_workspaces(),
+  public.supamerge_list_members(uuid),
+  public.supamerge_set_role(uuid, uuid, text),
+  public.supamerge_remove_member(uuid, uuid),
+  public.supamerge_create_invite(uuid, text, bigint, int),
+  public.supamerge_list_invites(uuid),
+  public.supamerge_revoke_invite(uuid, text),
+  public.supamerge_accept_invite(text),
   public.supamerge_push(uuid, jsonb),
   public.supamerge_pull(uuid, text, int, boolean),
   public.supamerge_put_snapshot(uuid, uuid, text, jsonb, text, text),
@@ -1124,6 +1511,14 @@ grant execute on function
   public.supamerge_create_workspace(text, uuid),
   public.supamerge_add_member(uuid, uuid, text),
   public.supamerge_leave_workspace(uuid),
+  public.supamerge_list_workspaces(),
+  public.supamerge_list_members(uuid),
+  public.supamerge_set_role(uuid, uuid, text),
+  public.supamerge_remove_member(uuid, uuid),
+  public.supamerge_create_invite(uuid, text, bigint, int),
+  public.supamerge_list_invites(uuid),
+  public.supamerge_revoke_invite(uuid, text),
+  public.supamerge_accept_invite(text),
   public.supamerge_push(uuid, jsonb),
   public.supamerge_pull(uuid, text, int, boolean),
   public.supamerge_put_snapshot(uuid, uuid, text, jsonb, text, text),

@@ -23,8 +23,16 @@ pub fn bin() -> Command {
     ] {
         c.env_remove(v);
     }
+    // No `supamerge login` profile of whoever runs the tests: a config
+    // directory that does not exist (a test that wants one sets its own).
+    c.env("XDG_CONFIG_HOME", no_profile_dir());
     c.stdin(Stdio::null());
     c
+}
+
+/// A config directory that holds no profile.
+pub fn no_profile_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("supamerge-tests-no-profile-here")
 }
 
 /// `supamerge gateway` on a free port; killed on drop.
