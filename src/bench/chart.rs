@@ -26,7 +26,7 @@ pub fn render(outcomes: &[Outcome], title: &str) -> String {
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{cx}" y="24" text-anchor="middle" font-size="16">{title}</text>
-<text x="{cx}" y="42" text-anchor="middle" fill="#555">engine / baseline, log scale (green: higher is better, blue: lower is better; | target)</text>
+<text x="{cx}" y="42" text-anchor="middle" fill="#555">engine / baseline, log scale (green: higher is better, blue: lower is better; red |: target; black: min–max over the runs)</text>
 "##,
         cx = width / 2.0,
         title = esc(title)
@@ -66,6 +66,18 @@ pub fn render(outcomes: &[Outcome], title: &str) -> String {
                     y + 17.0,
                     m.ratio
                 ));
+                if let Some(r) = &m.runs {
+                    // The min–max over the runs, as a whisker.
+                    let (a, b) = (x(r.ratio.min), x(r.ratio.max));
+                    let ym = y + row / 2.0;
+                    s.push_str(&format!(
+                        "<line x1=\"{a:.1}\" y1=\"{ym:.1}\" x2=\"{b:.1}\" y2=\"{ym:.1}\" stroke=\"#222\"/>\n<line x1=\"{a:.1}\" y1=\"{:.1}\" x2=\"{a:.1}\" y2=\"{:.1}\" stroke=\"#222\"/>\n<line x1=\"{b:.1}\" y1=\"{:.1}\" x2=\"{b:.1}\" y2=\"{:.1}\" stroke=\"#222\"/>\n",
+                        ym - 4.0,
+                        ym + 4.0,
+                        ym - 4.0,
+                        ym + 4.0
+                    ));
+                }
                 if let Some(Target::RatioAtLeast(t)) = m.target {
                     let xt = x(t);
                     s.push_str(&format!(

@@ -5,7 +5,9 @@
 //! editing trace; `workloads` holds the workloads that need no PostgreSQL;
 //! `postgres` the ones that go through the gateway and PostgreSQL (feature
 //! `gateway`); `samod_baseline` the automerge-repo baseline; [`chart`] renders
-//! the SVG; [`stats`] holds percentiles and peak-RSS readings.
+//! the SVG; [`stats`] holds percentiles and peak-RSS readings; [`runs`]
+//! folds several runs into a median with its min–max and holds the load
+//! average and instruction-count types.
 //!
 //! Every workload measures the engine and its baseline side by side in the
 //! same process and run, and reports both with their ratio
@@ -17,10 +19,12 @@ pub mod chart;
 pub mod data;
 #[cfg(feature = "gateway")]
 mod postgres;
+pub mod runs;
 mod samod_baseline;
 pub mod stats;
 mod workloads;
 
+pub use runs::{Instructions, LoadAvg, MinMax, Phase, Spread};
 pub use workloads::{cold_probe, ProbeMode, ProbeResult};
 
 use std::collections::BTreeMap;
@@ -201,6 +205,19 @@ impl Workload {
         Workload::ALL.into_iter().find(|w| w.name() == name)
     }
 
+    /// Whether the workload honours [`BenchConfig::phase`] (runs its
+    /// baseline and its engine separately), so that `--instructions` can
+    /// count each side's instructions: the CPU-bound merges.
+    pub fn has_phases(self) -> bool {
+        matches!(
+            self,
+            Workload::MergeOneDoc
+                | Workload::MergeManyDocs
+                | Workload::FreshDeviceLocalhub
+                | Workload::FreshDeviceLocalhubSnapshots
+        )
+    }
+
     /// Whether the workload needs PostgreSQL.
     pub fn needs_postgres(self) -> bool {
         matches!(
@@ -298,6 +315,9 @@ pub struct BenchConfig {
     pub probe: Probe,
     /// Where temporary replicas and hubs go (`None`: the system temp dir).
     pub scratch: Option<PathBuf>,
+    /// Which part of a workload to run (instruction counts run each part in
+    /// its own process; see [`Workload::has_phases`]).
+    pub phase: Phase,
 }
 
 impl BenchConfig {
@@ -311,6 +331,7 @@ impl BenchConfig {
             database_url: None,
             probe: Probe::InProcess,
             scratch: None,
+            phase: Phase::All,
         }
     }
 
@@ -401,6 +422,18 @@ pub struct Measurement {
     pub target_met: Option<bool>,
     /// Secondary figures (percentiles, phases).
     pub extra: BTreeMap<String, f64>,
+    /// The machine's 1-minute load average when the workload started and
+    /// ended (`None` where unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_avg: Option<Box<LoadAvg>>,
+    /// With several runs (`--runs N`): the spread over them; the figures
+    /// above are then the median run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<Box<Spread>>,
+    /// Instruction counts of the engine and the baseline
+    /// (`--instructions`, CPU-bound merges only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions: Option<Box<Instructions>>,
 }
 
 impl Measurement {
@@ -435,6 +468,9 @@ impl Measurement {
             target,
             target_met: None,
             extra: BTreeMap::new(),
+            load_avg: None,
+            runs: None,
+            instructions: None,
         };
         m.check_target();
         m
@@ -496,6 +532,17 @@ impl Outcome {
 /// # Errors
 /// A [`BenchError`] when setup or a measured step fails.
 pub fn run_one(cfg: &BenchConfig, w: Workload) -> BenchResult<Outcome> {
+    let load_start = runs::load_avg_1m();
+    let mut outcome = run_workload(cfg, w)?;
+    if let (Outcome::Ok(m), Some(start), Some(end)) =
+        (&mut outcome, load_start, runs::load_avg_1m())
+    {
+        m.load_avg = Some(Box::new(LoadAvg { start, end }));
+    }
+    Ok(outcome)
+}
+
+fn run_workload(cfg: &BenchConfig, w: Workload) -> BenchResult<Outcome> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -578,11 +625,23 @@ pub fn run_all(cfg: &BenchConfig, progress: &dyn Fn(Workload)) -> BenchResult<Ve
     Ok(out)
 }
 
-/// Formats the outcomes as a plain-text table.
+/// Formats the outcomes as a plain-text table: with several runs the ratio
+/// column shows the median run's ratio and the min–max over the runs; `load`
+/// is the 1-minute load average at the start (the median over the runs);
+/// `Ir` is `baseline / engine` instructions when counted (`--instructions`).
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = format!(
-        "{:<32} {:>14} {:>14} {:>8} {:>9} {:<7} {}\n",
-        "workload", "engine", "baseline", "ratio", "RSS MB", "target", "unit"
+        "{:<32} {:>14} {:>14} {:>8} {:>15} {:>6} {:>6} {:>9} {:<7} {}\n",
+        "workload",
+        "engine",
+        "baseline",
+        "ratio",
+        "min-max",
+        "Ir",
+        "load",
+        "RSS MB",
+        "target",
+        "unit"
     );
     for o in outcomes {
         match o {
@@ -596,12 +655,32 @@ pub fn table(outcomes: &[Outcome]) -> String {
                     Some(false) => "MISSED",
                     None => "-",
                 };
+                let spread = m
+                    .runs
+                    .as_ref()
+                    .map(|r| format!("{:.3}-{:.3}", r.ratio.min, r.ratio.max))
+                    .unwrap_or_else(|| "-".to_owned());
+                let load = m
+                    .runs
+                    .as_ref()
+                    .and_then(|r| r.load_avg.map(|l| l.median))
+                    .or(m.load_avg.as_ref().map(|l| l.start))
+                    .map(|l| format!("{l:.2}"))
+                    .unwrap_or_else(|| "-".to_owned());
+                let ir = m
+                    .instructions
+                    .as_ref()
+                    .map(|i| format!("{:.3}", i.throughput_equivalent))
+                    .unwrap_or_else(|| "-".to_owned());
                 s.push_str(&format!(
-                    "{:<32} {:>14} {:>14} {:>8.3} {:>9} {:<7} {} ({} better)\n",
+                    "{:<32} {:>14} {:>14} {:>8.3} {:>15} {:>6} {:>6} {:>9} {:<7} {} ({} better)\n",
                     m.name,
                     fmt_num(m.engine),
                     fmt_num(m.baseline),
                     m.ratio,
+                    spread,
+                    ir,
+                    load,
                     rss,
                     target,
                     m.unit,

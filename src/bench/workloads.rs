@@ -13,8 +13,8 @@ use serde_json::json;
 use super::data::{self, GenDoc};
 use super::stats::{rate, Samples};
 use super::{
-    samod_baseline, BenchConfig, BenchError, BenchResult, Better, Measurement, Outcome, Probe,
-    Target, Workload,
+    samod_baseline, BenchConfig, BenchError, BenchResult, Better, Measurement, Outcome, Phase,
+    Probe, Target, Workload,
 };
 use crate::id::{DocId, WorkspaceId};
 use crate::remote::{LocalHub, Remote, RemoteError};
@@ -152,37 +152,58 @@ pub(super) fn merge_one_doc(
     rt.block_on(data::push_all(&hub, ws, g.envelopes(&coll)))
         .map_err(rem(W))?;
     let bytes = g.change_bytes();
-
-    // The engine applies what a pull page holds (at most MAX_PULL_LIMIT
-    // changes) per call; the same paging on raw Automerge shows how much of
-    // the gap is Automerge's per-call cost on a growing document.
-    let t = Instant::now();
-    let mut paged = Automerge::new();
-    for page in bytes.chunks(crate::protocol::wire::MAX_PULL_LIMIT as usize) {
-        let changes = page
-            .iter()
-            .map(|b| Change::from_bytes(b.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(dec(W))?;
-        paged.apply_changes(changes).map_err(am(W))?;
+    if cfg.phase == Phase::Setup {
+        return Ok(phase_only(W, cfg.phase));
     }
-    let base_paged = t.elapsed();
-    drop(paged);
 
-    let t = Instant::now();
-    let raw = raw_merge(W, bytes)?;
-    let base = t.elapsed();
+    let mut base_paged = Duration::ZERO;
+    let mut base = Duration::ZERO;
+    if cfg.phase.baseline() {
+        if cfg.phase == Phase::All {
+            // The engine applies what a pull page holds (at most
+            // MAX_PULL_LIMIT changes) per call; the same paging on raw
+            // Automerge shows how much of the gap is Automerge's per-call
+            // cost on a growing document.
+            let t = Instant::now();
+            let mut paged = Automerge::new();
+            for page in bytes.chunks(crate::protocol::wire::MAX_PULL_LIMIT as usize) {
+                let changes = page
+                    .iter()
+                    .map(|b| Change::from_bytes(b.clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(dec(W))?;
+                paged.apply_changes(changes).map_err(am(W))?;
+            }
+            base_paged = t.elapsed();
+            drop(paged);
+        }
+
+        let t = Instant::now();
+        let raw = raw_merge(W, bytes)?;
+        base = t.elapsed();
+        check(W, raw.get_heads() == g.doc.get_heads(), || {
+            "raw automerge's heads differ from the generator's".to_owned()
+        })?;
+    } else {
+        drop(bytes);
+    }
+    if !cfg.phase.engine() {
+        return Ok(phase_only(W, cfg.phase));
+    }
 
     let (replica, engine, report, _dir) = timed_pull(rt, cfg, W, &hub, ws)?;
 
     let heads = replica.heads(&g.id).map_err(eng(W))?;
-    check(W, heads == raw.get_heads() && report.applied == n, || {
+    check(W, heads == g.doc.get_heads() && report.applied == n, || {
         format!(
             "{} of {n} changes applied, heads differ: {}",
             report.applied,
-            heads != raw.get_heads()
+            heads != g.doc.get_heads()
         )
     })?;
+    if cfg.phase != Phase::All {
+        return Ok(phase_only(W, cfg.phase));
+    }
     Ok(Outcome::Ok(
         merge_measurement(
             W,
@@ -195,6 +216,12 @@ pub(super) fn merge_one_doc(
         .with_extra("baseline_paged_changes_per_s", rate(n, base_paged))
         .with_extra("pages", report.pages as f64),
     ))
+}
+
+/// What a run of one part of a workload reports (`--phase`, for
+/// instruction counts): nothing measured.
+fn phase_only(w: Workload, phase: Phase) -> Outcome {
+    Outcome::skipped(w, format!("only the {} phase ran (--phase)", phase.name()))
 }
 
 pub(super) fn merge_many_docs(
@@ -212,13 +239,29 @@ pub(super) fn merge_many_docs(
     rt.block_on(data::push_all(&hub, ws, envs))
         .map_err(rem(W))?;
     let per_doc: Vec<Vec<Vec<u8>>> = gens.iter().map(GenDoc::change_bytes).collect();
-
-    let t = Instant::now();
-    let mut raws = Vec::with_capacity(docs);
-    for bytes in per_doc {
-        raws.push(raw_merge(W, bytes)?);
+    if cfg.phase == Phase::Setup {
+        return Ok(phase_only(W, cfg.phase));
     }
-    let base = t.elapsed();
+
+    let mut base = Duration::ZERO;
+    if cfg.phase.baseline() {
+        let t = Instant::now();
+        let mut raws = Vec::with_capacity(docs);
+        for bytes in per_doc {
+            raws.push(raw_merge(W, bytes)?);
+        }
+        base = t.elapsed();
+        if let (Some(g), Some(raw)) = (gens.last(), raws.last()) {
+            check(W, raw.get_heads() == g.doc.get_heads(), || {
+                "raw automerge's heads of the last document differ".to_owned()
+            })?;
+        }
+    } else {
+        drop(per_doc);
+    }
+    if !cfg.phase.engine() {
+        return Ok(phase_only(W, cfg.phase));
+    }
 
     let (replica, engine, report, _dir) = timed_pull(rt, cfg, W, &hub, ws)?;
 
@@ -233,11 +276,14 @@ pub(super) fn merge_many_docs(
             )
         },
     )?;
-    if let (Some(g), Some(raw)) = (gens.last(), raws.last()) {
+    for g in [gens.first(), gens.last()].into_iter().flatten() {
         let heads = replica.heads(&g.id).map_err(eng(W))?;
-        check(W, heads == raw.get_heads(), || {
-            "heads of the last document".to_owned()
+        check(W, heads == g.doc.get_heads(), || {
+            format!("heads of document {}", g.id)
         })?;
+    }
+    if cfg.phase != Phase::All {
+        return Ok(phase_only(W, cfg.phase));
     }
     Ok(Outcome::Ok(merge_measurement(
         W,
@@ -804,6 +850,19 @@ pub(super) fn fresh_device_localhub(
     let ws = data::workspace();
     let hub = hub(w)?;
     let gens = seed_remote(rt, cfg, w, &hub, ws, snapshots)?;
+    match cfg.phase {
+        Phase::All | Phase::Setup => {}
+        // The ratio's baseline (samod is not part of it).
+        Phase::Baseline => {
+            samod_baseline::sync_with_protocol(&gens)?;
+        }
+        Phase::Engine => {
+            fresh_sync(rt, cfg, w, &hub, ws, snapshots, gens.len())?;
+        }
+    }
+    if cfg.phase != Phase::All {
+        return Ok(phase_only(w, cfg.phase));
+    }
     let (engine, report) = fresh_sync(rt, cfg, w, &hub, ws, snapshots, gens.len())?;
     fresh_measurement(rt, w, &gens, engine, &report, "a LocalHub", snapshots)
 }

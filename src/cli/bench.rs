@@ -5,6 +5,13 @@
 //! (`supamerge bench --worker NAME ...`), so each one starts from a clean heap
 //! and reports its own peak RSS; the cold-start workload starts a further
 //! child per probe (`--cold-probe`). `--in-process` runs everything here.
+//!
+//! `--runs N` runs every selected workload N times (round robin) and reports
+//! the median run with the min–max over the runs ([`crate::bench::runs`]);
+//! `--instructions` also counts the instructions of the engine and of the
+//! baseline of the CPU-bound merges under `valgrind --tool=callgrind`
+//! (three further child processes per workload: setup only, setup +
+//! baseline, setup + engine).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -14,7 +21,8 @@ use serde_json::json;
 
 use super::{write_line, CliError, OutputMode};
 use crate::bench::{
-    self, chart, cold_probe, BenchConfig, BenchError, Outcome, Probe, ProbeMode, Sizes, Workload,
+    self, chart, cold_probe, runs, BenchConfig, BenchError, Instructions, Outcome, Phase, Probe,
+    ProbeMode, Sizes, Workload,
 };
 use crate::id::DocId;
 
@@ -49,6 +57,19 @@ pub struct BenchArgs {
     /// Run every workload in this process (no per-workload RSS figures).
     #[arg(long)]
     pub in_process: bool,
+    /// Run every selected workload this many times (round robin) and report
+    /// the median run with the min–max over the runs.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub runs: usize,
+    /// Also count the instructions of the engine and of the baseline of the
+    /// CPU-bound merges (merge_*, fresh_device_localhub*) under
+    /// `valgrind --tool=callgrind` (valgrind must be installed; about 50x
+    /// slower than a normal run).
+    #[arg(long)]
+    pub instructions: bool,
+    /// Internal: run only a part of the workload (setup, baseline, engine).
+    #[arg(long, hide = true)]
+    pub phase: Option<String>,
     /// Internal: run one workload and print its outcome as JSON.
     #[arg(long, hide = true)]
     pub worker: Option<String>,
@@ -93,6 +114,16 @@ fn config(a: &BenchArgs) -> Result<BenchConfig, CliError> {
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .filter(|u| !u.is_empty());
     cfg.scratch = a.scratch.clone();
+    if let Some(p) = &a.phase {
+        cfg.phase = Phase::from_name(p).ok_or_else(|| {
+            usage(format!(
+                "unknown phase {p}; one of: all, setup, baseline, engine"
+            ))
+        })?;
+    }
+    if a.runs == 0 {
+        return Err(usage("--runs must be at least 1".to_owned()));
+    }
     if !a.in_process {
         let exe = std::env::current_exe().map_err(CliError::Output)?;
         cfg.probe = Probe::Child(exe);
@@ -121,21 +152,55 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
         );
         b
     });
-    let mut outcomes = Vec::new();
-    for w in selected {
-        if let Some(b) = &bar {
-            b.set_message(w.name());
+    let runs = a.runs;
+    if let Some(b) = &bar {
+        b.set_length((selected.len() * runs) as u64);
+    }
+    let mut per_workload: Vec<Vec<Outcome>> = vec![Vec::new(); selected.len()];
+    // Round robin: a burst of load on the machine touches every workload a
+    // little rather than all runs of one.
+    for run in 0..runs {
+        for (i, w) in selected.iter().copied().enumerate() {
+            if let Some(b) = &bar {
+                b.set_message(if runs > 1 {
+                    format!("{} (run {}/{runs})", w.name(), run + 1)
+                } else {
+                    w.name().to_owned()
+                });
+            }
+            let outcome = match &cfg.probe {
+                Probe::InProcess => bench::run_one(&cfg, w),
+                Probe::Child(exe) => run_worker(exe, &a, w),
+            };
+            per_workload[i].push(outcome.unwrap_or_else(|e| Outcome::Skipped {
+                name: w.name().to_owned(),
+                reason: format!("FAILED: {e}"),
+            }));
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
         }
-        let outcome = match &cfg.probe {
-            Probe::InProcess => bench::run_one(&cfg, w),
-            Probe::Child(exe) => run_worker(exe, &a, w),
-        };
-        outcomes.push(outcome.unwrap_or_else(|e| Outcome::Skipped {
-            name: w.name().to_owned(),
-            reason: format!("FAILED: {e}"),
-        }));
-        if let Some(b) = &bar {
-            b.inc(1);
+    }
+    let mut outcomes: Vec<Outcome> = per_workload
+        .into_iter()
+        .filter_map(|v| {
+            if runs > 1 {
+                runs::fold(v)
+            } else {
+                v.into_iter().next()
+            }
+        })
+        .collect();
+    if a.instructions {
+        for o in &mut outcomes {
+            let Outcome::Ok(m) = o else { continue };
+            let Some(w) = Workload::from_name(&m.name).filter(|w| w.has_phases()) else {
+                continue;
+            };
+            if let Some(b) = &bar {
+                b.set_message(format!("{} (callgrind)", w.name()));
+            }
+            m.instructions = Some(Box::new(count_instructions(&a, w)?));
         }
     }
     if let Some(b) = bar {
@@ -156,6 +221,7 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
     let doc = json!({
         "version": 1,
         "quick": a.quick,
+        "runs": runs,
         "machine": machine(),
         "workloads": outcomes,
     });
@@ -181,7 +247,7 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
     Ok(())
 }
 
-fn run_worker(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> Result<Outcome, BenchError> {
+fn worker_command(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> std::process::Command {
     let mut cmd = std::process::Command::new(exe);
     cmd.args(["bench", "--worker", w.name()]);
     if a.quick {
@@ -196,7 +262,11 @@ fn run_worker(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> Result<Outco
     if let Some(s) = &a.scratch {
         cmd.arg("--scratch").arg(s);
     }
-    let out = cmd
+    cmd
+}
+
+fn run_worker(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> Result<Outcome, BenchError> {
+    let out = worker_command(exe, a, w)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|source| BenchError::Io {
@@ -216,6 +286,58 @@ fn run_worker(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> Result<Outco
             "unreadable worker output ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         ),
+    })
+}
+
+/// Counts the instructions of `w`'s setup, baseline and engine: three
+/// workers under `valgrind --tool=callgrind`, each reporting its total
+/// (every thread of the process).
+fn count_instructions(a: &BenchArgs, w: Workload) -> Result<Instructions, BenchError> {
+    let exe = std::env::current_exe().map_err(|source| BenchError::Io {
+        what: "cannot find this executable",
+        path: std::path::PathBuf::from("supamerge"),
+        source,
+    })?;
+    let mut totals = [0u64; 3];
+    for (i, phase) in [Phase::Setup, Phase::Baseline, Phase::Engine]
+        .into_iter()
+        .enumerate()
+    {
+        let worker = worker_command(&exe, a, w);
+        let mut cmd = std::process::Command::new("valgrind");
+        cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(worker.get_program())
+            .args(worker.get_args())
+            .args(["--phase", phase.name()]);
+        let out = cmd.output().map_err(|source| BenchError::Io {
+            what: "cannot start valgrind (is it installed?)",
+            path: std::path::PathBuf::from("valgrind"),
+            source,
+        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            return Err(BenchError::Child {
+                workload: w.name(),
+                reason: format!(
+                    "callgrind ({}) exited with {}: {stderr}",
+                    phase.name(),
+                    out.status
+                ),
+            });
+        }
+        totals[i] = collected(&stderr).ok_or_else(|| BenchError::Child {
+            workload: w.name(),
+            reason: format!("no \"Collected :\" line in callgrind's output: {stderr}"),
+        })?;
+    }
+    Ok(Instructions::from_totals(totals[0], totals[1], totals[2]))
+}
+
+/// The instruction total callgrind prints at exit (`==PID== Collected : N`).
+fn collected(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let rest = l.split("Collected :").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
     })
 }
 
