@@ -271,6 +271,26 @@ impl Sizes {
         }
     }
 
+    /// The full sizes multiplied by `factor` (each at least 1; the
+    /// editing trace is cut to the same share of its edits): `--scale`, for
+    /// instruction counts under callgrind, which runs about 50x slower.
+    pub fn scaled(factor: f64) -> Self {
+        let f = |n: usize| ((n as f64 * factor).round() as usize).max(1);
+        let full = Self::full();
+        Self {
+            one_doc_changes: f(full.one_doc_changes),
+            many_docs: f(full.many_docs),
+            changes_per_doc: full.changes_per_doc,
+            trace_txns: (factor < 1.0).then(|| f(259_778)),
+            trickle_ops: f(full.trickle_ops),
+            trickle_rounds: f(full.trickle_rounds),
+            commits_immediate: f(full.commits_immediate),
+            commits_buffered: f(full.commits_buffered),
+            cold_docs: f(full.cold_docs),
+            reads: full.reads,
+        }
+    }
+
     /// Small sizes for a smoke test (`--quick`) and the criterion benches.
     pub fn quick() -> Self {
         Self {

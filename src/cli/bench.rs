@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Small sizes: a smoke test, seconds instead of minutes.
     #[arg(long)]
     pub quick: bool,
+    /// The full sizes times this factor (e.g. 0.1: 10,000 changes of one
+    /// document, 1,000 documents), for instruction counts in minutes
+    /// rather than hours.
+    #[arg(long, value_name = "FACTOR", conflicts_with = "quick")]
+    pub scale: Option<f64>,
     /// Run only these workloads (names as in the table; repeatable or comma-separated).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub only: Vec<String>,
@@ -93,10 +98,11 @@ fn usage(reason: String) -> CliError {
 }
 
 fn config(a: &BenchArgs) -> Result<BenchConfig, CliError> {
-    let mut cfg = BenchConfig::new(if a.quick {
-        Sizes::quick()
-    } else {
-        Sizes::full()
+    let mut cfg = BenchConfig::new(match (a.quick, a.scale) {
+        (true, _) => Sizes::quick(),
+        (false, Some(f)) if f > 0.0 && f.is_finite() => Sizes::scaled(f),
+        (false, Some(f)) => return Err(usage(format!("--scale {f}: a positive factor"))),
+        (false, None) => Sizes::full(),
     });
     for name in &a.only {
         let w = Workload::from_name(name).ok_or_else(|| {
@@ -221,6 +227,7 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
     let doc = json!({
         "version": 1,
         "quick": a.quick,
+        "scale": a.scale,
         "runs": runs,
         "machine": machine(),
         "workloads": outcomes,
@@ -252,6 +259,9 @@ fn worker_command(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> std::pro
     cmd.args(["bench", "--worker", w.name()]);
     if a.quick {
         cmd.arg("--quick");
+    }
+    if let Some(f) = a.scale {
+        cmd.arg("--scale").arg(f.to_string());
     }
     if let Some(t) = &a.trace {
         cmd.arg("--trace").arg(t);

@@ -16,17 +16,18 @@
 use std::collections::{BTreeMap, HashSet};
 
 use automerge::{Change, ChangeHash, ReadDoc};
+use rayon::prelude::*;
 
 use super::cache::DocState;
 use super::resolve::doc_conflicts;
 use super::{Origin, Replica, ReplicaEvent};
 use crate::conflict::{Conflict, EffectiveClock, LwwView};
 use crate::entity;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::protocol::snapshot_check::{self, DownloadedSnapshot, SnapshotCheckError};
 use crate::protocol::ChangeEnvelope;
-use crate::store::{Chunk, ChunkKind, CursorRecord, DocRecord, PendingChange, Store, StoreError};
+use crate::store::{ChunkKind, CursorRecord, DocRecord, PendingChange, Store, StoreError};
 
 /// A remote change handed to [`SyncPort::apply_remote`](super::SyncPort::apply_remote).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,14 +123,25 @@ impl Replica {
         snapshots: Vec<DownloadedSnapshot>,
     ) -> Result<ApplyReport> {
         let mut changes = Vec::new();
-        // (id, record, bytes, number of changes, whether it is an entity)
+        // (id, record, encoded snapshot chunk, number of changes, whether it
+        // is an entity)
         let mut fresh: Vec<(DocId, DocRecord, Vec<u8>, usize, bool)> = Vec::new();
         let mut fresh_ids = HashSet::new();
         let mut untrusted = Vec::new();
+        // Loading and checking a snapshot is the work here: on every core,
+        // before the lock is taken.
+        let loaded: Vec<_> = snapshots
+            .into_par_iter()
+            .map(|snap| {
+                let doc =
+                    snapshot_check::load_checked(snap.doc_id, &snap.bytes, snap.replaces.as_ref());
+                (snap, doc)
+            })
+            .collect();
         let st = self.lock();
-        for snap in snapshots {
+        for (snap, doc) in loaded {
             let (ws, coll, id, bytes) = (snap.workspace, snap.collection, snap.doc_id, snap.bytes);
-            let doc = match snapshot_check::load_checked(id, &bytes, snap.replaces.as_ref()) {
+            let doc = match doc {
                 Ok(doc) => doc,
                 Err(e) => {
                     untrusted.push(e);
@@ -149,7 +161,8 @@ impl Replica {
                 record.snapshot_len = bytes.len() as u64;
                 let n = doc.stats().num_changes as usize;
                 fresh_ids.insert(id);
-                fresh.push((id, record, bytes, n, entity));
+                let encoded = Store::encode_chunk(ChunkKind::Snapshot, &bytes)?;
+                fresh.push((id, record, encoded, n, entity));
                 continue;
             }
             for mut c in doc.get_changes(&[]) {
@@ -165,15 +178,8 @@ impl Replica {
         }
         if !fresh.is_empty() {
             self.inner.store.transact("load snapshots", |tx| {
-                for (id, record, bytes, _, entity) in &fresh {
-                    tx.put_chunk(
-                        id,
-                        0,
-                        &Chunk {
-                            kind: ChunkKind::Snapshot,
-                            bytes: bytes.clone(),
-                        },
-                    )?;
+                for (id, record, encoded, _, entity) in &fresh {
+                    tx.put_chunk_encoded(id, 0, encoded)?;
                     tx.put_doc(id, record)?;
                     // Listed once it is an entity (has `_meta`).
                     if *entity {
@@ -215,64 +221,65 @@ impl Replica {
         cursor: Option<(WorkspaceId, CursorRecord)>,
     ) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
-        // 1. decode and verify, grouped by document (batch order kept)
+        // 1. decode and verify (in parallel), grouped by document (batch
+        //    order kept)
         let groups = decode_batch(changes, &mut report);
 
         let mut st = self.lock();
-        let mut plans: Vec<(DocId, bool, ApplyPlan)> = Vec::new();
         // Conflicts before the batch, to announce only new or changed ones.
         let watch_conflicts = self.inner.events.receiver_count() > 0;
-        let mut conflicts_before: BTreeMap<DocId, Vec<Conflict>> = BTreeMap::new();
-        // 2. plan every group on its cached document
+        // Early arrivals are rare: when the tree is empty, no document of
+        // the batch has any, and the per-document scan is skipped.
+        let any_pending = !self.inner.store.pending_is_empty();
+        // 2. take every document of the batch out of the cache (or note
+        //    where it comes from), then plan the groups on both cores:
+        //    documents are independent, and the store is read-only here.
+        let mut work = Vec::with_capacity(groups.len());
         for (id, (ws, coll, batch)) in groups {
-            // A cached document exists: only an uncached one costs a read.
-            let is_new = !st.cache.contains(&id) && self.inner.store.get_doc(&id)?.is_none();
-            if is_new {
-                st.cache.put(
-                    id,
-                    DocState::empty(&self.inner.actor, DocRecord::new(ws, coll)),
-                );
-            }
-            let loaded = self
-                .inner
-                .store
-                .pending_for(&id)
-                .map_err(Error::from)
-                .and_then(|pending| Ok((pending, self.get_loaded(&mut st, &id)?)));
-            let (stored_pending, ds) = match loaded {
-                Ok(loaded) => loaded,
-                Err(e) => {
-                    // The documents planned so far are ahead of disk.
-                    for (id, ..) in &plans {
-                        st.cache.pop(id);
-                    }
-                    return Err(e);
-                }
+            let source = match st.cache.pop(&id) {
+                Some(ds) => Source::Cached(ds),
+                None => Source::Stored(DocRecord::new(ws, coll)),
             };
-            if watch_conflicts {
-                conflicts_before.insert(id, doc_conflicts(ds.view()));
-            }
-            let had_meta = !is_new && entity::meta_obj(ds.view()).is_some();
-            let reload = || self.load(&id).ok();
-            let plan = plan_group(ds, &id, batch, stored_pending, reload, &mut report);
-            // A document is listed in its collection once it is an entity
-            // (has `_meta`): early arrivals alone, or a document another
-            // client wrote without `_meta`, are not.
-            let index = !had_meta && entity::meta_obj(ds.view()).is_some();
-            plans.push((id, index, plan));
+            work.push((id, source, batch));
+        }
+        let planned: Vec<Result<Planned>> = work
+            .into_par_iter()
+            .map(|(id, source, batch)| {
+                self.plan_doc(id, source, batch, any_pending, watch_conflicts)
+            })
+            .collect();
+        let mut plans = Vec::with_capacity(planned.len());
+        for p in planned {
+            // On error the documents taken out of the cache are dropped with
+            // `plans`: the next read loads them from disk, so memory is
+            // never ahead of disk.
+            plans.push(p?);
         }
 
         // 3. persist everything (and the cursor) in one transaction
-        if let Err(e) = persist_plans(&self.inner.store, &plans, cursor.as_ref()) {
-            for (id, ..) in &plans {
-                st.cache.pop(id);
-            }
-            return Err(e.into());
-        }
+        persist_plans(&self.inner.store, &plans, cursor.as_ref())?;
         let mut changed = Vec::new();
-        for (id, _, plan) in plans {
-            if let Some(ds) = st.cache.get_mut(&id) {
-                ds.record = plan.record;
+        let mut conflicts_before: BTreeMap<DocId, Vec<Conflict>> = BTreeMap::new();
+        let mut evicted = Vec::new();
+        for p in plans {
+            let Planned {
+                id,
+                mut ds,
+                plan,
+                report: part,
+                conflicts,
+                ..
+            } = p;
+            report.applied += part.applied;
+            report.duplicates += part.duplicates;
+            report.pending += part.pending;
+            report.rejected.extend(part.rejected);
+            ds.record = plan.record;
+            if let Some(c) = conflicts {
+                conflicts_before.insert(id, c);
+            }
+            if let Some((_, old)) = st.cache.push(id, ds) {
+                evicted.push(old);
             }
             if plan.changed {
                 changed.push(id);
@@ -280,6 +287,9 @@ impl Replica {
             }
         }
         drop(st);
+        // Freeing Automerge documents is not free: do it outside the lock
+        // and on both cores.
+        evicted.into_par_iter().for_each(drop);
         for id in &changed {
             self.emit(ReplicaEvent::DocChanged {
                 id: *id,
@@ -297,45 +307,133 @@ impl Replica {
         report.changed = changed;
         Ok(report)
     }
+
+    /// Loads (when needed) and plans one document's group. Runs on a rayon
+    /// worker: reads the store, never writes it, never takes the lock.
+    fn plan_doc(
+        &self,
+        id: DocId,
+        source: Source,
+        batch: Vec<Change>,
+        any_pending: bool,
+        watch_conflicts: bool,
+    ) -> Result<Planned> {
+        let (mut ds, is_new) = match source {
+            Source::Cached(ds) => (ds, false),
+            Source::Stored(fresh) => match self.inner.store.get_doc(&id)? {
+                None => (DocState::empty(&self.inner.actor, fresh), true),
+                Some(_) => (self.load(&id)?, false),
+            },
+        };
+        let stored_pending = if any_pending && !is_new {
+            self.inner.store.pending_for(&id)?
+        } else {
+            Vec::new()
+        };
+        let conflicts = watch_conflicts.then(|| doc_conflicts(ds.view()));
+        let had_meta = !is_new && entity::meta_obj(ds.view()).is_some();
+        let mut report = ApplyReport::default();
+        let reload = || self.load(&id).ok();
+        let mut plan = plan_group(&mut ds, &id, batch, stored_pending, reload, &mut report);
+        // A document is listed in its collection once it is an entity
+        // (has `_meta`): early arrivals alone, or a document another
+        // client wrote without `_meta`, are not.
+        let index = !had_meta && entity::meta_obj(ds.view()).is_some();
+        let chunk = match plan.chunk.take() {
+            Some((seq, bytes)) => Some((seq, encode_chunk(&bytes)?)),
+            None => None,
+        };
+        Ok(Planned {
+            id,
+            ds,
+            index,
+            chunk,
+            plan,
+            report,
+            conflicts,
+        })
+    }
+}
+
+/// Where a document of a batch comes from.
+enum Source {
+    /// It was in the cache (taken out while it is planned).
+    Cached(DocState),
+    /// Not cached: loaded from the store, or new (with this record) when
+    /// the store does not have it.
+    Stored(DocRecord),
+}
+
+/// One document of a batch, planned.
+struct Planned {
+    id: DocId,
+    /// The document with the batch applied (back into the cache once
+    /// persisted).
+    ds: DocState,
+    /// Whether it is to be added to its collection index now.
+    index: bool,
+    /// The new chunk, encoded for the store (off the lock, in parallel).
+    chunk: Option<(u64, Vec<u8>)>,
+    plan: ApplyPlan,
+    /// This document's part of the report.
+    report: ApplyReport,
+    /// Its conflicts before the batch, when someone listens for conflicts.
+    conflicts: Option<Vec<Conflict>>,
 }
 
 /// The changes of one document in a batch: its workspace, collection and
 /// the decoded changes in batch order.
 type Group = (WorkspaceId, Collection, Vec<Change>);
 
-/// Decodes every change and checks its claimed hash; refusals go to
-/// `report.rejected`, the rest is grouped per document (batch order kept).
+/// Decodes every change (on both cores) and checks its claimed hash;
+/// refusals go to `report.rejected`, the rest is grouped per document
+/// (batch order kept).
 fn decode_batch(changes: Vec<RemoteChange>, report: &mut ApplyReport) -> BTreeMap<DocId, Group> {
-    let mut groups: BTreeMap<DocId, Group> = BTreeMap::new();
-    for (index, rc) in changes.into_iter().enumerate() {
-        let change = match Change::from_bytes(rc.bytes) {
-            Ok(c) => c,
-            Err(source) => {
-                report.rejected.push(ChangeError::Corrupt {
-                    doc_id: rc.doc_id,
+    let decoded: Vec<(
+        DocId,
+        WorkspaceId,
+        Collection,
+        std::result::Result<Change, ChangeError>,
+    )> = changes
+        .into_par_iter()
+        .enumerate()
+        .map(|(index, rc)| {
+            let RemoteChange {
+                workspace,
+                doc_id,
+                collection,
+                hash,
+                bytes,
+            } = rc;
+            let change = match Change::from_bytes(bytes) {
+                Ok(c) => match hash {
+                    Some(claimed) if claimed != c.hash() => Err(ChangeError::HashMismatch {
+                        doc_id,
+                        index,
+                        claimed,
+                        actual: c.hash(),
+                    }),
+                    _ => Ok(c),
+                },
+                Err(source) => Err(ChangeError::Corrupt {
+                    doc_id,
                     index,
                     source,
-                });
-                continue;
-            }
-        };
-        let actual = change.hash();
-        if let Some(claimed) = rc.hash {
-            if claimed != actual {
-                report.rejected.push(ChangeError::HashMismatch {
-                    doc_id: rc.doc_id,
-                    index,
-                    claimed,
-                    actual,
-                });
-                continue;
-            }
+                }),
+            };
+            (doc_id, workspace, collection, change)
+        })
+        .collect();
+    let mut groups: BTreeMap<DocId, Group> = BTreeMap::new();
+    for (doc_id, workspace, collection, change) in decoded {
+        match change {
+            Ok(change) => groups
+                .entry(doc_id)
+                .or_insert_with(|| (workspace, collection, Vec::new()))
+                .2
+                .push(change),
+            Err(e) => report.rejected.push(e),
         }
-        groups
-            .entry(rc.doc_id)
-            .or_insert_with(|| (rc.workspace, rc.collection, Vec::new()))
-            .2
-            .push(change);
     }
     groups
 }
@@ -345,7 +443,7 @@ struct ApplyPlan {
     /// The document's record after the batch.
     record: DocRecord,
     /// The new incremental chunk (its sequence number and bytes), if any
-    /// change was applied.
+    /// change was applied (taken out and encoded by the caller).
     chunk: Option<(u64, Vec<u8>)>,
     /// Early arrivals applied now: removed from `pending`.
     unpend: Vec<ChangeHash>,
@@ -355,6 +453,14 @@ struct ApplyPlan {
     changed: bool,
 }
 
+/// One change of a group: its hash, where its bytes are in the group's
+/// buffer, and whether it came from the `pending` tree.
+struct Entry {
+    hash: ChangeHash,
+    range: std::ops::Range<usize>,
+    was_pending: bool,
+}
+
 /// Applies one document's group to its cached state and plans the writes.
 ///
 /// `stored_pending` are the document's early arrivals on disk; they are
@@ -362,6 +468,10 @@ struct ApplyPlan {
 /// offending changes are isolated one at a time on a fresh copy of the
 /// document from `reload` (an empty document when it cannot be loaded), and
 /// reported in `report.rejected`.
+///
+/// The changes are moved into `apply_changes`, not copied: their bytes are
+/// kept once, concatenated, and that buffer is the new chunk when every
+/// change went in (the common case).
 fn plan_group(
     ds: &mut DocState,
     id: &DocId,
@@ -379,21 +489,18 @@ fn plan_group(
     let hashes: Vec<ChangeHash> = batch.iter().map(Change::hash).collect();
     let absent: HashSet<ChangeHash> = ds.doc.get_missing_deps(&hashes).into_iter().collect();
     let queued: HashSet<ChangeHash> = stored_pending.iter().map(|(h, _)| *h).collect();
-    let mut seen = HashSet::new();
-    let mut incoming = Vec::new();
-    for c in batch {
-        let h = c.hash();
+    let mut seen = HashSet::with_capacity(batch.len());
+    let mut all = Vec::with_capacity(batch.len() + stored_pending.len());
+    for (c, h) in batch.into_iter().zip(hashes) {
         let in_doc = !absent.contains(&h) && !queued.contains(&h);
         if in_doc || !seen.insert(h) {
             report.duplicates += 1;
         } else {
-            incoming.push(c);
+            all.push(c);
         }
     }
-    let mut pending_hashes = HashSet::new();
-    let mut all = incoming.clone();
+    let incoming = all.len();
     for (h, p) in stored_pending {
-        pending_hashes.insert(h);
         if !seen.contains(&h) {
             if let Ok(c) = Change::from_bytes(p.bytes) {
                 seen.insert(c.hash());
@@ -401,12 +508,27 @@ fn plan_group(
             }
         }
     }
-    let applied_whole = ds.doc.apply_changes(all.clone()).is_ok();
+    let mut buf = Vec::with_capacity(all.iter().map(|c| c.raw_bytes().len()).sum());
+    let mut entries = Vec::with_capacity(all.len());
+    for (i, c) in all.iter().enumerate() {
+        let start = buf.len();
+        buf.extend_from_slice(c.raw_bytes());
+        entries.push(Entry {
+            hash: c.hash(),
+            range: start..buf.len(),
+            was_pending: i >= incoming,
+        });
+    }
+    let applied_whole = ds.doc.apply_changes(all).is_ok();
+    let mut rejected = HashSet::new();
     if !applied_whole {
         // Isolate the offending change(s): reload and apply one at a time.
         let mut fresh = reload()
             .unwrap_or_else(|| DocState::empty(&ds.doc.get_actor().clone(), ds.record.clone()));
-        let mut remaining = all.clone();
+        let mut remaining: Vec<Change> = entries
+            .iter()
+            .filter_map(|e| Change::from_bytes(buf[e.range.clone()].to_vec()).ok())
+            .collect();
         loop {
             let mut progress = false;
             let mut next = Vec::new();
@@ -414,20 +536,21 @@ fn plan_group(
                 let deps_ok = c
                     .deps()
                     .iter()
-                    .all(|d| fresh.doc.get_change_by_hash(d).is_some());
+                    .all(|d| fresh.doc.get_change_meta_by_hash(d).is_some());
                 if !deps_ok {
                     next.push(c);
                     continue;
                 }
-                match fresh.doc.apply_changes([c.clone()]) {
+                let hash = c.hash();
+                match fresh.doc.apply_changes([c]) {
                     Ok(()) => progress = true,
                     Err(source) => {
                         report.rejected.push(ChangeError::Incompatible {
                             doc_id: *id,
-                            hash: c.hash(),
+                            hash,
                             source,
                         });
-                        all.retain(|x| x.hash() != c.hash());
+                        rejected.insert(hash);
                     }
                 }
             }
@@ -446,36 +569,42 @@ fn plan_group(
         pend: Vec::new(),
         changed: ds.doc.get_heads() != before,
     };
-    let mut chunk = Vec::new();
-    let mut applied = 0u64;
-    // `get_change_by_hash` rebuilds the change from the op set in
-    // Automerge 0.12 (a fifth of a page's apply time in the profile). When
-    // nothing is left waiting for dependencies, every change of `all` is
-    // in the document and the lookup is not needed. (Not after the
-    // one-by-one isolation above: it leaves changes with missing
+    // When nothing is left waiting for dependencies, every change is in the
+    // document and the buffer is the chunk. Otherwise each change is looked
+    // up by its metadata (`get_change_by_hash` would rebuild it). (Not
+    // after the one-by-one isolation above: it leaves changes with missing
     // dependencies out of the document instead of queueing them.)
     let all_in = applied_whole && ds.doc.get_missing_deps(&[]).is_empty();
-    for c in &all {
-        let h = c.hash();
-        let now_in = all_in || ds.doc.get_change_by_hash(&h).is_some();
-        let was_pending = pending_hashes.contains(&h);
-        match (now_in, was_pending) {
-            (true, true) => {
-                plan.unpend.push(h);
-                chunk.extend_from_slice(c.raw_bytes());
-                applied += 1;
+    let mut applied = 0u64;
+    let chunk = if all_in {
+        applied = entries.len() as u64;
+        plan.unpend = entries
+            .iter()
+            .filter(|e| e.was_pending)
+            .map(|e| e.hash)
+            .collect();
+        buf
+    } else {
+        let mut chunk = Vec::new();
+        for e in entries.iter().filter(|e| !rejected.contains(&e.hash)) {
+            let now_in = ds.doc.get_change_meta_by_hash(&e.hash).is_some();
+            match (now_in, e.was_pending) {
+                (true, was_pending) => {
+                    if was_pending {
+                        plan.unpend.push(e.hash);
+                    }
+                    chunk.extend_from_slice(&buf[e.range.clone()]);
+                    applied += 1;
+                }
+                (false, false) => {
+                    plan.pend.push((e.hash, buf[e.range.clone()].to_vec()));
+                    report.pending += 1;
+                }
+                (false, true) => report.pending += 1,
             }
-            (true, false) => {
-                chunk.extend_from_slice(c.raw_bytes());
-                applied += 1;
-            }
-            (false, false) => {
-                plan.pend.push((h, c.raw_bytes().to_vec()));
-                report.pending += 1;
-            }
-            (false, true) => report.pending += 1,
         }
-    }
+        chunk
+    };
     report.applied += applied as usize;
     if !chunk.is_empty() {
         let seq = plan.record.next_chunk;
@@ -489,34 +618,34 @@ fn plan_group(
     plan
 }
 
+/// A chunk of changes encoded for the store (done before the transaction,
+/// whose body sled may run more than once).
+fn encode_chunk(bytes: &[u8]) -> std::result::Result<Vec<u8>, StoreError> {
+    Store::encode_chunk(ChunkKind::Incremental, bytes)
+}
+
 /// Writes every plan of a batch (each with whether the document is to be
 /// added to its collection index now), and the cursor when given, in one
 /// sled transaction: all of it is on disk afterwards, or none of it.
 fn persist_plans(
     store: &Store,
-    plans: &[(DocId, bool, ApplyPlan)],
+    plans: &[Planned],
     cursor: Option<&(WorkspaceId, CursorRecord)>,
 ) -> std::result::Result<(), StoreError> {
     store.transact("apply remote", |tx| {
-        for (id, index, plan) in plans {
-            if let Some((seq, bytes)) = &plan.chunk {
-                tx.put_chunk(
-                    id,
-                    *seq,
-                    &Chunk {
-                        kind: ChunkKind::Incremental,
-                        bytes: bytes.clone(),
-                    },
-                )?;
+        for p in plans {
+            let id = &p.id;
+            if let Some((seq, encoded)) = &p.chunk {
+                tx.put_chunk_encoded(id, *seq, encoded)?;
             }
-            tx.put_doc(id, &plan.record)?;
-            if *index {
-                tx.index_collection(&plan.record.collection, id)?;
+            tx.put_doc(id, &p.plan.record)?;
+            if p.index {
+                tx.index_collection(&p.plan.record.collection, id)?;
             }
-            for h in &plan.unpend {
+            for h in &p.plan.unpend {
                 tx.remove_pending(id, h)?;
             }
-            for (h, bytes) in &plan.pend {
+            for (h, bytes) in &p.plan.pend {
                 tx.put_pending(
                     id,
                     h,

@@ -407,6 +407,19 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Writes a chunk already encoded with [`Store::encode_chunk`] at `seq`
+    /// (encoding before the transaction keeps it out of a body sled may
+    /// run more than once).
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn put_chunk_encoded(&self, id: &DocId, seq: u64, encoded: &[u8]) -> Result<(), TxError> {
+        self.chunks()
+            .insert(&keys::chunk(id, seq), encoded)
+            .map_err(unab)?;
+        Ok(())
+    }
+
     /// Removes the chunk at `seq`.
     ///
     /// # Errors
@@ -815,6 +828,29 @@ impl Store {
         Ok(result)
     }
 
+    /// A chunk of `kind` holding `bytes`, encoded as [`StoreTx::put_chunk`]
+    /// would store it (the same bytes as encoding a [`Chunk`]), without
+    /// copying `bytes` into a `Chunk` first.
+    ///
+    /// # Errors
+    /// [`StoreError::Encode`] (not expected for chunks).
+    pub fn encode_chunk(kind: ChunkKind, bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+        /// [`Chunk`] with borrowed bytes: the same fields, serialized alike.
+        #[derive(Serialize)]
+        struct ChunkRef<'a> {
+            kind: ChunkKind,
+            #[serde(with = "serde_bytes_vec")]
+            bytes: &'a [u8],
+        }
+        codec::encode(trees::CHUNKS, &ChunkRef { kind, bytes })
+    }
+
+    /// Whether no remote change waits for its dependencies (the `pending`
+    /// tree is empty; a read of its first key, not a count).
+    pub fn pending_is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// Flushes everything written so far to disk.
     ///
     /// # Errors
@@ -1011,5 +1047,25 @@ impl Store {
                 codec::decode(trees::DEAD_LETTERS, &k, &v)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encoded_chunk_is_what_put_chunk_stores() {
+        for kind in [ChunkKind::Incremental, ChunkKind::Snapshot] {
+            let bytes: Vec<u8> = (0..=255u8).cycle().take(1_000).collect();
+            let chunk = Chunk {
+                kind,
+                bytes: bytes.clone(),
+            };
+            let whole = codec::encode(trees::CHUNKS, &chunk).expect("encode");
+            assert_eq!(Store::encode_chunk(kind, &bytes).expect("encode"), whole);
+            let back: Chunk = codec::decode(trees::CHUNKS, b"k", &whole).expect("decode");
+            assert_eq!(back, chunk);
+        }
     }
 }
