@@ -18,6 +18,8 @@
 pub mod chart;
 pub mod data;
 #[cfg(feature = "gateway")]
+mod live;
+#[cfg(feature = "gateway")]
 mod postgres;
 pub mod runs;
 mod samod_baseline;
@@ -163,11 +165,16 @@ pub enum Workload {
     FreshDevicePostgresSnapshots,
     /// Reading one entity locally versus fetching it through the gateway.
     LocalReadVsSupabase,
+    /// An edit from one replica's commit to another's engine, through the
+    /// gateway + PostgreSQL with Realtime (against polling).
+    LiveLatency,
+    /// The same with 50 subscribed replicas.
+    LiveLatency50,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 12] = [
+    pub const ALL: [Workload; 14] = [
         Workload::MergeOneDoc,
         Workload::MergeManyDocs,
         Workload::EditingTrace,
@@ -180,6 +187,8 @@ impl Workload {
         Workload::FreshDevicePostgres,
         Workload::FreshDevicePostgresSnapshots,
         Workload::LocalReadVsSupabase,
+        Workload::LiveLatency,
+        Workload::LiveLatency50,
     ];
 
     /// The name used on the command line and in the JSON.
@@ -197,6 +206,8 @@ impl Workload {
             Workload::FreshDevicePostgres => "fresh_device_postgres",
             Workload::FreshDevicePostgresSnapshots => "fresh_device_postgres_snapshots",
             Workload::LocalReadVsSupabase => "local_read_vs_supabase",
+            Workload::LiveLatency => "live_latency",
+            Workload::LiveLatency50 => "live_latency_50",
         }
     }
 
@@ -225,6 +236,8 @@ impl Workload {
             Workload::FreshDevicePostgres
                 | Workload::FreshDevicePostgresSnapshots
                 | Workload::LocalReadVsSupabase
+                | Workload::LiveLatency
+                | Workload::LiveLatency50
         )
     }
 }
@@ -252,6 +265,10 @@ pub struct Sizes {
     pub cold_docs: usize,
     /// Reads of the local-read workload.
     pub reads: usize,
+    /// Edits of the live-latency workloads.
+    pub live_edits: usize,
+    /// Subscribed replicas of `live_latency_50`.
+    pub live_subscribers: usize,
 }
 
 impl Sizes {
@@ -268,6 +285,8 @@ impl Sizes {
             commits_buffered: 20_000,
             cold_docs: 100_000,
             reads: 200,
+            live_edits: 200,
+            live_subscribers: 50,
         }
     }
 
@@ -304,6 +323,8 @@ impl Sizes {
             commits_buffered: 100,
             cold_docs: 200,
             reads: 20,
+            live_edits: 20,
+            live_subscribers: 50,
         }
     }
 }

@@ -4,10 +4,18 @@
 //! - [`backoff`]: the pure retry schedule;
 //! - [`session`]: one sync pass — push the outbox, pull every page, bootstrap
 //!   from snapshots, upload snapshots — as plain async functions;
-//! - [`engine`]: the tokio task that decides when to run a session.
+//! - [`engine`]: the tokio task that decides when to run a session;
+//! - [`live`]: the engine's live updates (a subscription per synced
+//!   workspace, nudges as triggers, the live status);
+//! - [`own_pushes`]: what the engine's own pushes stored (their nudges need
+//!   no pull) and which workspaces it pulls;
+//! - [`presence`]: [`Presence`], who else is here.
 
 mod backoff;
 mod engine;
+mod live;
+mod own_pushes;
+mod presence;
 pub(crate) mod session;
 
 pub use backoff::Backoff;
@@ -15,4 +23,6 @@ pub use engine::{
     SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
     SyncStatus,
 };
+pub use live::LiveStatus;
+pub use presence::Presence;
 pub use session::{sync_once, SyncConfig, SyncProgress, SyncReport};
