@@ -307,6 +307,8 @@ impl Sizes {
             commits_buffered: f(full.commits_buffered),
             cold_docs: f(full.cold_docs),
             reads: full.reads,
+            live_edits: full.live_edits,
+            live_subscribers: full.live_subscribers,
         }
     }
 

@@ -499,7 +499,6 @@ fn plan_group(
             all.push(c);
         }
     }
-    let incoming = all.len();
     for (h, p) in stored_pending {
         if !seen.contains(&h) {
             if let Ok(c) = Change::from_bytes(p.bytes) {
@@ -510,13 +509,15 @@ fn plan_group(
     }
     let mut buf = Vec::with_capacity(all.iter().map(|c| c.raw_bytes().len()).sum());
     let mut entries = Vec::with_capacity(all.len());
-    for (i, c) in all.iter().enumerate() {
+    for c in &all {
         let start = buf.len();
         buf.extend_from_slice(c.raw_bytes());
+        let hash = c.hash();
         entries.push(Entry {
-            hash: c.hash(),
+            hash,
             range: start..buf.len(),
-            was_pending: i >= incoming,
+            // Also a stored early arrival that came again in this batch.
+            was_pending: queued.contains(&hash),
         });
     }
     let applied_whole = ds.doc.apply_changes(all).is_ok();
