@@ -251,11 +251,7 @@ impl Replica {
                 &mut st,
                 &id,
                 |view| {
-                    let mut value: T = autosurgeon::hydrate_prop(&view, &ROOT, entity::DATA)
-                        .map_err(|source| EntityError::Hydrate {
-                            id,
-                            source: Box::new(source),
-                        })?;
+                    let mut value: T = entity::hydrate_data(view, id)?;
                     f(&mut value);
                     Ok(value)
                 },

@@ -491,6 +491,27 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Records a workspace to pull (a never-synced cursor) unless it has a
+    /// cursor already. Returns whether it was new.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn join_cursor(&self, ws: &WorkspaceId) -> Result<bool, TxError> {
+        let key = keys::cursor(ws);
+        if self.cursors().get(key).map_err(unab)?.is_some() {
+            return Ok(false);
+        }
+        self.put_cursor(
+            ws,
+            &CursorRecord {
+                cursor: String::new(),
+                last_sync_ms: 0,
+                bootstrapped: false,
+            },
+        )?;
+        Ok(true)
+    }
+
     /// Appends a dead letter.
     ///
     /// # Errors

@@ -8,11 +8,13 @@
 
 mod backoff;
 mod engine;
+mod nonblocking;
 pub(crate) mod session;
 
 pub use backoff::Backoff;
+pub use nonblocking::AsyncReplica;
 pub use engine::{
     SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
-    SyncStatus,
+    SyncStatus, SyncWarning,
 };
 pub use session::{sync_once, SyncConfig, SyncProgress, SyncReport};
