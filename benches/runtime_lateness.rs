@@ -11,7 +11,7 @@
 //!   the README used to show).
 //!
 //! each on a current-thread runtime and on a multi-thread runtime with two
-//! workers. Reported per case: the timer's lateness p50 / p99 / max in ms,
+//! workers, beside `None` (the timer alone: the machine's noise floor). Reported per case: the timer's lateness p50 / p99 / max in ms,
 //! and the edits actually committed per second.
 //!
 //! `cargo bench --bench runtime_lateness -- [--secs S] [--rate R] [--runs N]`
@@ -26,6 +26,8 @@ use supamerge::{AsyncReplica, Collection, DocId, Replica, WorkspaceId};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Writer {
+    /// No writer: the machine's own timer noise (the baseline).
+    None,
     Async,
     Blocking,
 }
@@ -99,6 +101,7 @@ fn one_case(writer: Writer, flavor: Flavor, secs: f64, rate: f64) -> Sample {
                 let id = ids[(n as usize) % ids.len()];
                 let patch = json!({ "n": n });
                 match writer {
+                    Writer::None => {}
                     Writer::Async => {
                         asynchronous.patch_json(id, patch).await.expect("edit");
                     }
@@ -106,7 +109,9 @@ fn one_case(writer: Writer, flavor: Flavor, secs: f64, rate: f64) -> Sample {
                         replica.patch_json(&id, &patch).expect("edit");
                     }
                 }
-                n += 1;
+                if writer != Writer::None {
+                    n += 1;
+                }
             }
             n
         });
@@ -148,7 +153,7 @@ fn main() {
         "runtime", "writer", "p50 ms", "p99 ms", "max ms", "edits/s"
     );
     for flavor in [Flavor::CurrentThread, Flavor::MultiThread2] {
-        for writer in [Writer::Async, Writer::Blocking] {
+        for writer in [Writer::None, Writer::Async, Writer::Blocking] {
             let samples: Vec<Sample> = (0..runs.max(1))
                 .map(|_| one_case(writer, flavor, secs, rate))
                 .collect();

@@ -113,7 +113,10 @@ async fn soak(edits: u64, rate: f64, every: f64, budget: Option<usize>) {
     println!(
         "soak: {edits} edits at {rate}/s over {} entities; budget {}",
         ids.len(),
-        budget.map_or("default".to_string(), |b| format!("{:.0} MiB", mib(b as u64)))
+        budget.map_or("default".to_string(), |b| format!(
+            "{:.0} MiB",
+            mib(b as u64)
+        ))
     );
     println!(
         "{:>7} {:>8} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10}",

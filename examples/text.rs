@@ -26,11 +26,9 @@ async fn splice(
     replica
         .run(move |r| {
             r.transact(&id, |tx, data| {
-                let (_, body) = tx
-                    .get(data, "body")?
-                    .ok_or(supamerge::automerge::AutomergeError::InvalidObjId(
-                        "body".into(),
-                    ))?;
+                let (_, body) = tx.get(data, "body")?.ok_or(
+                    supamerge::automerge::AutomergeError::InvalidObjId("body".into()),
+                )?;
                 tx.splice_text(&body, pos, del, &insert)
             })
         })
@@ -72,7 +70,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Offline, both edit the body at the same time.
     splice(&alice, id, 4, 0, ", eggs").await?; // "milk, eggs bread"
     splice(&bob, id, 10, 0, ", butter").await?; // "milk bread, butter"
-    println!("alice, before syncing: {}", alice.get_json(id).await?["body"]);
+    println!(
+        "alice, before syncing: {}",
+        alice.get_json(id).await?["body"]
+    );
     println!("bob, before syncing:   {}", bob.get_json(id).await?["body"]);
 
     // Back online: both edits survive, in both replicas.

@@ -221,6 +221,7 @@ pub use store::{
     StoreError,
 };
 pub use sync::{
-    sync_once, AsyncReplica, Backoff, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind,
-    SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus, SyncWarning,
+    sync_once, AsyncReplica, Backoff, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError,
+    SyncErrorKind, SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,
+    SyncWarning,
 };

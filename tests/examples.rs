@@ -57,7 +57,10 @@ fn run(name: &str) -> String {
 #[test]
 fn todo_syncs_two_replicas_shows_a_conflict_and_its_resolution() {
     let out = run("todo");
-    assert!(out.contains("bob sees: Todo { title: \"buy milk\", done: false }"), "{out}");
+    assert!(
+        out.contains("bob sees: Todo { title: \"buy milk\", done: false }"),
+        "{out}"
+    );
     let conflict = out
         .lines()
         .find(|l| l.starts_with("conflict on "))
@@ -94,7 +97,10 @@ fn the_supabase_example_is_built() {
     // Without a connection it says what to set, and fails.
     let out = Command::new(path)
         .env_remove("SUPABASE_URL")
-        .env("XDG_CONFIG_HOME", std::env::temp_dir().join("supamerge-no-profile"))
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("supamerge-no-profile"),
+        )
         .output()
         .expect("run todo_supabase");
     assert!(!out.status.success());

@@ -158,13 +158,19 @@ fn typed_errors_for_bad_input() {
     // mistyped `title`, then (once it is a string) the missing `done`.
     match r.get::<Task>(&id) {
         Err(Error::Entity(e @ EntityError::Hydrate { .. })) => {
-            let EntityError::Hydrate { field, ty, id: at, .. } = &e else {
+            let EntityError::Hydrate {
+                field, ty, id: at, ..
+            } = &e
+            else {
                 unreachable!()
             };
             assert_eq!((field.as_str(), *at), ("/title", id));
             assert!(ty.ends_with("Task"), "{ty}");
             let text = e.to_string();
-            assert!(text.contains(&id.to_string()) && text.contains("\"/title\""), "{text}");
+            assert!(
+                text.contains(&id.to_string()) && text.contains("\"/title\""),
+                "{text}"
+            );
         }
         other => panic!("expected a hydrate error, got {other:?}"),
     }

@@ -1336,9 +1336,15 @@ async fn engine_a_fresh_replica_reports_no_workspace_then_syncs_what_it_joins() 
     let id = writer
         .create_json(ws, &notes(), &json!({"title": "from the writer"}))
         .expect("create");
-    supamerge::sync_once(&writer, remote.as_ref(), &SyncConfig::default(), &[], &|_| {})
-        .await
-        .expect("writer pushes");
+    supamerge::sync_once(
+        &writer,
+        remote.as_ref(),
+        &SyncConfig::default(),
+        &[],
+        &|_| {},
+    )
+    .await
+    .expect("writer pushes");
 
     let fresh_dir = dir.path().join("fresh");
     let fresh = Replica::open(&fresh_dir).expect("fresh");

@@ -695,7 +695,9 @@ impl EngineTask {
                 );
                 let state = if report.workspaces == 0 {
                     tracing::warn!("{}", SyncWarning::NoWorkspace);
-                    let _ = self.events.send(SyncEvent::Warning(SyncWarning::NoWorkspace));
+                    let _ = self
+                        .events
+                        .send(SyncEvent::Warning(SyncWarning::NoWorkspace));
                     SyncState::NoWorkspace
                 } else {
                     SyncState::Idle

@@ -12,9 +12,9 @@ mod nonblocking;
 pub(crate) mod session;
 
 pub use backoff::Backoff;
-pub use nonblocking::AsyncReplica;
 pub use engine::{
     SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
     SyncStatus, SyncWarning,
 };
+pub use nonblocking::AsyncReplica;
 pub use session::{sync_once, SyncConfig, SyncProgress, SyncReport};
