@@ -119,13 +119,21 @@ async fn soak(edits: u64, rate: f64, every: f64, budget: Option<usize>) {
         ))
     );
     println!(
-        "{:>7} {:>8} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10}",
-        "t (s)", "edits", "RSS MiB", "writer MiB", "puller MiB", "hub MiB", "w cached", "p cached"
+        "{:>7} {:>8} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12}",
+        "t (s)",
+        "edits",
+        "RSS MiB",
+        "writer MiB",
+        "puller MiB",
+        "hub MiB",
+        "w cached",
+        "p cached",
+        "cache est MiB"
     );
     let started = Instant::now();
     let sample = |n: u64| {
         println!(
-            "{:>7.0} {:>8} {:>9.1} {:>12.1} {:>12.1} {:>12.1} {:>10} {:>10}",
+            "{:>7.0} {:>8} {:>9.1} {:>12.1} {:>12.1} {:>12.1} {:>10} {:>10} {:>12.1}",
             started.elapsed().as_secs_f64(),
             n,
             rss_mib(),
@@ -134,6 +142,7 @@ async fn soak(edits: u64, rate: f64, every: f64, budget: Option<usize>) {
             mib(dir_bytes(&hub_dir)),
             writer.replica().cached_docs(),
             puller.cached_docs(),
+            mib((writer.replica().cached_bytes() + puller.cached_bytes()) as u64),
         );
     };
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
