@@ -237,7 +237,7 @@ impl Replica {
         let mut work = Vec::with_capacity(groups.len());
         for (id, (ws, coll, batch)) in groups {
             let source = match st.cache.pop(&id) {
-                Some(ds) => Source::Cached(ds),
+                Some(ds) => Source::Cached(Box::new(ds)),
                 None => Source::Stored(DocRecord::new(ws, coll)),
             };
             work.push((id, source, batch));
@@ -319,7 +319,7 @@ impl Replica {
         watch_conflicts: bool,
     ) -> Result<Planned> {
         let (mut ds, is_new) = match source {
-            Source::Cached(ds) => (ds, false),
+            Source::Cached(ds) => (*ds, false),
             Source::Stored(fresh) => match self.inner.store.get_doc(&id)? {
                 None => (DocState::empty(&self.inner.actor, fresh), true),
                 Some(_) => (self.load(&id)?, false),
@@ -358,7 +358,7 @@ impl Replica {
 /// Where a document of a batch comes from.
 enum Source {
     /// It was in the cache (taken out while it is planned).
-    Cached(DocState),
+    Cached(Box<DocState>),
     /// Not cached: loaded from the store, or new (with this record) when
     /// the store does not have it.
     Stored(DocRecord),
