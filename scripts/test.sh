@@ -65,6 +65,11 @@ for dir in clients/js tests/js; do
   (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 done
 
+# tests/examples.rs runs the examples' binaries from target/debug/examples/,
+# which `cargo test --all-targets` builds but does not place there.
+step "cargo build --examples"
+cargo build --features "$FEATURES" --examples
+
 step "cargo test"
 cargo test --features "$FEATURES" --all-targets
 
