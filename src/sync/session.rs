@@ -110,6 +110,11 @@ pub struct SyncReport {
     /// Snapshots downloaded but not trusted (they did not hold exactly the
     /// changes they replace): their documents were pulled from the log.
     pub snapshots_untrusted: usize,
+    /// Workspaces this pass pulled: those the replica holds documents of,
+    /// has synced or joined, plus those the caller named. 0 means there was
+    /// nothing to pull (a fresh replica nobody told which workspace to join:
+    /// [`SyncHandle::join`](crate::SyncHandle::join)).
+    pub workspaces: usize,
     /// Wall time of the pass in ms.
     pub elapsed_ms: u64,
     /// Workspaces the remote said the user is no longer a member of
@@ -658,6 +663,7 @@ pub async fn sync_once(
             all.push(*w);
         }
     }
+    report.workspaces = all.len();
     for ws in all {
         if report.not_a_member.contains(&ws) {
             continue;
@@ -672,7 +678,7 @@ pub async fn sync_once(
         }
         upload_snapshots(replica, remote, cfg, ws, &mut report).await?;
     }
-    report.waiting = replica.pending_remote();
+    report.waiting = blocking(replica, |r| Ok(r.pending_remote())).await?;
     report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
