@@ -215,7 +215,10 @@ fn next_workspace(ctx: &mut Ctx<'_>, queue: &mut VecDeque<WorkspaceId>) -> (Phas
         if ctx.report.not_a_member.contains(&ws) {
             continue;
         }
-        return (Phase::Pull(Box::new(PullState::start(ctx, ws))), Sub::Running);
+        return (
+            Phase::Pull(Box::new(PullState::start(ctx, ws))),
+            Sub::Running,
+        );
     }
     (Phase::Over, Sub::Finished)
 }
