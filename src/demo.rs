@@ -45,6 +45,18 @@ pub enum DemoError {
         #[source]
         source: SyncError,
     },
+    /// A live edit did not reach a replica in time.
+    #[error("alice's live edit {edit} did not reach {peer} within {waited_s} s (its engine's live status: {status})")]
+    LiveTimeout {
+        /// The replica that did not get it.
+        peer: &'static str,
+        /// Which edit (from 1).
+        edit: usize,
+        /// How long the demo waited.
+        waited_s: u64,
+        /// The engine's live status then, in words.
+        status: String,
+    },
 }
 
 /// A task, the typed entity of the demo.
@@ -155,6 +167,25 @@ pub struct DemoReport {
     pub states: Vec<ReplicaState>,
     /// Per-replica reports of the online sync.
     pub reports: Vec<SyncReport>,
+    /// The live part: edits on Alice's replica reaching the others with
+    /// nobody calling sync (`None` when the remote has no live updates).
+    pub live: Option<LiveReport>,
+}
+
+/// The demo's live part: Alice edits a task with every replica's engine on
+/// live updates (nudges; the engines poll only once an hour), and the time
+/// from her commit to the change on Bob's and Carol's replicas is measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveReport {
+    /// Edits Alice made.
+    pub edits: usize,
+    /// Commit on Alice's replica to `DocChanged { origin: Remote }` on the
+    /// others', per edit and replica, in ms.
+    pub delays_ms: Vec<f64>,
+    /// Their median.
+    pub median_ms: f64,
+    /// Their maximum.
+    pub max_ms: f64,
 }
 
 struct Peer {
@@ -204,6 +235,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
             // The demo decides when each replica is online: no sync on its own
             // after local commits (else "offline" edits could sync early).
             .with_debounce(Duration::from_secs(24 * 3600))
+            .with_live_updates(false)
             .with_sync_on_start(false)
             .spawn();
         peers.push(Peer {
@@ -353,7 +385,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     sync_round(&peers).await?;
     sync_round(&peers).await?;
 
-    // 5. Converged?
+    // 5. Live: every replica stays online on live updates; Alice's edits
+    // appear on the others' replicas without anyone syncing.
+    let live = live_edits(&mut peers, &remote, ws, t2).await?;
+
+    // 6. Converged?
     let (converged, states, entities) = compare(&peers, &ws)?;
     for p in &peers {
         p.sync.shutdown().await;
@@ -371,7 +407,101 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         changes_per_sec: changes_synced as f64 / secs,
         states,
         reports,
+        live,
     })
+}
+
+/// Edits the live part makes.
+const LIVE_EDITS: usize = 5;
+/// How long the live part waits for one edit (a guard, far above the
+/// expected milliseconds).
+const LIVE_WAIT: Duration = Duration::from_secs(30);
+
+async fn live_edits(
+    peers: &mut [Peer],
+    remote: &Arc<dyn Remote>,
+    ws: WorkspaceId,
+    doc: DocId,
+) -> Result<Option<LiveReport>, DemoError> {
+    if remote.live_updates().is_none() {
+        return Ok(None);
+    }
+    for p in peers.iter_mut() {
+        p.sync.shutdown().await;
+        p.sync = SyncEngine::builder(p.replica.clone(), remote.clone())
+            .with_workspaces([ws])
+            .with_debounce(Duration::from_millis(1))
+            .with_interval(Some(Duration::from_secs(3600)))
+            .with_live_interval(Some(Duration::from_secs(3600)))
+            .spawn();
+    }
+    for p in peers.iter() {
+        let mut st = p.sync.status();
+        let joined = st.wait_for(|s| s.live.as_ref().is_some_and(|l| l.is_live()));
+        if tokio::time::timeout(LIVE_WAIT, joined).await.is_err() {
+            return Err(live_timeout(p, 0));
+        }
+    }
+    let mut delays_ms = Vec::new();
+    let (first, others) = peers.split_first().ok_or(DemoError::Sync {
+        peer: "alice",
+        source: SyncError::Stopped,
+    })?;
+    for edit in 1..=LIVE_EDITS {
+        let title = format!("Review the API (live edit {edit})");
+        let mut waits = Vec::new();
+        for p in others {
+            let mut events = p.sync.events();
+            let replica = p.replica.clone();
+            let want = title.clone();
+            waits.push(tokio::spawn(async move {
+                loop {
+                    match events.recv().await {
+                        Ok(crate::sync::SyncEvent::DocChanged {
+                            id,
+                            origin: crate::replica::Origin::Remote,
+                        }) if id == doc => {
+                            let at = Instant::now();
+                            let v = replica.get_json(&doc).ok();
+                            if v.as_ref().and_then(|v| v["title"].as_str()) == Some(&want) {
+                                return Some(at);
+                            }
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }));
+        }
+        let start = Instant::now();
+        first.replica.patch_json(&doc, &json!({ "title": title }))?;
+        for (p, w) in others.iter().zip(waits) {
+            let arrived = tokio::time::timeout(LIVE_WAIT, w).await;
+            match arrived {
+                Ok(Ok(Some(at))) => delays_ms.push((at - start).as_secs_f64() * 1000.0),
+                _ => return Err(live_timeout(p, edit)),
+            }
+        }
+    }
+    let mut sorted = delays_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median_ms = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let max_ms = sorted.last().copied().unwrap_or(0.0);
+    Ok(Some(LiveReport {
+        edits: LIVE_EDITS,
+        delays_ms,
+        median_ms,
+        max_ms,
+    }))
+}
+
+fn live_timeout(p: &Peer, edit: usize) -> DemoError {
+    DemoError::LiveTimeout {
+        peer: p.name,
+        edit,
+        waited_s: LIVE_WAIT.as_secs(),
+        status: format!("{:?}", p.sync.status().borrow().live),
+    }
 }
 
 async fn sync_round(peers: &[Peer]) -> Result<Vec<SyncReport>, DemoError> {
@@ -466,6 +596,13 @@ pub fn render(r: &DemoReport) -> String {
         "\nsync after coming online: {} changes in {} ms ({:.0} changes/s)",
         r.changes_synced, r.sync_ms, r.changes_per_sec
     );
+    if let Some(l) = &r.live {
+        let _ = writeln!(
+            s,
+            "live: {} edits on alice's replica appeared on bob's and carol's with nobody calling sync, {:.1} ms median after the commit (max {:.1} ms)",
+            l.edits, l.median_ms, l.max_ms
+        );
+    }
     let _ = writeln!(
         s,
         "converged: {} (identical heads and JSON for every entity on every replica)",

@@ -23,7 +23,7 @@
 //! | remotes | `remote` | the [`Remote`] contract, the embedded [`LocalHub`], the Supabase client (feature `supabase`). |
 //! | errors | `error` | the crate [`Error`], every module's error gathered. |
 //! | replica | `replica` | the local [`Replica`]: writes, reads, conflicts, migrations, remote apply, compaction, and the [`SyncPort`] the engine uses. Plain blocking I/O, no tokio. |
-//! | sync | `sync` | one sync pass ([`sync_once`]) and the tokio [`SyncEngine`] deciding when to run it. |
+//! | sync | `sync` | one sync pass ([`sync_once`]) and the tokio [`SyncEngine`] deciding when to run it (local commits, live nudges, polls), and [`Presence`]. |
 //! | doctor | [`doctor`] | checking a replica directory, and moving what is damaged to quarantine (`supamerge doctor`). |
 //! | tools | `gateway`, `bench`, `cli`, `demo` | (features `gateway`, `bench`, `cli`) the local PostgREST-compatible gateway, the benchmark workloads, the `supamerge` command line and its demo. |
 //!
@@ -61,8 +61,11 @@
 //!    the server confirmed ([`SyncPort::ack`]). A lost response is simply pushed
 //!    again: the server deduplicates by (document, change hash).
 //! 4. **Server.** The backend verifies each change's hash and appends it to a
-//!    gap-free per-workspace log.
-//! 5. **Pull.** Other replicas pull pages of changes after their cursor,
+//!    gap-free per-workspace log, and announces the push on the workspace's
+//!    Realtime channel (a nudge: where the log grew, never data).
+//! 5. **Pull.** Other replicas' engines, subscribed to that channel, pull at
+//!    once (or at their next poll if the nudge was lost): pages of changes
+//!    after their cursor,
 //!    gathering consecutive pages into batches (fetching the next while one
 //!    is applied).
 //! 6. **Batched apply.** [`SyncPort::apply_remote`] groups a batch by document
@@ -191,6 +194,6 @@ pub use store::{
     StoreError,
 };
 pub use sync::{
-    sync_once, Backoff, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind,
-    SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,
+    sync_once, Backoff, LiveStatus, Presence, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError,
+    SyncErrorKind, SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,
 };

@@ -74,3 +74,41 @@ fn unknown_workload_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
 }
+
+/// `live_latency` through a gateway and PostgreSQL (needs
+/// `SUPAMERGE_TEST_DATABASE_URL`, as `scripts/test.sh` sets; fails without
+/// it): it runs, reports percentiles of the live path and of polling, and
+/// says whether the target was met. No timing assertions.
+#[test]
+fn quick_live_latency_runs_through_the_gateway() {
+    let db = std::env::var("SUPAMERGE_TEST_DATABASE_URL")
+        .expect("SUPAMERGE_TEST_DATABASE_URL (run scripts/test.sh)");
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_supamerge"))
+        .args(["bench", "--quick", "--json", "-", "--only", "live_latency"])
+        .args(["--database-url", &db, "--scratch"])
+        .arg(scratch.path())
+        .output()
+        .expect("run supamerge bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let w = &doc["workloads"][0];
+    assert_eq!(w["name"], "live_latency", "{doc}");
+    assert_eq!(w["status"], "ok", "{w}");
+    assert_eq!(w["unit"], "ms");
+    for k in [
+        "engine_p50_ms",
+        "engine_p95_ms",
+        "engine_p99_ms",
+        "baseline_p50_ms",
+        "baseline_p95_ms",
+    ] {
+        assert!(w["extra"][k].as_f64().is_some_and(|v| v > 0.0), "{k}: {w}");
+    }
+    assert_eq!(w["engine"], w["extra"]["engine_p95_ms"]);
+    assert!(w["target_met"].is_boolean(), "{w}");
+}

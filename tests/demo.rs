@@ -1,5 +1,6 @@
-//! The demo scenario converges and finds the conflict it stages: the
-//! `supamerge demo` binary, read through its `--json` report.
+//! The demo scenario converges, finds the conflict it stages, and shows
+//! live edits arriving with nobody syncing: the `supamerge demo` binary,
+//! read through its `--json` report.
 
 use std::process::{Command, Stdio};
 
@@ -38,8 +39,27 @@ fn demo_converges_and_reports_the_staged_conflict() {
         report["entities"], 4,
         "t1, t2, note, burst counter; t3 deleted"
     );
+    // The live part: Alice's edits reached both other replicas (each edit
+    // measured on each), and every replica ends with the last one.
+    let live = &report["live"];
+    assert_eq!(live["edits"], 5, "{live}");
+    let delays = live["delays_ms"].as_array().expect("delays");
+    assert_eq!(delays.len(), 10, "{live}");
+    assert!(delays.iter().all(|d| d.as_f64().is_some_and(|d| d >= 0.0)));
     let states = report["states"].as_array().expect("states");
     assert_eq!(states.len(), 3);
+    for st in states {
+        let titles: Vec<&str> = st["entities"]
+            .as_object()
+            .expect("entities")
+            .values()
+            .filter_map(|v| v["title"].as_str())
+            .collect();
+        assert!(
+            titles.contains(&"Review the API (live edit 5)"),
+            "{titles:?}"
+        );
+    }
     for st in states {
         let entities = st["entities"].as_object().expect("entities");
         let burst = entities

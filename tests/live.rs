@@ -1,6 +1,9 @@
 //! Live updates of the embedded hub (`LocalHub::live`): a push nudges the
 //! workspace's subscriptions and the nudge leads a pull to the change;
-//! nudges coalesce; presence is shared and withdrawn on drop. The
+//! nudges coalesce; presence is shared and withdrawn on drop. Then the sync
+//! engine on them: two engines see each other's edits without calling
+//! sync, own nudges are skipped, lost nudges only delay until the poll,
+//! presence through the engine. The
 //! Supabase path (gateway + PostgreSQL + Realtime protocol) is in
 //! `tests/realtime.rs`; the official client in `tests/realtime_js.rs`.
 
@@ -12,10 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use supamerge::test_util::{FaultyRemote, Op};
 use supamerge::{
-    ChannelState, LiveUpdates, LocalHub, NudgeKind, Remote, Replica, SyncConfig, WorkspaceId,
+    ChannelState, ConnectionState, DocId, LiveUpdates, LocalHub, NudgeKind, Origin, Remote,
+    Replica, SyncConfig, SyncEngine, SyncEvent, SyncHandle, SyncReport, WorkspaceId,
 };
 use support::sync_util::{pass, tasks};
+use tokio::sync::broadcast;
 
 /// Waits for a future, failing the test after a generous guard instead of
 /// hanging (a guard against a hang, not a timing assertion).
@@ -167,4 +173,215 @@ async fn presence_is_shared_and_withdrawn_when_the_subscription_goes() {
     assert!(seen_by_bob.borrow_and_update().contains_key("ann"));
     drop(a);
     assert!(!seen_by_bob.borrow_and_update().contains_key("ann"));
+}
+
+// ----- the sync engine on the hub's live updates ---------------------------------
+
+/// An engine on `remote` that only syncs when nudged (or asked): no poll
+/// for an hour, commits pushed after 1 ms.
+fn live_engine(replica: &Replica, remote: Arc<dyn Remote>, ws: WorkspaceId) -> SyncHandle {
+    SyncEngine::builder(replica.clone(), remote)
+        .with_workspaces([ws])
+        .with_interval(Some(Duration::from_secs(3600)))
+        .with_live_interval(Some(Duration::from_secs(3600)))
+        .with_debounce(Duration::from_millis(1))
+        .spawn()
+}
+
+/// Waits for `DocChanged { id, origin: Remote }` on an engine's events.
+async fn remote_change(events: &mut broadcast::Receiver<SyncEvent>, id: DocId) {
+    within("the remote change", async {
+        loop {
+            match events.recv().await {
+                Ok(SyncEvent::DocChanged {
+                    id: got,
+                    origin: Origin::Remote,
+                }) if got == id => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("engine stopped"),
+            }
+        }
+    })
+    .await
+}
+
+/// The next pass's outcome on an engine's events.
+async fn finished(events: &mut broadcast::Receiver<SyncEvent>) -> SyncReport {
+    within("a pass", async {
+        loop {
+            match events.recv().await.expect("engine events") {
+                SyncEvent::Finished(r) => return r,
+                SyncEvent::Failed(e) => panic!("pass failed: {e}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn two_engines_see_each_others_edits_without_calling_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = LocalHub::open(dir.path().join("hub")).unwrap();
+    let ws = workspace();
+    let a = Replica::open(dir.path().join("a")).unwrap();
+    let b = Replica::open(dir.path().join("b")).unwrap();
+    let ea = live_engine(&a, Arc::new(hub.clone()), ws);
+    let eb = live_engine(&b, Arc::new(hub.clone()), ws);
+    let (mut on_a, mut on_b) = (ea.events(), eb.events());
+
+    let id = a
+        .create_json(ws, &tasks(), &json!({"title": "from a"}))
+        .unwrap();
+    remote_change(&mut on_b, id).await;
+    assert_eq!(b.get_json(&id).unwrap()["title"], "from a");
+    b.patch_json(&id, &json!({"title": "b answers"})).unwrap();
+    remote_change(&mut on_a, id).await;
+    assert_eq!(a.get_json(&id).unwrap()["title"], "b answers");
+
+    // The status says the live updates flow: the hub is always connected
+    // and its channels always joined.
+    let live = eb.status().borrow().live.clone().expect("live status");
+    assert!(live.is_live(), "{live:?}");
+    assert_eq!(live.connection, ConnectionState::Connected);
+    assert_eq!(live.channels.get(&ws), Some(&ChannelState::Joined));
+    let j = serde_json::to_value(&*eb.status().borrow()).unwrap();
+    assert_eq!(j["live"]["connection"]["state"], "connected");
+    assert_eq!(j["live"]["channels"][ws.to_string()]["state"], "joined");
+    ea.shutdown().await;
+    eb.shutdown().await;
+}
+
+/// Under paused time: the nudge of the engine's own push is skipped (no
+/// pull follows it), another replica's push is pulled at once, and a
+/// polling-only engine sees nothing until it polls.
+#[tokio::test(start_paused = true)]
+async fn own_nudges_are_skipped_and_foreign_ones_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = LocalHub::open(dir.path().join("hub")).unwrap();
+    let ws = workspace();
+    let a = Replica::open(dir.path().join("a")).unwrap();
+    let counted = Arc::new(FaultyRemote::new(Arc::new(hub.clone())));
+    let ea = SyncEngine::builder(a.clone(), counted.clone())
+        .with_workspaces([ws])
+        .with_interval(None)
+        .with_live_interval(None)
+        .with_sync_on_start(false)
+        .with_debounce(Duration::from_millis(5))
+        .spawn();
+    let mut events = ea.events();
+    // The subscription's first resync pulls once.
+    finished(&mut events).await;
+    assert_eq!(counted.calls(Op::Pull), 1);
+
+    a.create_json(ws, &tasks(), &json!({"title": "mine"}))
+        .unwrap();
+    let r = finished(&mut events).await;
+    assert_eq!(r.pushed, 1);
+    assert_eq!(counted.calls(Op::Pull), 2);
+    // Its push nudged the workspace; the nudge was all ours: no pull.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(counted.calls(Op::Pull), 2, "own nudge skipped");
+
+    // Another replica pushes: the nudge leads a pull.
+    let c = Replica::open(dir.path().join("c")).unwrap();
+    let theirs = c
+        .create_json(ws, &tasks(), &json!({"title": "theirs"}))
+        .unwrap();
+    pass(&c, &hub, &SyncConfig::default(), &[ws]).await.unwrap();
+    let r = finished(&mut events).await;
+    assert_eq!(r.applied, 1, "{r:?}");
+    assert_eq!(counted.calls(Op::Pull), 3);
+    assert_eq!(a.get_json(&theirs).unwrap()["title"], "theirs");
+
+    // For contrast, with live updates off the same push waits for a poll.
+    let p = Replica::open(dir.path().join("p")).unwrap();
+    let ep = SyncEngine::builder(p.clone(), Arc::new(hub.clone()))
+        .with_workspaces([ws])
+        .with_interval(Some(Duration::from_secs(30)))
+        .with_live_updates(false)
+        .spawn();
+    let mut on_p = ep.events();
+    finished(&mut on_p).await;
+    assert!(ep.status().borrow().live.is_none());
+    assert!(matches!(
+        ep.presence(ws),
+        Err(supamerge::LiveError::NotOffered)
+    ));
+    let later = c
+        .create_json(ws, &tasks(), &json!({"title": "later"}))
+        .unwrap();
+    pass(&c, &hub, &SyncConfig::default(), &[ws]).await.unwrap();
+    let nudged_at = tokio::time::Instant::now();
+    finished(&mut on_p).await;
+    assert!(tokio::time::Instant::now() - nudged_at >= Duration::from_secs(20));
+    assert_eq!(p.get_json(&later).unwrap()["title"], "later");
+    ea.shutdown().await;
+    ep.shutdown().await;
+}
+
+/// A nudge is never needed: with every nudge lost, the change arrives by
+/// the engine's fallback poll (paused time: only the poll can bring it).
+#[tokio::test(start_paused = true)]
+async fn lost_nudges_only_delay_until_the_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = LocalHub::open(dir.path().join("hub")).unwrap();
+    let ws = workspace();
+    let b = Replica::open(dir.path().join("b")).unwrap();
+    let lossy = Arc::new(FaultyRemote::new(Arc::new(hub.clone())));
+    lossy.lose_nudges(true);
+    let eb = SyncEngine::builder(b.clone(), lossy.clone())
+        .with_workspaces([ws])
+        .with_interval(Some(Duration::from_secs(1)))
+        .with_live_interval(Some(Duration::from_secs(30)))
+        .spawn();
+    let mut events = eb.events();
+    finished(&mut events).await;
+    let a = Replica::open(dir.path().join("a")).unwrap();
+    let id = a
+        .create_json(ws, &tasks(), &json!({"title": "lost nudge"}))
+        .unwrap();
+    pass(&a, &hub, &SyncConfig::default(), &[ws]).await.unwrap();
+    remote_change(&mut events, id).await;
+    // Its nudge was lost: the poll brought it.
+    assert!(lossy.nudges_lost() >= 1);
+    assert_eq!(b.get_json(&id).unwrap()["title"], "lost nudge");
+    eb.shutdown().await;
+}
+
+#[tokio::test]
+async fn engines_share_presence_and_leave_on_drop() {
+    let hub = LocalHub::temporary().unwrap();
+    let ws = workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::open(dir.path().join("a")).unwrap();
+    let b = Replica::open(dir.path().join("b")).unwrap();
+    let ea = live_engine(&a, Arc::new(hub.clone()), ws);
+    let eb = live_engine(&b, Arc::new(hub.clone()), ws);
+    let pa = ea.presence(ws).unwrap();
+    let pb = eb.presence(ws).unwrap();
+    assert_ne!(pa.key(), pb.key());
+    pa.publish(json!({"name": "ann", "cursor": 3})).unwrap();
+    let mut seen_by_b = pb.watch();
+    within(
+        "ann's presence",
+        seen_by_b.wait_for(|p| p.get(pa.key()).is_some_and(|e| e[0].meta["cursor"] == 3)),
+    )
+    .await
+    .unwrap();
+    assert!(pb.others().contains_key(pa.key()));
+    assert!(!pa.others().contains_key(pa.key()), "others leaves me out");
+    assert!(pa.publish(json!("not an object")).is_err());
+    let key = pa.key().to_owned();
+    drop(pa);
+    within("ann leaving", seen_by_b.wait_for(|p| !p.contains_key(&key)))
+        .await
+        .unwrap();
+    // The engine's own subscription stays: nudges still flow.
+    let id = a
+        .create_json(ws, &tasks(), &json!({"title": "still live"}))
+        .unwrap();
+    remote_change(&mut eb.events(), id).await;
+    ea.shutdown().await;
+    eb.shutdown().await;
 }

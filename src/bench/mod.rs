@@ -16,6 +16,8 @@
 pub mod chart;
 pub mod data;
 #[cfg(feature = "gateway")]
+mod live;
+#[cfg(feature = "gateway")]
 mod postgres;
 mod samod_baseline;
 pub mod stats;
@@ -159,11 +161,16 @@ pub enum Workload {
     FreshDevicePostgresSnapshots,
     /// Reading one entity locally versus fetching it through the gateway.
     LocalReadVsSupabase,
+    /// An edit from one replica's commit to another's engine, through the
+    /// gateway + PostgreSQL with Realtime (against polling).
+    LiveLatency,
+    /// The same with 50 subscribed replicas.
+    LiveLatency50,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 12] = [
+    pub const ALL: [Workload; 14] = [
         Workload::MergeOneDoc,
         Workload::MergeManyDocs,
         Workload::EditingTrace,
@@ -176,6 +183,8 @@ impl Workload {
         Workload::FreshDevicePostgres,
         Workload::FreshDevicePostgresSnapshots,
         Workload::LocalReadVsSupabase,
+        Workload::LiveLatency,
+        Workload::LiveLatency50,
     ];
 
     /// The name used on the command line and in the JSON.
@@ -193,6 +202,8 @@ impl Workload {
             Workload::FreshDevicePostgres => "fresh_device_postgres",
             Workload::FreshDevicePostgresSnapshots => "fresh_device_postgres_snapshots",
             Workload::LocalReadVsSupabase => "local_read_vs_supabase",
+            Workload::LiveLatency => "live_latency",
+            Workload::LiveLatency50 => "live_latency_50",
         }
     }
 
@@ -208,6 +219,8 @@ impl Workload {
             Workload::FreshDevicePostgres
                 | Workload::FreshDevicePostgresSnapshots
                 | Workload::LocalReadVsSupabase
+                | Workload::LiveLatency
+                | Workload::LiveLatency50
         )
     }
 }
@@ -235,6 +248,10 @@ pub struct Sizes {
     pub cold_docs: usize,
     /// Reads of the local-read workload.
     pub reads: usize,
+    /// Edits of the live-latency workloads.
+    pub live_edits: usize,
+    /// Subscribed replicas of `live_latency_50`.
+    pub live_subscribers: usize,
 }
 
 impl Sizes {
@@ -251,6 +268,8 @@ impl Sizes {
             commits_buffered: 20_000,
             cold_docs: 100_000,
             reads: 200,
+            live_edits: 200,
+            live_subscribers: 50,
         }
     }
 
@@ -267,6 +286,8 @@ impl Sizes {
             commits_buffered: 100,
             cold_docs: 200,
             reads: 20,
+            live_edits: 20,
+            live_subscribers: 50,
         }
     }
 }

@@ -19,6 +19,8 @@ struct Stack {
     db: DevDatabase,
     gateway: crate::gateway::GatewayHandle,
     remote: SupabaseRemote,
+    /// The bench user's access token.
+    token: String,
     /// The workspace the server created for the bench user.
     ws: WorkspaceId,
 }
@@ -29,7 +31,7 @@ fn start(rt: &tokio::runtime::Runtime, w: Workload, admin: &str) -> BenchResult<
         let gateway = db.spawn_gateway().await?;
         let token = dev::user_jwt(dev::DEV_JWT_SECRET, uuid::Uuid::new_v4(), 24 * 3600)?;
         let remote = SupabaseRemote::builder(gateway.url(), dev::DEV_ANON_KEY)
-            .with_access_token(token)
+            .with_access_token(token.clone())
             .build()
             .map_err(|e| BenchError::Child {
                 workload: w.name(),
@@ -40,6 +42,7 @@ fn start(rt: &tokio::runtime::Runtime, w: Workload, admin: &str) -> BenchResult<
             db,
             gateway,
             remote,
+            token,
             ws,
         })
     })
@@ -65,6 +68,18 @@ pub(super) fn run(
         Workload::FreshDevicePostgres => fresh_device(rt, cfg, w, &stack.remote, stack.ws, false),
         Workload::FreshDevicePostgresSnapshots => {
             fresh_device(rt, cfg, w, &stack.remote, stack.ws, true)
+        }
+        Workload::LiveLatency | Workload::LiveLatency50 => {
+            let t = super::live::LiveStack {
+                url: stack.gateway.url(),
+                token: stack.token.clone(),
+                ws: stack.ws,
+            };
+            if w == Workload::LiveLatency {
+                super::live::one(rt, cfg, &t)
+            } else {
+                super::live::fifty(rt, cfg, &t)
+            }
         }
         _ => local_read(rt, cfg, &stack.remote, stack.ws),
     };

@@ -24,6 +24,7 @@ mod gateway;
 mod profile;
 mod remote;
 mod sync;
+mod watch;
 mod workspace;
 
 use std::io::Write;
@@ -74,6 +75,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Push the outbox and pull every workspace once, against a hub directory or Supabase.
     Sync(sync::SyncArgs),
+    /// Keep the replica synced live and print each remote change as it lands, until interrupted.
+    Watch(watch::WatchArgs),
     /// Print the pending outbox, cursors, dead letters and last sync.
     Status,
     /// Create an entity from a JSON object; prints its id.
@@ -259,7 +262,9 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
-            CliError::Demo(crate::demo::DemoError::Sync { .. }) => "error",
+            CliError::Demo(
+                crate::demo::DemoError::Sync { .. } | crate::demo::DemoError::LiveTimeout { .. },
+            ) => "error",
             CliError::Unreadable { .. } | CliError::Unhealthy { .. } => "corrupt",
             CliError::NotAReplica { .. } => "invalid_input",
             CliError::MissingRemote | CliError::Supabase(_) => "invalid_input",
@@ -397,6 +402,7 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
     match cli.command {
         Command::Demo(a) => demo::run(a, mode, out),
         Command::Sync(a) => sync::sync(&cli.data, a, mode, out),
+        Command::Watch(a) => watch::watch(&cli.data, a, mode, out),
         Command::Status => sync::status(&cli.data, mode, out),
         Command::Create(a) => entity::create(&cli.data, a, mode, out),
         Command::Get(a) => entity::get(&cli.data, a, mode, out),

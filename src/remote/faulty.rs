@@ -4,7 +4,8 @@
 //! Faults are scripted per operation and consumed in order, one per call:
 //! drop the request (the remote never sees it), drop the response after the
 //! remote committed, deliver the request twice, delay it, or fail it. A
-//! switch makes the remote unreachable altogether ("offline").
+//! switch makes the remote unreachable altogether ("offline"); another
+//! loses the live updates' nudges (resyncs after a join still arrive).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::live::{ConnectionState, LiveError, LiveUpdates, NudgeLoss, Subscription};
 use super::{Remote, RemoteError};
+use crate::id::WorkspaceId;
 use crate::protocol::wire::{
     PullPage, PullRequest, PushRequest, PushResponse, SnapshotOutcome, SnapshotPage, SnapshotQuery,
     SnapshotUpload,
@@ -57,6 +60,7 @@ pub struct FaultyRemote {
     script: Mutex<HashMap<Op, VecDeque<Fault>>>,
     offline: AtomicBool,
     calls: Mutex<HashMap<Op, usize>>,
+    nudges: Arc<NudgeLoss>,
 }
 
 impl std::fmt::Debug for FaultyRemote {
@@ -75,7 +79,19 @@ impl FaultyRemote {
             script: Mutex::new(HashMap::new()),
             offline: AtomicBool::new(false),
             calls: Mutex::new(HashMap::new()),
+            nudges: Arc::new(NudgeLoss::default()),
         }
+    }
+
+    /// Loses every nudge of the live updates (`true`) or lets them through
+    /// again (`false`); the resync after a (re)join is never lost.
+    pub fn lose_nudges(&self, lose: bool) {
+        self.nudges.set(lose);
+    }
+
+    /// How many nudges were lost so far.
+    pub fn nudges_lost(&self) -> u64 {
+        self.nudges.lost()
     }
 
     /// Schedules `fault` for a future call of `op` (faults queue in order).
@@ -179,9 +195,14 @@ impl FaultyRemote {
 
 #[async_trait]
 impl Remote for FaultyRemote {
-    /// The wrapped remote's (faults apply to calls, not to live updates).
-    fn live_updates(&self) -> Option<Arc<dyn crate::remote::LiveUpdates>> {
-        self.inner.live_updates()
+    /// The wrapped remote's, losing nudges while [`FaultyRemote::lose_nudges`]
+    /// is on (the other faults apply to calls only).
+    fn live_updates(&self) -> Option<Arc<dyn LiveUpdates>> {
+        let inner = self.inner.live_updates()?;
+        Some(Arc::new(FaultyLive {
+            inner,
+            loss: self.nudges.clone(),
+        }))
     }
 
     async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
@@ -200,5 +221,29 @@ impl Remote for FaultyRemote {
     async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
         self.call(Op::GetSnapshots, || self.inner.get_snapshots(query.clone()))
             .await
+    }
+}
+
+/// The live updates of a [`FaultyRemote`]: the wrapped remote's, with its
+/// nudge-loss switch attached to every subscription.
+struct FaultyLive {
+    inner: Arc<dyn LiveUpdates>,
+    loss: Arc<NudgeLoss>,
+}
+
+impl LiveUpdates for FaultyLive {
+    fn subscribe(&self, workspace: WorkspaceId) -> Result<Subscription, LiveError> {
+        Ok(self
+            .inner
+            .subscribe(workspace)?
+            .with_loss(self.loss.clone()))
+    }
+
+    fn state(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.inner.state()
+    }
+
+    fn presence_key(&self) -> String {
+        self.inner.presence_key()
     }
 }

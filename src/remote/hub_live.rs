@@ -195,4 +195,8 @@ impl LiveUpdates for HubLive {
     fn state(&self) -> watch::Receiver<ConnectionState> {
         self.inner.state.subscribe()
     }
+
+    fn presence_key(&self) -> String {
+        self.inner.key.clone()
+    }
 }

@@ -18,12 +18,14 @@
 //! publishes this client's state, [`Subscription::untrack`] withdraws it,
 //! and dropping the last subscription of a workspace leaves the channel.
 //!
-//! `docs/realtime.md` shows how the sync engine uses this (part 2 of issue 15).
+//! The sync engine subscribes to the workspaces it syncs and pulls on a
+//! nudge (`crate::sync`, `docs/realtime.md` §4).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
 
@@ -43,6 +45,11 @@ pub enum LiveError {
     /// The client was shut down.
     #[error("the live-updates client was shut down")]
     Closed,
+    /// The remote offers no live updates (or the engine was told to poll
+    /// only): presence needs Supabase Realtime (or the gateway) or a
+    /// `LocalHub`.
+    #[error("this remote offers no live updates (presence needs Realtime or a LocalHub)")]
+    NotOffered,
     /// A presence state that cannot be published.
     #[error("invalid presence state for workspace {workspace}: {reason}")]
     Presence {
@@ -117,7 +124,8 @@ impl Nudge {
 }
 
 /// The connection of a live-updates client.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ConnectionState {
     /// No subscription: nothing to connect for.
@@ -150,7 +158,8 @@ impl ConnectionState {
 }
 
 /// A workspace's channel, as one client sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChannelState {
     /// Waiting for the connection or for the join's answer.
@@ -247,6 +256,38 @@ pub struct Subscription {
     channel: watch::Receiver<ChannelState>,
     presence: watch::Receiver<PresenceState>,
     backend: Arc<dyn SubscriptionBackend>,
+    /// A test fault: drops `Pushed` nudges while it is on.
+    loss: Option<Arc<NudgeLoss>>,
+}
+
+/// A fault for tests (`FaultyRemote::lose_nudges`): while on, the
+/// subscriptions it is attached to drop every nudge that is not a resync,
+/// as a network or a full queue would.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))] // used by FaultyRemote
+pub(crate) struct NudgeLoss {
+    on: AtomicBool,
+    lost: AtomicU64,
+}
+
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))] // used by FaultyRemote
+impl NudgeLoss {
+    pub(crate) fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn lost(&self) -> u64 {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Whether `nudge` is lost (and counts it).
+    fn swallows(&self, nudge: &Nudge) -> bool {
+        let lose = self.on.load(Ordering::SeqCst) && nudge.kind != NudgeKind::Resync;
+        if lose {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+        }
+        lose
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -271,6 +312,7 @@ impl Subscription {
             // Registered before looking, so a delivery in between is not lost.
             let notified = self.inbox.notify.notified();
             match self.inbox.take() {
+                Ok(Some(n)) if self.lost(&n) => continue,
                 Ok(Some(n)) => return Some(n),
                 Err(()) => return None,
                 Ok(None) => notified.await,
@@ -280,7 +322,18 @@ impl Subscription {
 
     /// The pending nudge, if any, without waiting.
     pub fn try_next(&mut self) -> Option<Nudge> {
-        self.inbox.take().ok().flatten()
+        self.inbox.take().ok().flatten().filter(|n| !self.lost(n))
+    }
+
+    fn lost(&self, nudge: &Nudge) -> bool {
+        self.loss.as_ref().is_some_and(|l| l.swallows(nudge))
+    }
+
+    /// Attaches a nudge-loss fault (tests).
+    #[cfg_attr(not(feature = "test-util"), allow(dead_code))] // used by FaultyRemote
+    pub(crate) fn with_loss(mut self, loss: Arc<NudgeLoss>) -> Self {
+        self.loss = Some(loss);
+        self
     }
 
     /// The channel's state (joined, refused, ...).
@@ -336,6 +389,10 @@ pub trait LiveUpdates: Send + Sync {
 
     /// The connection's state.
     fn state(&self) -> watch::Receiver<ConnectionState>;
+
+    /// This client's presence key (the key its [`Subscription::track`]
+    /// state appears under in [`Subscription::presence`]).
+    fn presence_key(&self) -> String;
 }
 
 /// A workspace's channel inside a client: its subscriptions and what they
@@ -400,6 +457,7 @@ pub(crate) fn attach(
         channel: topic.channel.subscribe(),
         presence: topic.presence.subscribe(),
         backend,
+        loss: None,
     };
     (sub, id, inbox)
 }

@@ -374,6 +374,10 @@ impl LiveUpdates for RealtimeClient {
     fn state(&self) -> watch::Receiver<ConnectionState> {
         self.handle.shared.state.subscribe()
     }
+
+    fn presence_key(&self) -> String {
+        self.handle.shared.presence_key.clone()
+    }
 }
 
 fn resync(workspace: WorkspaceId) -> Nudge {

@@ -1,7 +1,14 @@
 //! The sync engine: a tokio task that decides when to run a sync pass.
 //!
 //! Triggers: a local commit (debounced), a periodic interval, a manual
-//! [`SyncHandle::sync_now`], and "back online" ([`SyncHandle::notify_online`]).
+//! [`SyncHandle::sync_now`], "back online" ([`SyncHandle::notify_online`]),
+//! and the remote's live updates: a nudge that another device pushed to a
+//! workspace this engine syncs (briefly debounced; nudges of the engine's
+//! own pushes are skipped), or a resync after the channel (re)joined. While
+//! the live updates are not flowing (disconnected, a channel not joined)
+//! the engine polls on its interval; while they flow, on a long fallback
+//! interval, since a nudge is a hint and never needed for correctness
+//! ([`super::live`]).
 //! One pass runs at a time; triggers that arrive during a pass coalesce into
 //! one more pass. Failures back off exponentially with jitter
 //! ([`Backoff`]); authentication failures stop automatic retries until the
@@ -22,12 +29,15 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
+use super::live::{EngineLive, LiveStatus};
+use super::own_pushes::{Recorder, Seen};
+use super::presence::Presence;
 use super::session::{self, SyncConfig, SyncProgress, SyncReport};
 use crate::conflict::Conflict;
 use crate::error::Error;
 use crate::id::{DocId, WorkspaceId};
-use crate::remote::{Remote, RemoteError};
-use crate::replica::{Origin, Replica, ReplicaEvent};
+use crate::remote::{LiveError, LiveUpdates, Remote, RemoteError};
+use crate::replica::{Origin, Replica, ReplicaEvent, SyncPort};
 
 /// What the engine is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,6 +70,9 @@ pub struct SyncStatus {
     /// Workspaces the last successful pass found the user no longer a
     /// member of (see [`SyncReport::not_a_member`]).
     pub not_a_member: Vec<WorkspaceId>,
+    /// The live updates (realtime connection and channels); `None` when
+    /// the remote offers none or they are switched off (polling only).
+    pub live: Option<LiveStatus>,
 }
 
 /// Why a sync pass failed, as a cloneable value (it is sent to every
@@ -228,6 +241,9 @@ pub struct SyncEngineBuilder {
     backoff: Backoff,
     seed: Option<u64>,
     sync_on_start: bool,
+    live: bool,
+    live_interval: Option<Duration>,
+    nudge_debounce: Duration,
 }
 
 /// Entry point: `SyncEngine::builder(replica, remote).spawn()`.
@@ -247,6 +263,9 @@ impl SyncEngine {
             backoff: Backoff::default(),
             seed: None,
             sync_on_start: true,
+            live: true,
+            live_interval: Some(Duration::from_secs(300)),
+            nudge_debounce: Duration::from_millis(10),
         }
     }
 }
@@ -295,6 +314,28 @@ impl SyncEngineBuilder {
         self
     }
 
+    /// Whether to use the remote's live updates (nudges and presence) when
+    /// it offers them ([`Remote::live_updates`]). Default true; `false`
+    /// polls only.
+    pub fn with_live_updates(mut self, yes: bool) -> Self {
+        self.live = yes;
+        self
+    }
+
+    /// The polling interval while live updates flow (connected, every
+    /// channel joined): a fallback for lost nudges. Default 5 minutes;
+    /// `None`: no polling then.
+    pub fn with_live_interval(mut self, d: Option<Duration>) -> Self {
+        self.live_interval = d;
+        self
+    }
+
+    /// How long nudges are gathered before their pull. Default 10 ms.
+    pub fn with_nudge_debounce(mut self, d: Duration) -> Self {
+        self.nudge_debounce = d;
+        self
+    }
+
     /// Starts the engine on the current tokio runtime.
     pub fn spawn(self) -> SyncHandle {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
@@ -307,6 +348,7 @@ impl SyncEngineBuilder {
             last_success_ms: None,
             last_error: None,
             not_a_member: Vec::new(),
+            live: None,
         });
         let forwarder = tokio::spawn(forward_events(
             self.replica.subscribe(),
@@ -317,9 +359,22 @@ impl SyncEngineBuilder {
             Some(s) => rand::rngs::StdRng::seed_from_u64(s),
             None => rand::rngs::StdRng::from_entropy(),
         };
+        let live_updates = if self.live {
+            self.remote.live_updates()
+        } else {
+            None
+        };
+        let seen = Arc::new(Seen::default());
+        let live = live_updates
+            .clone()
+            .map(|l| EngineLive::new(l, seen.clone()));
+        let remote: Arc<dyn Remote> = Arc::new(Recorder::new(self.remote, seen));
         let task = EngineTask {
             replica: self.replica,
-            remote: self.remote,
+            remote,
+            live,
+            live_interval: self.live_interval,
+            nudge_debounce: self.nudge_debounce,
             config: self.config,
             workspaces: self.workspaces,
             interval: self.interval,
@@ -341,6 +396,7 @@ impl SyncEngineBuilder {
             cmd: cmd_tx,
             status: status_rx,
             events,
+            live: live_updates,
         }
     }
 }
@@ -378,6 +434,8 @@ pub struct SyncHandle {
     cmd: mpsc::Sender<Cmd>,
     status: watch::Receiver<SyncStatus>,
     events: broadcast::Sender<SyncEvent>,
+    /// The engine's live-updates client, for presence.
+    live: Option<Arc<dyn LiveUpdates>>,
 }
 
 impl std::fmt::Debug for SyncHandle {
@@ -425,6 +483,22 @@ impl SyncHandle {
         self.events.subscribe()
     }
 
+    /// My presence on a workspace's channel, through the engine's
+    /// live-updates client: publish my state, watch the others', withdraw
+    /// it by dropping the [`Presence`].
+    ///
+    /// # Errors
+    /// [`LiveError::NotOffered`] when the remote has no live updates (or
+    /// they were switched off), [`LiveError::Closed`] after the client shut
+    /// down.
+    pub fn presence(&self, workspace: WorkspaceId) -> Result<Presence, LiveError> {
+        let live = self.live.as_ref().ok_or(LiveError::NotOffered)?;
+        Ok(Presence::new(
+            live.subscribe(workspace)?,
+            live.presence_key(),
+        ))
+    }
+
     /// Stops the engine after the running pass (if any) finishes.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -436,7 +510,14 @@ impl SyncHandle {
 
 struct EngineTask {
     replica: Replica,
+    /// The app's remote behind a [`Recorder`] (own pushes, pulled workspaces).
     remote: Arc<dyn Remote>,
+    /// Subscriptions of the synced workspaces; `None`: polling only.
+    live: Option<EngineLive>,
+    /// The polling interval while live updates flow.
+    live_interval: Option<Duration>,
+    /// How long nudges are gathered.
+    nudge_debounce: Duration,
     config: SyncConfig,
     workspaces: Vec<WorkspaceId>,
     interval: Option<Duration>,
@@ -455,6 +536,11 @@ struct Triggers {
     dirty: bool,
     /// When the debounce of local commits ends.
     debounce_at: Option<Instant>,
+    /// When the debounce of nudges ends.
+    nudge_at: Option<Instant>,
+    /// Whether live updates flowed at the last look (polls use the long
+    /// interval then).
+    live: bool,
     /// When the backoff after a failure ends.
     retry_at: Option<Instant>,
     /// Credentials were refused: no automatic pass until they are updated.
@@ -465,6 +551,30 @@ struct Triggers {
 enum Flow {
     Continue,
     Stop,
+}
+
+async fn wait_opt(wake: Option<&super::live::Wake>) {
+    match wake {
+        Some(w) => w.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The workspaces the replica holds documents of (none when it cannot say:
+/// the first pass will).
+async fn blocking_workspaces(replica: &Replica) -> Vec<WorkspaceId> {
+    let r = replica.clone();
+    match tokio::task::spawn_blocking(move || r.workspaces()).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot list the replica's workspaces");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the replica's workspaces");
+            Vec::new()
+        }
+    }
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -480,10 +590,19 @@ impl EngineTask {
             waiters: Vec::new(),
             dirty: sync_on_start,
             debounce_at: None,
+            nudge_at: None,
+            live: false,
             retry_at: None,
             auth_paused: false,
         };
         let mut next_tick = self.interval.map(|d| Instant::now() + d);
+        let workspaces = self.workspaces.clone();
+        let held = blocking_workspaces(&self.replica).await;
+        if let Some(live) = &mut self.live {
+            live.follow(&[workspaces, held].concat(), &[]);
+        }
+        let wake = self.live.as_ref().map(EngineLive::wake);
+        self.on_live(&mut t, &mut next_tick);
         loop {
             // Every command queued while the last pass ran is one trigger:
             // take them all before deciding, so they coalesce into one pass.
@@ -492,16 +611,24 @@ impl EngineTask {
                     return;
                 }
             }
+            // Likewise every nudge (cheap: a lock and an empty map mostly).
+            self.on_live(&mut t, &mut next_tick);
             let due = !t.waiters.is_empty() || (t.dirty && !t.auth_paused && t.retry_at.is_none());
             if due {
-                // This pass pushes every commit announced so far.
+                // This pass pushes every commit announced so far, and pulls
+                // every change announced so far.
                 t.debounce_at = None;
+                t.nudge_at = None;
                 let result = self.pass().await;
                 t.dirty = false;
                 match &result {
-                    Ok(_) => {
+                    Ok(report) => {
                         self.backoff.reset();
                         t.retry_at = None;
+                        if let Some(live) = &mut self.live {
+                            live.follow(&self.workspaces, &report.not_a_member);
+                        }
+                        self.on_live(&mut t, &mut next_tick);
                     }
                     Err(SyncError::Failed {
                         kind: SyncErrorKind::Auth,
@@ -532,13 +659,56 @@ impl EngineTask {
                     None => return,
                 },
                 _ = sleep_opt(t.debounce_at) => { t.debounce_at = None; t.dirty = true; }
+                _ = sleep_opt(t.nudge_at) => { t.nudge_at = None; t.dirty = true; }
                 _ = sleep_opt(t.retry_at) => { t.retry_at = None; }
                 _ = sleep_opt(next_tick) => {
-                    next_tick = self.interval.map(|d| Instant::now() + d);
+                    next_tick = self.poll_interval(&t).map(|d| Instant::now() + d);
                     t.dirty = true;
                 }
+                _ = wait_opt(wake.as_deref()) => self.on_live(&mut t, &mut next_tick),
             }
         }
+    }
+
+    /// The polling interval now: the long fallback while live updates
+    /// flow, the interval otherwise.
+    fn poll_interval(&self, t: &Triggers) -> Option<Duration> {
+        if t.live {
+            self.live_interval
+        } else {
+            self.interval
+        }
+    }
+
+    /// Takes the nudges (a pull after the nudge debounce unless they were
+    /// all our own pushes'), and publishes the live status; when the live
+    /// updates stop flowing, the next poll comes within the interval.
+    fn on_live(&self, t: &mut Triggers, next_tick: &mut Option<Instant>) {
+        let Some(live) = &self.live else { return };
+        let (pull, own) = live.take();
+        if own > 0 {
+            tracing::debug!(own, "nudges of our own pushes skipped");
+        }
+        if pull && t.nudge_at.is_none() {
+            t.nudge_at = Some(Instant::now() + self.nudge_debounce);
+        }
+        let status = live.status();
+        let flowing = status.is_live();
+        if t.live && !flowing {
+            let soon = self.interval.map(|d| Instant::now() + d);
+            *next_tick = match (*next_tick, soon) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        t.live = flowing;
+        self.status.send_if_modified(|s| {
+            let changed = s.live.as_ref() != Some(&status);
+            if changed {
+                s.live = Some(status);
+            }
+            changed
+        });
     }
 
     /// Records one command in the trigger state.

@@ -7,11 +7,19 @@
 //! - [`backoff`]: the pure retry schedule;
 //! - [`session`]: one sync pass executed — the shell that runs the core's
 //!   effects on tokio (replica calls on the blocking pool, remote calls);
-//! - [`engine`]: the tokio task that decides when to run a session.
+//! - [`engine`]: the tokio task that decides when to run a session;
+//! - [`live`]: the engine's live updates (a subscription per synced
+//!   workspace, nudges as triggers, the live status);
+//! - [`own_pushes`]: what the engine's own pushes stored (their nudges need
+//!   no pull) and which workspaces it pulls;
+//! - [`presence`]: [`Presence`], who else is here.
 
 mod backoff;
 pub(crate) mod core;
 mod engine;
+mod live;
+mod own_pushes;
+mod presence;
 pub(crate) mod session;
 
 pub use backoff::Backoff;
@@ -19,4 +27,6 @@ pub use engine::{
     SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
     SyncStatus,
 };
+pub use live::LiveStatus;
+pub use presence::Presence;
 pub use session::{sync_once, SyncConfig, SyncProgress, SyncReport};
