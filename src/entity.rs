@@ -30,6 +30,135 @@ use crate::conflict::{LwwView, Side};
 use crate::id::DocId;
 use crate::pointer::PointerError;
 
+/// The reason of an [`EntityError::Hydrate`], in words.
+fn hydrate_reason(field: &str, source: &autosurgeon::HydrateError) -> String {
+    let at = if field.is_empty() {
+        "the entity".to_string()
+    } else {
+        format!("the field {field:?}")
+    };
+    match source {
+        autosurgeon::HydrateError::Unexpected(autosurgeon::hydrate::Unexpected::None) => {
+            format!("{at} is missing")
+        }
+        other => format!("{at}: {other}"),
+    }
+}
+
+/// Reads the entity's value (`data`) as a `T`; on failure the error names
+/// the entity, the type and the field being read.
+///
+/// # Errors
+/// [`EntityError::Hydrate`].
+pub fn hydrate_data<T: autosurgeon::Hydrate>(
+    view: LwwView<'_>,
+    id: DocId,
+) -> Result<T, EntityError> {
+    let traced = Traced {
+        view,
+        last: std::cell::RefCell::new(None),
+    };
+    autosurgeon::hydrate_prop(&traced, &ROOT, DATA).map_err(|source| EntityError::Hydrate {
+        id,
+        ty: std::any::type_name::<T>(),
+        field: traced.field(),
+        source: Box::new(source),
+    })
+}
+
+/// A read view that remembers the last property read, so a hydrate error
+/// can name the field it failed on (autosurgeon's errors do not).
+struct Traced<'a> {
+    view: LwwView<'a>,
+    last: std::cell::RefCell<Option<(ObjId, automerge::Prop)>>,
+}
+
+impl Traced<'_> {
+    /// The last property read, as a JSON pointer below `data`.
+    fn field(&self) -> String {
+        let Some((obj, prop)) = self.last.borrow().clone() else {
+            return String::new();
+        };
+        let mut path: Vec<automerge::Prop> = match self.view.doc().parents(&obj) {
+            Ok(parents) => parents.path().into_iter().map(|(_, p)| p).collect(),
+            Err(_) => Vec::new(),
+        };
+        path.push(prop);
+        // The path starts at the root: drop its `data` step.
+        let below = match path.first() {
+            Some(automerge::Prop::Map(k)) if k == DATA => &path[1..],
+            _ => &path[..],
+        };
+        below
+            .iter()
+            .map(|p| match p {
+                automerge::Prop::Map(k) => format!("/{}", crate::pointer::JsonPointer::escape(k)),
+                automerge::Prop::Seq(i) => format!("/{i}"),
+            })
+            .collect()
+    }
+}
+
+impl autosurgeon::ReadDoc for Traced<'_> {
+    type Parents<'b>
+        = automerge::Parents<'b>
+    where
+        Self: 'b;
+
+    fn get_heads(&self) -> Vec<automerge::ChangeHash> {
+        autosurgeon::ReadDoc::get_heads(&self.view)
+    }
+
+    fn get<P: Into<automerge::Prop>>(
+        &self,
+        obj: &ObjId,
+        prop: P,
+    ) -> Result<Option<(Value<'_>, ObjId)>, automerge::AutomergeError> {
+        let prop = prop.into();
+        *self.last.borrow_mut() = Some((obj.clone(), prop.clone()));
+        self.view.winner(obj, prop)
+    }
+
+    fn object_type<O: AsRef<ObjId>>(&self, obj: O) -> Option<ObjType> {
+        autosurgeon::ReadDoc::object_type(&self.view, obj)
+    }
+
+    fn map_range<'b, O, R>(&'b self, obj: O, range: R) -> automerge::iter::MapRange<'b>
+    where
+        R: std::ops::RangeBounds<String> + 'b,
+        O: AsRef<ObjId>,
+    {
+        autosurgeon::ReadDoc::map_range(&self.view, obj, range)
+    }
+
+    fn list_range<O: AsRef<ObjId>, R: std::ops::RangeBounds<usize>>(
+        &self,
+        obj: O,
+        range: R,
+    ) -> automerge::iter::ListRange<'_> {
+        autosurgeon::ReadDoc::list_range(&self.view, obj, range)
+    }
+
+    fn length<O: AsRef<ObjId>>(&self, obj: O) -> usize {
+        autosurgeon::ReadDoc::length(&self.view, obj)
+    }
+
+    fn text<O: AsRef<ObjId>>(&self, obj: O) -> Result<String, automerge::AutomergeError> {
+        autosurgeon::ReadDoc::text(&self.view, obj)
+    }
+
+    fn parents<O: AsRef<ObjId>>(
+        &self,
+        obj: O,
+    ) -> Result<Self::Parents<'_>, automerge::AutomergeError> {
+        autosurgeon::ReadDoc::parents(&self.view, obj)
+    }
+
+    fn is_empty(&self) -> bool {
+        autosurgeon::ReadDoc::is_empty(&self.view)
+    }
+}
+
 /// Root key of the entity's value.
 pub const DATA: &str = "data";
 /// Root key of the replicated metadata.
@@ -85,12 +214,18 @@ pub enum EntityError {
         /// The JSON type found.
         found: &'static str,
     },
-    /// The stored entity does not fit the requested Rust type.
-    #[error("entity {id} does not match the requested type: {source}")]
+    /// The stored entity does not fit the requested Rust type: a field is
+    /// missing or holds another type.
+    #[error("entity {id} does not fit {ty}: {}", hydrate_reason(field, source))]
     Hydrate {
         /// The entity.
         id: DocId,
-        /// autosurgeon's error (names the field).
+        /// The requested Rust type (`std::any::type_name`).
+        ty: &'static str,
+        /// The field being read when it failed, as a JSON pointer into the
+        /// entity (`/title`, `/tags/2`; empty for the entity itself).
+        field: String,
+        /// autosurgeon's error.
         #[source]
         source: Box<autosurgeon::HydrateError>,
     },

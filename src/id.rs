@@ -124,6 +124,16 @@ impl DocId {
 }
 
 impl WorkspaceId {
+    /// A new random workspace id: a UUID v4 from the operating system's
+    /// random source (122 random bits, so two devices creating workspaces
+    /// offline never pick the same id). With a Supabase backend the server
+    /// usually picks the id (`create_workspace`); this is for apps that name
+    /// their workspaces themselves (LocalHub, tests, a `Remote` of your own).
+    #[allow(clippy::new_without_default)] // a random id is not a default value
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
     /// A new random workspace id (UUID v4) from injected random bytes.
     pub fn from_random(random: [u8; 16]) -> Self {
         Self(uuid::Builder::from_random_bytes(random).into_uuid())
@@ -227,6 +237,15 @@ mod tests {
             assert!(Collection::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Collection::new("a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn workspace_id_new_is_a_random_v4() {
+        let a = WorkspaceId::new();
+        let b = WorkspaceId::new();
+        assert_ne!(a, b);
+        assert_eq!(a.as_uuid().get_version_num(), 4);
+        assert_eq!(a.to_string().parse::<WorkspaceId>().unwrap(), a);
     }
 
     #[test]

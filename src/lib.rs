@@ -37,6 +37,17 @@
 //! | `bench` | no | `supamerge::bench`, the benchmark workloads (samod as a baseline). |
 //! | `cli` | no | the `supamerge` command line (clap, indicatif); the binary needs `cli`, `gateway` and `bench`. |
 //!
+//! # Automerge and autosurgeon
+//!
+//! The crate re-exports the versions it is built with:
+//! [`supamerge::automerge`](automerge) is automerge **0.12** and
+//! [`supamerge::autosurgeon`](autosurgeon) is autosurgeon **0.14**. Use them
+//! for raw documents ([`Replica::with_doc`], [`Replica::transact`]) so the
+//! types always match. autosurgeon's derive macros (`#[derive(Reconcile,
+//! Hydrate)]`) expand to paths starting with `::autosurgeon`, so an app
+//! deriving them also lists `autosurgeon = "0.14"` in its own
+//! `[dependencies]`; Cargo then uses that one copy for both.
+//!
 //! The on-disk layout is documented in `docs/storage.md`, the command line in
 //! `docs/cli.md`, conflicts, their resolution and schema migrations in
 //! `docs/conflicts.md`.
@@ -152,6 +163,25 @@ pub mod test_util;
 #[cfg(test)]
 mod layering;
 
+/// Every Rust snippet of the README and `docs/` is compiled (and, unless
+/// marked `no_run`, run) as a doc test: `cargo test --doc`.
+#[cfg(doctest)]
+mod doc_snippets {
+    #[doc = include_str!("../README.md")]
+    mod readme {}
+    #[doc = include_str!("../docs/conflicts.md")]
+    mod conflicts {}
+    #[cfg(feature = "supabase")]
+    #[doc = include_str!("../docs/operations.md")]
+    mod operations {}
+    #[cfg(feature = "supabase")]
+    #[doc = include_str!("../docs/realtime.md")]
+    mod realtime {}
+    #[cfg(feature = "supabase")]
+    #[doc = include_str!("../docs/supabase.md")]
+    mod supabase {}
+}
+
 pub use automerge;
 pub use autosurgeon;
 
@@ -187,13 +217,14 @@ pub use remote::{
 };
 pub use replica::{
     ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, ImportedDoc, Origin,
-    RemoteChange, Replica, ReplicaBuilder, ReplicaEvent, SyncPort,
+    RemoteChange, Replica, ReplicaBuilder, ReplicaEvent, SyncPort, DEFAULT_CACHE_BYTES,
 };
 pub use store::{
     CursorRecord, DamagedRecord, DeadLetter, Durability, ListReport, OutboxEntry, Recovery,
     StoreError,
 };
 pub use sync::{
-    sync_once, Backoff, LiveStatus, Presence, SyncConfig, SyncEngine, SyncEngineBuilder, SyncError,
-    SyncErrorKind, SyncEvent, SyncHandle, SyncProgress, SyncReport, SyncState, SyncStatus,
+    sync_once, AsyncReplica, Backoff, LiveStatus, Presence, SyncConfig, SyncEngine,
+    SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncProgress, SyncReport,
+    SyncState, SyncStatus, SyncWarning,
 };

@@ -91,6 +91,7 @@ fn crash_child() {
                 .with_compaction(CompactionPolicy {
                     min_chunks: 2,
                     when_larger_than_snapshot: false,
+                    ..CompactionPolicy::default()
                 })
                 .open()
                 .expect("child opens the replica");
@@ -134,6 +135,7 @@ fn lifecycle_child(dir: &Path, start: u64, report: &dyn Fn(String)) {
             .with_compaction(CompactionPolicy {
                 min_chunks: 3,
                 when_larger_than_snapshot: false,
+                ..CompactionPolicy::default()
             })
             .open()
             .unwrap_or_else(|e| panic!("child cannot open the replica: {e}"));

@@ -154,10 +154,37 @@ fn typed_errors_for_bad_input() {
         Err(Error::Entity(EntityError::NotFound { .. }))
     ));
     let id = r.create_json(ws(), &tasks(), &json!({"title": 5})).unwrap();
-    assert!(matches!(
-        r.get::<Task>(&id),
-        Err(Error::Entity(EntityError::Hydrate { .. }))
-    ));
+    // The error names the entity, the type and the field: first the
+    // mistyped `title`, then (once it is a string) the missing `done`.
+    match r.get::<Task>(&id) {
+        Err(Error::Entity(e @ EntityError::Hydrate { .. })) => {
+            let EntityError::Hydrate {
+                field, ty, id: at, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!((field.as_str(), *at), ("/title", id));
+            assert!(ty.ends_with("Task"), "{ty}");
+            let text = e.to_string();
+            assert!(
+                text.contains(&id.to_string()) && text.contains("\"/title\""),
+                "{text}"
+            );
+        }
+        other => panic!("expected a hydrate error, got {other:?}"),
+    }
+    let done_missing = r
+        .create_json(ws(), &tasks(), &json!({"title": "t"}))
+        .unwrap();
+    match r.update::<Task>(&done_missing, |t| t.done = true) {
+        Err(Error::Entity(e @ EntityError::Hydrate { .. })) => {
+            let text = e.to_string();
+            assert!(text.contains("the field \"/done\" is missing"), "{text}");
+            assert!(text.contains(&done_missing.to_string()), "{text}");
+        }
+        other => panic!("expected a hydrate error, got {other:?}"),
+    }
     assert!("bad name!".parse::<Collection>().is_err());
     // a failing raw transaction stores nothing
     let before = r.pending();

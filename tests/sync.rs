@@ -1322,3 +1322,97 @@ async fn local_hub_refuses_unknown_protocol_versions() {
         .expect("current version");
     assert!(page.changes.is_empty());
 }
+
+/// Issue 14: with default options, a fresh replica with nothing to pull says
+/// so (state `NoWorkspace` and a warning event, not a silent `Idle`); told to
+/// `join` a workspace it syncs it with no other configuration, and remembers
+/// it after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_a_fresh_replica_reports_no_workspace_then_syncs_what_it_joins() {
+    use supamerge::SyncWarning;
+    let guard = Duration::from_secs(60);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hub = LocalHub::open(dir.path().join("hub")).expect("hub");
+    let remote: Arc<dyn Remote> = Arc::new(hub.clone());
+    let ws = WorkspaceId::new();
+    let writer = Replica::open(dir.path().join("writer")).expect("writer");
+    let id = writer
+        .create_json(ws, &notes(), &json!({"title": "from the writer"}))
+        .expect("create");
+    supamerge::sync_once(
+        &writer,
+        remote.as_ref(),
+        &SyncConfig::default(),
+        &[],
+        &|_| {},
+    )
+    .await
+    .expect("writer pushes");
+
+    let fresh_dir = dir.path().join("fresh");
+    let fresh = Replica::open(&fresh_dir).expect("fresh");
+    let engine = SyncEngine::builder(fresh.clone(), remote.clone()).spawn();
+    let mut events = engine.events();
+    let report = engine.sync_now().await.expect("a pass");
+    assert_eq!(report.workspaces, 0, "{report:?}");
+    assert_eq!(engine.status().borrow().state, SyncState::NoWorkspace);
+    tokio::time::timeout(guard, async {
+        loop {
+            if let SyncEvent::Warning(w) = events.recv().await.expect("events") {
+                assert_eq!(w, SyncWarning::NoWorkspace);
+                assert!(w.to_string().contains("join"), "{w}");
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a warning event");
+
+    engine.join(ws).await.expect("join");
+    tokio::time::timeout(guard, async {
+        loop {
+            match events.recv().await.expect("events") {
+                SyncEvent::DocChanged { id: got, origin } if got == id => {
+                    assert_eq!(origin, Origin::Remote);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the joined workspace's document arrives");
+    assert_eq!(
+        fresh.get_json(&id).expect("pulled"),
+        json!({"title": "from the writer"})
+    );
+    let mut status = engine.status();
+    tokio::time::timeout(guard, status.wait_for(|s| s.state == SyncState::Idle))
+        .await
+        .expect("idle")
+        .expect("status");
+
+    // Remembered: after a restart a default engine pulls it again.
+    engine.shutdown().await;
+    drop((engine, fresh));
+    // The engine's task lets go of its replica clone just after shutdown
+    // answers: retry while the directory is still open in this process.
+    let again = tokio::time::timeout(guard, async {
+        loop {
+            match Replica::open(&fresh_dir) {
+                Err(supamerge::Error::Store(supamerge::StoreError::AlreadyOpen { .. })) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                other => return other.expect("reopen"),
+            }
+        }
+    })
+    .await
+    .expect("reopened");
+    assert!(again.workspaces().expect("workspaces").contains(&ws));
+    let engine = SyncEngine::builder(again.clone(), remote).spawn();
+    let report = engine.sync_now().await.expect("a pass");
+    assert_eq!(report.workspaces, 1, "{report:?}");
+    assert_eq!(engine.status().borrow().state, SyncState::Idle);
+    engine.shutdown().await;
+}

@@ -135,7 +135,9 @@ impl LocalHub {
     /// [`RemoteError::Storage`] when sled cannot open it, or another process
     /// (`Locked`) or this one (`AlreadyOpen`: clone the hub) holds it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RemoteError> {
-        let config = sled::Config::new().flush_every_ms(Some(200));
+        let config = sled::Config::new()
+            .flush_every_ms(Some(200))
+            .cache_capacity(crate::store::STORE_CACHE_BYTES);
         let (db, lock, _) = crate::store::dir::open_sled(path.as_ref(), config)?;
         Self::from_db(db, Some(lock))
     }

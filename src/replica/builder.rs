@@ -23,6 +23,7 @@ pub struct ReplicaBuilder {
     clock: Arc<dyn Clock>,
     actor: Option<ActorId>,
     cache_capacity: NonZeroUsize,
+    cache_bytes: usize,
     durability: Durability,
     compaction: CompactionPolicy,
     seed: Option<u64>,
@@ -34,6 +35,9 @@ const DEFAULT_CACHE: NonZeroUsize = match NonZeroUsize::new(1024) {
     None => NonZeroUsize::MIN,
 };
 
+/// The default budget of the document cache (approximate bytes).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 impl ReplicaBuilder {
     /// Options for the replica stored in `path`.
     pub fn new(path: impl AsRef<Path>) -> Self {
@@ -42,6 +46,7 @@ impl ReplicaBuilder {
             clock: Arc::new(SystemClock),
             actor: None,
             cache_capacity: DEFAULT_CACHE,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             durability: Durability::default(),
             compaction: CompactionPolicy::default(),
             seed: None,
@@ -63,9 +68,24 @@ impl ReplicaBuilder {
         self
     }
 
-    /// How many documents stay loaded in memory (default 1024).
+    /// At most how many documents stay loaded in memory (default 1024).
     pub fn with_cache_capacity(mut self, n: NonZeroUsize) -> Self {
         self.cache_capacity = n;
+        self
+    }
+
+    /// The memory budget of the document cache, in approximate bytes
+    /// (default [`DEFAULT_CACHE_BYTES`], 64 MiB). A loaded document holds its
+    /// whole history, so its size is estimated from what it takes on disk
+    /// (snapshot plus incremental chunks, times a factor measured for
+    /// Automerge 0.12, see `docs/storage.md`); when the cache's estimate
+    /// exceeds the budget, the least recently used documents are dropped
+    /// from memory (their history with them) and loaded again from disk
+    /// when next used. The most recently used document always stays, even
+    /// alone over the budget. Both this and
+    /// [`ReplicaBuilder::with_cache_capacity`] apply.
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -128,6 +148,7 @@ impl ReplicaBuilder {
                 migrations,
                 actor_recorded: AtomicBool::new(false),
                 events,
+                cache_bytes: self.cache_bytes,
                 state: Mutex::new(State {
                     cache: LruCache::new(self.cache_capacity),
                     rng,

@@ -48,7 +48,30 @@ impl DocState {
     pub(super) fn view(&self) -> LwwView<'_> {
         LwwView::new(&self.doc, &self.clock)
     }
+
+    /// The approximate memory the loaded document takes: its stored size
+    /// (snapshot plus incremental chunks) times [`MEMORY_PER_STORED_BYTE`],
+    /// plus the effective-timestamp cache, plus a fixed overhead.
+    pub(super) fn approx_bytes(&self) -> usize {
+        let stored = self
+            .record
+            .snapshot_len
+            .saturating_add(self.record.incremental_len);
+        usize::try_from(stored)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(MEMORY_PER_STORED_BYTE)
+            .saturating_add(self.clock.len().saturating_mul(CLOCK_ENTRY_BYTES))
+            .saturating_add(DOC_OVERHEAD_BYTES)
+    }
 }
+
+/// Memory of a loaded Automerge 0.12 document per byte of its stored form
+/// (measured: `docs/storage.md`, "Memory").
+const MEMORY_PER_STORED_BYTE: usize = 4;
+/// Memory of one entry of the effective-timestamp cache.
+const CLOCK_ENTRY_BYTES: usize = 64;
+/// Memory of an empty loaded document and its record.
+const DOC_OVERHEAD_BYTES: usize = 4 * 1024;
 
 /// Refuses a loaded document that is not an entity (yet): `NotFound` while
 /// only early arrivals are there, `NotAnEntity` when its changes created no
@@ -102,6 +125,7 @@ impl Replica {
         if !st.cache.contains(id) {
             let ds = self.load(id)?;
             st.cache.put(*id, ds);
+            self.trim_cache(st);
         }
         st.cache
             .get_mut(id)
@@ -115,6 +139,35 @@ impl Replica {
             return Err(EntityError::Deleted { id: *id }.into());
         }
         Ok(ds)
+    }
+
+    /// Drops the least recently used documents from memory while the
+    /// cache's estimate exceeds its budget, keeping the most recent one.
+    /// Safe at any point: everything in the cache is also on disk, or is
+    /// planned and about to be persisted (and then read back from disk).
+    pub(super) fn trim_cache(&self, st: &mut State) {
+        let budget = self.inner.cache_bytes;
+        let mut total: usize = st
+            .cache
+            .iter()
+            .map(|(_, ds)| ds.approx_bytes())
+            .fold(0, usize::saturating_add);
+        while total > budget && st.cache.len() > 1 {
+            match st.cache.pop_lru() {
+                Some((_, ds)) => total = total.saturating_sub(ds.approx_bytes()),
+                None => break,
+            }
+        }
+    }
+
+    /// The cache's estimate of the memory its loaded documents take, in
+    /// bytes (see [`ReplicaBuilder::with_cache_bytes`](super::ReplicaBuilder::with_cache_bytes)).
+    pub fn cached_bytes(&self) -> usize {
+        self.lock()
+            .cache
+            .iter()
+            .map(|(_, ds)| ds.approx_bytes())
+            .fold(0, usize::saturating_add)
     }
 
     /// How many documents are loaded in the in-memory LRU cache right now

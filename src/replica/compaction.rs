@@ -8,11 +8,23 @@ use crate::error::Result;
 use crate::id::DocId;
 use crate::store::{Chunk, ChunkKind, DocRecord};
 
-/// When documents are compacted.
+/// When documents are compacted: a document whose incremental chunks
+/// (local commits, pulled batches) reach `min_chunks` chunks *or*
+/// `min_bytes` bytes, and (with `when_larger_than_snapshot`) are together
+/// larger than its snapshot, is folded into one new snapshot.
+///
+/// Counting bytes as well as chunks keeps a replica's directory within a
+/// small multiple of its documents' saved size whatever the chunk sizes: a
+/// pulling replica writes one chunk per document per applied batch, and
+/// few large chunks must not wait for a count (`docs/storage.md`,
+/// "Compaction"). The cost stays linear: a fold writes the snapshot, and
+/// the next one waits until the new chunks outgrow it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionPolicy {
     /// Compact once a document has at least this many incremental chunks...
     pub min_chunks: u64,
+    /// ...or its incremental chunks hold at least this many bytes...
+    pub min_bytes: u64,
     /// ...and together they are larger than its snapshot.
     pub when_larger_than_snapshot: bool,
 }
@@ -21,6 +33,7 @@ impl Default for CompactionPolicy {
     fn default() -> Self {
         Self {
             min_chunks: 16,
+            min_bytes: 1024,
             when_larger_than_snapshot: true,
         }
     }
@@ -29,21 +42,24 @@ impl Default for CompactionPolicy {
 impl CompactionPolicy {
     /// Whether a document with this record is due for compaction.
     pub(super) fn is_due(&self, r: &DocRecord) -> bool {
-        r.incremental_count >= self.min_chunks
+        (r.incremental_count >= self.min_chunks || r.incremental_len >= self.min_bytes)
+            && r.incremental_count > 0
             && (!self.when_larger_than_snapshot || r.incremental_len > r.snapshot_len)
     }
 }
 
 impl Replica {
-    /// Compacts the cached document `id` when the policy says it is due.
+    /// Compacts the cached document `id` when the policy says it is due,
+    /// then keeps the cache within its budget (`id` stays: it is the most
+    /// recently used). Called after every commit and remote apply.
     pub(super) fn maybe_compact(&self, st: &mut State, id: &DocId) -> Result<()> {
         let policy = self.inner.compaction;
-        let Some(ds) = st.cache.get_mut(id) else {
-            return Ok(());
-        };
-        if policy.is_due(&ds.record) {
-            self.compact_loaded(ds, id)?;
+        if let Some(ds) = st.cache.get_mut(id) {
+            if policy.is_due(&ds.record) {
+                self.compact_loaded(ds, id)?;
+            }
         }
+        self.trim_cache(st);
         Ok(())
     }
 

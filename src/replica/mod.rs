@@ -54,7 +54,7 @@ use crate::migrate::Migrations;
 use crate::store::Store;
 
 pub use apply::{ApplyReport, ChangeError, RemoteChange};
-pub use builder::ReplicaBuilder;
+pub use builder::{ReplicaBuilder, DEFAULT_CACHE_BYTES};
 pub use compaction::CompactionPolicy;
 pub use import::ImportedDoc;
 pub use read::{EntityInfo, HistoryEntry};
@@ -126,6 +126,8 @@ struct Inner {
     actor_recorded: AtomicBool,
     /// Announcements to subscribers.
     events: broadcast::Sender<ReplicaEvent>,
+    /// The document cache's budget, in approximate bytes.
+    cache_bytes: usize,
     /// Loaded documents and the random source; one writer at a time.
     state: Mutex<State>,
 }

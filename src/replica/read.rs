@@ -1,13 +1,15 @@
 //! Reads: typed and JSON values (every field resolved last-writer-wins),
 //! listing, facts, heads and history, raw access to the document.
 
-use automerge::{Automerge, ChangeHash, ROOT};
+use automerge::{Automerge, ChangeHash};
 use autosurgeon::Hydrate;
 use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::Replica;
-use crate::entity::{self, EntityError};
+use crate::entity;
+#[cfg(doc)]
+use crate::entity::EntityError;
 use crate::error::Result;
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::store::ListReport;
@@ -69,13 +71,7 @@ impl Replica {
     pub fn get<T: Hydrate>(&self, id: &DocId) -> Result<T> {
         let mut st = self.lock();
         let ds = self.visible(&mut st, id)?;
-        autosurgeon::hydrate_prop(&ds.view(), &ROOT, entity::DATA).map_err(|source| {
-            EntityError::Hydrate {
-                id: *id,
-                source: Box::new(source),
-            }
-            .into()
-        })
+        Ok(entity::hydrate_data(ds.view(), *id)?)
     }
 
     /// Reads an entity as JSON (every field resolved by last-writer-wins).

@@ -72,11 +72,21 @@ pub trait SyncPort: sealed::Sealed {
     /// Storage errors.
     fn set_cursor(&self, ws: &WorkspaceId, rec: &CursorRecord) -> Result<()>;
 
-    /// Every workspace this replica holds documents of or has synced.
+    /// Every workspace this replica holds documents of, has synced or was
+    /// told to join ([`SyncPort::join_workspace`]).
     ///
     /// # Errors
     /// Storage errors.
     fn workspaces(&self) -> Result<Vec<WorkspaceId>>;
+
+    /// Records `ws` as a workspace to pull (a cursor that has never synced),
+    /// unless the replica knows it already: from then on every sync pass
+    /// pulls it, also after a restart. Returns whether it was new.
+    /// [`SyncHandle::join`](crate::SyncHandle::join) calls this.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn join_workspace(&self, ws: &WorkspaceId) -> Result<bool>;
 
     /// Applies changes pulled from a remote, grouped per document in one
     /// `apply_changes` call each, and persists them — with `cursor`, when
@@ -190,6 +200,10 @@ impl SyncPort for Replica {
             set.insert(r?.1.workspace);
         }
         Ok(set.into_iter().collect())
+    }
+
+    fn join_workspace(&self, ws: &WorkspaceId) -> Result<bool> {
+        Ok(self.inner.store.transact("join", |tx| tx.join_cursor(ws))?)
     }
 
     fn apply_remote(

@@ -250,29 +250,24 @@ impl Replica {
         let mut st = self.lock();
         self.visible(&mut st, id)?;
         let id = *id;
-        let (_, hash) =
-            self.commit(
-                &mut st,
-                &id,
-                |view| {
-                    let mut value: T = autosurgeon::hydrate_prop(&view, &ROOT, entity::DATA)
-                        .map_err(|source| EntityError::Hydrate {
-                            id,
-                            source: Box::new(source),
-                        })?;
-                    f(&mut value);
-                    Ok(value)
-                },
-                |tx, value| {
-                    autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
-                        EntityError::Reconcile {
-                            id,
-                            source: Box::new(source),
-                        }
-                        .into()
-                    })
-                },
-            )?;
+        let (_, hash) = self.commit(
+            &mut st,
+            &id,
+            |view| {
+                let mut value: T = entity::hydrate_data(view, id)?;
+                f(&mut value);
+                Ok(value)
+            },
+            |tx, value| {
+                autosurgeon::reconcile_prop(tx, ROOT, entity::DATA, &value).map_err(|source| {
+                    EntityError::Reconcile {
+                        id,
+                        source: Box::new(source),
+                    }
+                    .into()
+                })
+            },
+        )?;
         Ok(hash)
     }
 

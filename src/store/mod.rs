@@ -334,6 +334,13 @@ pub struct StoreTx<'a> {
 
 const N_TREES: usize = 10;
 
+/// The page cache sled may fill for one store (a replica or a hub), in
+/// bytes. sled's own default is 1 GiB, which a long-running replica fills
+/// with every page version it ever wrote (the RSS of issue 14's soak grew
+/// without a plateau); the documents' own cache is separate
+/// (`ReplicaBuilder::with_cache_bytes`).
+pub const STORE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 fn unab(e: UnabortableTransactionError) -> TxError {
     e.into()
 }
@@ -491,6 +498,27 @@ impl StoreTx<'_> {
         Ok(())
     }
 
+    /// Records a workspace to pull (a never-synced cursor) unless it has a
+    /// cursor already. Returns whether it was new.
+    ///
+    /// # Errors
+    /// Storage failure.
+    pub fn join_cursor(&self, ws: &WorkspaceId) -> Result<bool, TxError> {
+        let key = keys::cursor(ws);
+        if self.cursors().get(key).map_err(unab)?.is_some() {
+            return Ok(false);
+        }
+        self.put_cursor(
+            ws,
+            &CursorRecord {
+                cursor: String::new(),
+                last_sync_ms: 0,
+                bootstrapped: false,
+            },
+        )?;
+        Ok(true)
+    }
+
     /// Appends a dead letter.
     ///
     /// # Errors
@@ -645,7 +673,7 @@ impl Store {
     /// permissions, damaged files);
     /// [`StoreError::UnsupportedFormat`] when a newer supamerge wrote it.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let config = sled::Config::new();
+        let config = sled::Config::new().cache_capacity(STORE_CACHE_BYTES);
         let config = match durability {
             Durability::Immediate => config.flush_every_ms(Some(500)),
             Durability::Buffered { flush_every_ms } => config.flush_every_ms(Some(flush_every_ms)),

@@ -15,6 +15,17 @@
 //! app calls [`SyncHandle::credentials_updated`]. Status is published on a
 //! `watch` channel, progress and document events on a `broadcast` channel.
 //!
+//! Workspaces: every pass pulls each workspace the replica holds documents
+//! of, has synced or was told to join ([`SyncHandle::join`], remembered by
+//! the replica), plus those given to [`SyncEngineBuilder::with_workspaces`].
+//! A pass that found none says so: the state is [`SyncState::NoWorkspace`]
+//! and a [`SyncEvent::Warning`] names the reason, rather than a silent
+//! [`SyncState::Idle`] that pulls nothing.
+//!
+//! The engine's task never runs sled or Automerge work itself: every replica
+//! call goes to tokio's blocking pool (`spawn_blocking`), so an app's runtime
+//! threads stay free while a pass runs.
+//!
 //! Shutdown: [`SyncHandle::shutdown`] lets a running pass finish (it is
 //! restartable at any point anyway) and stops the task; dropping every handle
 //! does the same.
@@ -45,6 +56,12 @@ use crate::replica::{Origin, Replica, ReplicaEvent, SyncPort};
 pub enum SyncState {
     /// Waiting for a trigger.
     Idle,
+    /// The last pass succeeded but had no workspace to pull: the replica
+    /// holds no document, has synced no workspace and was told to join none
+    /// (a fresh replica). Nothing will arrive until the app calls
+    /// [`SyncHandle::join`] (or creates a document). Announced once per
+    /// such pass as [`SyncEvent::Warning`] with [`SyncWarning::NoWorkspace`].
+    NoWorkspace,
     /// A pass is running.
     Syncing,
     /// The last pass could not reach the remote; retrying with backoff.
@@ -220,6 +237,18 @@ pub enum SyncEvent {
     Finished(SyncReport),
     /// A pass failed.
     Failed(SyncError),
+    /// A pass succeeded but something needs the app's attention.
+    Warning(SyncWarning),
+}
+
+/// Something a successful pass found wrong with the engine's setup.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "warning", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyncWarning {
+    /// No workspace to pull (see [`SyncState::NoWorkspace`]).
+    #[error("no workspace to pull: the replica holds no document and joined no workspace; call SyncHandle::join(workspace) (or create a document) to sync one")]
+    NoWorkspace,
 }
 
 enum Cmd {
@@ -227,6 +256,7 @@ enum Cmd {
     LocalCommit,
     Online,
     CredentialsUpdated,
+    Join,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -278,7 +308,8 @@ impl SyncEngineBuilder {
     }
 
     /// Workspaces to pull even when the replica holds no document of them yet
-    /// (a fresh device joining a workspace).
+    /// (a fresh device joining a workspace). Unlike [`SyncHandle::join`], the
+    /// replica does not remember them: pass them at every start.
     pub fn with_workspaces(mut self, ws: impl IntoIterator<Item = WorkspaceId>) -> Self {
         self.workspaces = ws.into_iter().collect();
         self
@@ -341,10 +372,12 @@ impl SyncEngineBuilder {
         let (cmd_tx, cmd_rx) = mpsc::channel(64);
         let (events, _) = broadcast::channel(1024);
         let pending = self.replica.pending();
+        // The dead letters are counted by the task (a store scan belongs on
+        // the blocking pool), before its first pass.
         let (status_tx, status_rx) = watch::channel(SyncStatus {
             state: SyncState::Idle,
             pending,
-            dead_letters: self.replica.dead_letters().map(|d| d.len()).unwrap_or(0),
+            dead_letters: 0,
             last_success_ms: None,
             last_error: None,
             not_a_member: Vec::new(),
@@ -359,6 +392,7 @@ impl SyncEngineBuilder {
             Some(s) => rand::rngs::StdRng::seed_from_u64(s),
             None => rand::rngs::StdRng::from_entropy(),
         };
+        let replica = self.replica.clone();
         let live_updates = if self.live {
             self.remote.live_updates()
         } else {
@@ -397,6 +431,7 @@ impl SyncEngineBuilder {
             status: status_rx,
             events,
             live: live_updates,
+            replica,
         }
     }
 }
@@ -436,6 +471,8 @@ pub struct SyncHandle {
     events: broadcast::Sender<SyncEvent>,
     /// The engine's live-updates client, for presence.
     live: Option<Arc<dyn LiveUpdates>>,
+    /// The replica, for `join`.
+    replica: Replica,
 }
 
 impl std::fmt::Debug for SyncHandle {
@@ -459,6 +496,41 @@ impl SyncHandle {
             .await
             .map_err(|_| SyncError::Stopped)?;
         rx.await.map_err(|_| SyncError::Stopped)?
+    }
+
+    /// Joins a workspace: the replica records it (it is pulled by every pass
+    /// from now on, also after a restart, until it holds documents of it)
+    /// and a pass starts. This is how a fresh replica starts syncing a
+    /// workspace someone else created. Joining a workspace the replica
+    /// already knows only starts a pass. Returns once it is recorded; wait
+    /// for the pass with [`SyncHandle::sync_now`] or the events.
+    ///
+    /// (Membership is the server's business: with Supabase, the user must
+    /// be a member, see `docs/workspaces.md`; otherwise the pass reports the
+    /// workspace in [`SyncStatus::not_a_member`].)
+    ///
+    /// # Errors
+    /// [`SyncError::Failed`] when the replica cannot record it,
+    /// [`SyncError::Stopped`] when the engine has shut down.
+    pub async fn join(&self, ws: WorkspaceId) -> Result<(), SyncError> {
+        if self.cmd.is_closed() {
+            return Err(SyncError::Stopped);
+        }
+        let replica = self.replica.clone();
+        let recorded = tokio::task::spawn_blocking(move || replica.join_workspace(&ws))
+            .await
+            .map_err(|source| Error::Task {
+                task: "joining a workspace",
+                source,
+            })
+            .and_then(|r| r);
+        if let Err(e) = recorded {
+            return Err(SyncError::from_error(&e));
+        }
+        self.cmd
+            .send(Cmd::Join)
+            .await
+            .map_err(|_| SyncError::Stopped)
     }
 
     /// Tells the engine the network is back: retry now instead of waiting
@@ -596,6 +668,9 @@ impl EngineTask {
             auth_paused: false,
         };
         let mut next_tick = self.interval.map(|d| Instant::now() + d);
+        if let Ok(dead) = self.dead_letter_count().await {
+            self.status.send_modify(|s| s.dead_letters = dead);
+        }
         let workspaces = self.workspaces.clone();
         let held = blocking_workspaces(&self.replica).await;
         if let Some(live) = &mut self.live {
@@ -737,6 +812,10 @@ impl EngineTask {
                 t.retry_at = None;
                 t.dirty = true;
             }
+            Cmd::Join => {
+                t.retry_at = None;
+                t.dirty = true;
+            }
             Cmd::Shutdown(tx) => {
                 for w in t.waiters.drain(..) {
                     let _ = w.send(Err(SyncError::Stopped));
@@ -746,6 +825,17 @@ impl EngineTask {
             }
         }
         Flow::Continue
+    }
+
+    /// The number of dead letters (a store scan, on the blocking pool).
+    async fn dead_letter_count(&self) -> Result<usize, Error> {
+        let r = self.replica.clone();
+        tokio::task::spawn_blocking(move || r.dead_letters().map(|d| d.len()))
+            .await
+            .map_err(|source| Error::Task {
+                task: "counting dead letters",
+                source,
+            })?
     }
 
     async fn pass(&mut self) -> Result<SyncReport, SyncError> {
@@ -764,7 +854,7 @@ impl EngineTask {
         .instrument(tracing::info_span!("sync_pass"))
         .await;
         let pending = self.replica.pending();
-        let dead = self.replica.dead_letters().map(|d| d.len()).unwrap_or(0);
+        let dead = self.dead_letter_count().await.unwrap_or(0);
         let now = self.replica.now_ms();
         match result {
             Ok(report) => {
@@ -774,8 +864,17 @@ impl EngineTask {
                     applied = report.applied,
                     "sync pass done"
                 );
+                let state = if report.workspaces == 0 {
+                    tracing::warn!("{}", SyncWarning::NoWorkspace);
+                    let _ = self
+                        .events
+                        .send(SyncEvent::Warning(SyncWarning::NoWorkspace));
+                    SyncState::NoWorkspace
+                } else {
+                    SyncState::Idle
+                };
                 self.status.send_modify(|s| {
-                    s.state = SyncState::Idle;
+                    s.state = state;
                     s.pending = pending;
                     s.dead_letters = dead;
                     s.last_success_ms = Some(now);

@@ -12,12 +12,15 @@
 //!   workspace, nudges as triggers, the live status);
 //! - [`own_pushes`]: what the engine's own pushes stored (their nudges need
 //!   no pull) and which workspaces it pulls;
-//! - [`presence`]: [`Presence`], who else is here.
+//! - [`presence`]: [`Presence`], who else is here;
+//! - [`nonblocking`]: [`AsyncReplica`], the replica's calls on the blocking
+//!   pool for apps' async code.
 
 mod backoff;
 pub(crate) mod core;
 mod engine;
 mod live;
+mod nonblocking;
 mod own_pushes;
 mod presence;
 pub(crate) mod session;
@@ -25,8 +28,9 @@ pub(crate) mod session;
 pub use backoff::Backoff;
 pub use engine::{
     SyncEngine, SyncEngineBuilder, SyncError, SyncErrorKind, SyncEvent, SyncHandle, SyncState,
-    SyncStatus,
+    SyncStatus, SyncWarning,
 };
 pub use live::LiveStatus;
+pub use nonblocking::AsyncReplica;
 pub use presence::Presence;
 pub use session::{sync_once, SyncConfig, SyncProgress, SyncReport};

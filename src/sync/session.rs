@@ -191,7 +191,13 @@ pub async fn sync_once(
     let started = Instant::now();
     let pass = Pass::new(cfg.clone(), workspaces, replica.pending());
     let mut report = drive(replica, remote, pass, progress).await?;
-    report.waiting = replica.pending_remote();
+    let r = replica.clone();
+    report.waiting = tokio::task::spawn_blocking(move || r.pending_remote())
+        .await
+        .map_err(|source| Error::Task {
+            task: "a replica call of a sync pass",
+            source,
+        })?;
     report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }

@@ -97,6 +97,7 @@ impl Pass {
                 Sub::Running,
             )
         } else {
+            ctx.report.workspaces = self.queue.len();
             next_workspace(&mut ctx, &mut self.queue)
         };
         self.phase = phase;
@@ -133,6 +134,7 @@ impl Pass {
                             all.push(*w);
                         }
                     }
+                    ctx.report.workspaces = all.len();
                     self.queue = all.into();
                     let (phase, sub) = next_workspace(&mut ctx, &mut self.queue);
                     self.phase = phase;

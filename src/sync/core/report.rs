@@ -39,6 +39,11 @@ pub struct SyncReport {
     /// Snapshots downloaded but not trusted (they did not hold exactly the
     /// changes they replace): their documents were pulled from the log.
     pub snapshots_untrusted: usize,
+    /// Workspaces this pass pulled: those the replica holds documents of,
+    /// has synced or joined, plus those the caller named. 0 means there was
+    /// nothing to pull (a fresh replica nobody told which workspace to join:
+    /// [`SyncHandle::join`](crate::SyncHandle::join)).
+    pub workspaces: usize,
     /// Wall time of the pass in ms.
     pub elapsed_ms: u64,
     /// Workspaces the remote said the user is no longer a member of
