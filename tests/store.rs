@@ -7,7 +7,8 @@ use serde_json::json;
 use supamerge::test_util;
 use supamerge::test_util::store_format::{codec, keys, trees, Chunk, ChunkKind, DocRecord};
 use supamerge::{
-    Collection, DocId, EntityError, Error, Replica, StoreError, SyncPort, WorkspaceId,
+    Collection, CompactionPolicy, DocId, EntityError, Error, Replica, StoreError, SyncPort,
+    WorkspaceId,
 };
 
 fn ws() -> WorkspaceId {
@@ -357,4 +358,91 @@ fn outbox_count_is_stored_and_recovered_for_older_stores() {
     assert_eq!(r.pending(), 2);
     drop(r);
     assert_eq!(stored(dir.path()), Some(2));
+}
+
+/// Text that compresses badly (Automerge deflates large changes).
+fn noise(seed: usize, len: usize) -> String {
+    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+/// Issue 14: the document cache keeps within its byte budget (the most
+/// recently used document always stays), and a large budget keeps them all.
+#[test]
+fn the_cache_keeps_within_its_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<DocId> = {
+        let r = Replica::open(dir.path()).unwrap();
+        (0..20)
+            .map(|k| {
+                r.create_json(ws(), &notes(), &json!({"k": k, "text": noise(k, 2000)}))
+                    .unwrap()
+            })
+            .collect()
+    };
+    // Each document's estimate is well above 8 KiB (its stored size times
+    // a factor, plus a fixed overhead): a 16 KiB budget holds one or two.
+    let small = Replica::builder(dir.path())
+        .with_cache_bytes(16 * 1024)
+        .open()
+        .unwrap();
+    for id in &ids {
+        assert_eq!(
+            small.get_json(id).unwrap()["k"],
+            json!(ids.iter().position(|i| i == id).unwrap())
+        );
+        assert!(small.cached_docs() <= 2, "{} cached", small.cached_docs());
+        assert!(small.cached_docs() >= 1);
+    }
+    // A commit evicts too, and the document just written stays loaded.
+    small.patch_json(&ids[0], &json!({"k": 100})).unwrap();
+    assert!(small.cached_docs() <= 2);
+    assert_eq!(small.get_json(&ids[0]).unwrap()["k"], json!(100));
+    drop(small);
+    let big = Replica::builder(dir.path())
+        .with_cache_bytes(supamerge::DEFAULT_CACHE_BYTES)
+        .open()
+        .unwrap();
+    for id in &ids {
+        big.get_json(id).unwrap();
+    }
+    assert_eq!(big.cached_docs(), ids.len());
+    assert!(big.cached_bytes() > 20 * 2000, "{}", big.cached_bytes());
+}
+
+/// Issue 14: chunks are compacted by bytes as well as by count: a few large
+/// commits (fewer than `min_chunks`) fold into a snapshot once they hold
+/// `min_bytes` and outgrow it.
+#[test]
+fn a_few_large_chunks_are_compacted_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Replica::open(dir.path()).unwrap();
+    assert_eq!(CompactionPolicy::default().min_chunks, 16);
+    let id = r.create_json(ws(), &notes(), &json!({"n": 0})).unwrap();
+    let mut folded = false;
+    for n in 1..8 {
+        r.patch_json(&id, &json!({ "n": n, "text": noise(n, 1500) }))
+            .unwrap();
+        let chunks = test_util::chunks(&r, &id).unwrap();
+        // Only a fold writes a snapshot chunk; by count alone (16) none
+        // would happen in 7 commits.
+        if chunks.iter().any(|(_, c)| c.kind == ChunkKind::Snapshot) {
+            folded = true;
+        }
+        let rec = test_util::doc_record(&r, &id).unwrap().unwrap();
+        assert!(
+            rec.incremental_count < 7,
+            "after {n} commits: {} incremental chunks",
+            rec.incremental_count
+        );
+    }
+    assert!(folded, "never compacted");
+    assert_eq!(r.get_json(&id).unwrap()["n"], json!(7));
 }
