@@ -2,7 +2,12 @@
 //! the LocalHub ones are run as the built binaries (`cargo test
 //! --all-targets`, which `scripts/test.sh` runs, builds every example next
 //! to this test; `cargo build --examples` does too), their output checked.
-//! `todo_supabase` needs a project or the gateway and is only built.
+//! `todo_supabase` runs against the gateway in front of a fresh PostgreSQL
+//! database with the migration (needs `SUPAMERGE_TEST_DATABASE_URL`, which
+//! `scripts/test.sh` provides), and without a connection must say what to set.
+
+#[path = "support/pg.rs"]
+mod pg;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -106,4 +111,39 @@ fn the_supabase_example_is_built() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("SUPABASE_URL"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn todo_supabase_syncs_through_the_gateway_and_postgresql() {
+    let fx = pg::SupabaseFixture::start().await;
+    let user = uuid::Uuid::new_v4();
+    let child = tokio::process::Command::new(example("todo_supabase"))
+        .env("SUPABASE_URL", fx.url())
+        .env("SUPABASE_ANON_KEY", pg::ANON_KEY)
+        .env("SUPABASE_ACCESS_TOKEN", pg::user_jwt(user))
+        .env("RUST_LOG", "off")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), child)
+        .await
+        .expect("todo_supabase hung")
+        .expect("run todo_supabase");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "todo_supabase failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("created workspace "), "{stdout}");
+    assert!(
+        stdout.contains("phone sees: Todo { title: \"water the plants\", done: false }"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("both replicas agree: Todo { title: \"water the plants\", done: true }"),
+        "{stdout}"
+    );
+    // The server holds the workspace's changes (the create and the update).
+    assert!(fx.db.change_count().await >= 2);
 }
