@@ -12,7 +12,11 @@
 //! commit debounce; the default 250 ms would add up to that much).
 //!
 //! Each replica has its own `SupabaseRemote`, hence its own Realtime
-//! websocket, as separate devices of one user would.
+//! websocket, as separate devices of one user would. A probe subscription on
+//! the first subscriber's client records when each nudge arrives there, so
+//! the latency splits into "commit → push → `realtime.send` → NOTIFY → the
+//! gateway → the websocket" (`engine_nudge_*`) and the subscriber's
+//! debounce, pull and apply (the rest).
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +29,7 @@ use super::{
     data, BenchConfig, BenchError, BenchResult, Better, Measurement, Outcome, Target, Workload,
 };
 use crate::id::{DocId, WorkspaceId};
-use crate::remote::{Remote, SupabaseRemote};
+use crate::remote::{LiveUpdates, NudgeKind, Remote, Subscription, SupabaseRemote};
 use crate::replica::{Origin, Replica};
 use crate::sync::{SyncEngine, SyncEvent, SyncHandle};
 
@@ -58,11 +62,13 @@ fn remote_of(w: Workload, t: &LiveStack) -> BenchResult<SupabaseRemote> {
         })
 }
 
-/// Latencies of one run: per (edit, subscriber), and per edit until the
-/// last subscriber had it.
+/// Latencies of one run: per (edit, subscriber), per edit until the last
+/// subscriber had it, and (live) per edit until the nudge reached the first
+/// subscriber's websocket client (the rest is its pull and apply).
 pub(super) struct Run {
     pub(super) each: Samples,
     pub(super) all: Samples,
+    pub(super) nudge: Samples,
 }
 
 /// `edits` edits on A, `subscribers` replicas watching.
@@ -91,10 +97,24 @@ pub(super) fn measure(
         ea.sync_now().await.map_err(|e| sync_err(w, &e))?;
 
         let (tx, mut arrivals) = mpsc::unbounded_channel::<(usize, i64, Instant)>();
+        let (nudge_tx, mut nudges) = mpsc::unbounded_channel::<Instant>();
         let mut engines: Vec<SyncHandle> = Vec::new();
+        let mut probe = None;
         for k in 0..subscribers {
             let r = Replica::open(dir.path().join(format!("b{k}"))).map_err(eng(w))?;
-            let remote: std::sync::Arc<dyn Remote> = std::sync::Arc::new(remote_of(w, t)?);
+            let supabase = remote_of(w, t)?;
+            if k == 0 {
+                if let Mode::Live = mode {
+                    // A second subscription on the first subscriber's own
+                    // client: when its nudges arrive.
+                    let sub = supabase
+                        .realtime()
+                        .subscribe(t.ws)
+                        .map_err(|e| never(w, &format!("a probe subscription ({e})")))?;
+                    probe = Some(tokio::spawn(report_nudges(sub, nudge_tx.clone())));
+                }
+            }
+            let remote: std::sync::Arc<dyn Remote> = std::sync::Arc::new(supabase);
             let b = SyncEngine::builder(r.clone(), remote)
                 .with_workspaces([t.ws])
                 .with_debounce(Duration::from_millis(1));
@@ -122,8 +142,10 @@ pub(super) fn measure(
 
         let mut each = Samples::new();
         let mut all = Samples::new();
+        let mut nudge = Samples::new();
         for i in 0..edits {
             let n = i64::try_from(i).unwrap_or(i64::MAX);
+            while nudges.try_recv().is_ok() {}
             let start = Instant::now();
             a.patch_json(&id, &json!({ "n": n })).map_err(eng(w))?;
             let mut seen = vec![false; subscribers];
@@ -142,13 +164,28 @@ pub(super) fn measure(
                     }
                 }
             }
+            if let Ok(at) = nudges.try_recv() {
+                nudge.push(at.saturating_duration_since(start));
+            }
+        }
+        if let Some(p) = probe {
+            p.abort();
         }
         ea.shutdown().await;
         for b in &engines {
             b.shutdown().await;
         }
-        Ok(Run { each, all })
+        Ok(Run { each, all, nudge })
     })
+}
+
+/// Forwards when each push's nudge arrives.
+async fn report_nudges(mut sub: Subscription, tx: mpsc::UnboundedSender<Instant>) {
+    while let Some(n) = sub.next().await {
+        if matches!(n.kind, NudgeKind::Pushed { .. }) && tx.send(Instant::now()).is_err() {
+            return;
+        }
+    }
 }
 
 /// Forwards (subscriber, value of `n`, when) for each remote change of `id`.
@@ -226,7 +263,9 @@ pub(super) fn one(
         ),
         &live.each,
         &polled.each,
-    )))
+    )
+    .with_extra("engine_nudge_p50_ms", ms(live.nudge.percentile(50.0)))
+    .with_extra("engine_nudge_p95_ms", ms(live.nudge.percentile(95.0)))))
 }
 
 /// `live_latency_50`: fifty subscribers against one.
@@ -258,6 +297,8 @@ pub(super) fn fifty(
             &many.each,
             &one.each,
         )
+        .with_extra("engine_nudge_p50_ms", ms(many.nudge.percentile(50.0)))
+        .with_extra("engine_nudge_p95_ms", ms(many.nudge.percentile(95.0)))
         .with_extra("engine_all_p50_ms", ms(many.all.percentile(50.0)))
         .with_extra("engine_all_p95_ms", ms(many.all.percentile(95.0)))
         .with_extra("engine_samples", many.each.len() as f64),
