@@ -30,7 +30,7 @@ fn run(s: &Scenario) {
 #[test]
 fn replicas_converge() {
     check(
-        config(512, "proptest-regressions/convergence.txt"),
+        config(384, "proptest-regressions/convergence.txt"),
         scenario(2..=5, 1..60, any_action),
         run,
         minimize_scenario,

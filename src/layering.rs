@@ -39,6 +39,32 @@ const NO_IO: &[&str] = &[
     "id", "clock", "hash", "pointer", "conflict", "protocol", "entity", "migrate",
 ];
 
+/// Folders whose files must stay pure: no I/O runtime (tokio, sled,
+/// reqwest) and no clock read (`SystemTime`, `Instant`): the sync core takes
+/// the time and every outcome as input (`src/sync/core/`).
+const PURE_DIRS: &[&str] = &["sync/core"];
+
+/// What a pure file must not name.
+const IMPURE: &[&str] = &["tokio", "sled", "reqwest", "SystemTime", "Instant"];
+
+/// The impure names a line of code uses (a path `name::`, a `use name`, or
+/// the clock types by name).
+fn impure_uses(line: &str) -> Vec<&'static str> {
+    IMPURE
+        .iter()
+        .copied()
+        .filter(|name| {
+            line.match_indices(name).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + name.len()..].chars().next();
+                let starts_word = !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                let ends_word = !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                starts_word && ends_word
+            })
+        })
+        .collect()
+}
+
 /// Files that are not part of the layered graph: the crate root (it only
 /// declares modules and re-exports) and this check.
 const OUTSIDE: &[&str] = &["lib", "layering"];
@@ -213,6 +239,38 @@ fn the_protocol_and_the_model_use_no_io_runtime() {
             "`{module}` must not use tokio, sled or reqwest"
         );
     }
+}
+
+#[test]
+fn the_sync_core_uses_no_io_runtime_and_reads_no_clock() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut violations = Vec::new();
+    for dir in PURE_DIRS {
+        let mut files = Vec::new();
+        rust_files(&src.join(dir), &mut files);
+        assert!(!files.is_empty(), "no files under src/{dir}");
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("read a source file");
+            for line in code_lines(&text) {
+                for name in impure_uses(line) {
+                    violations.push(format!("{}: uses {name}: {line}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "the sync core must take time and outcomes as input:\n{}",
+        violations.join("\n")
+    );
+    // The check itself.
+    assert_eq!(impure_uses("use tokio::sync::mpsc;"), ["tokio"]);
+    assert_eq!(
+        impure_uses("let t = std::time::SystemTime::now();"),
+        ["SystemTime"]
+    );
+    assert_eq!(impure_uses("let t = Instant::now();"), ["Instant"]);
+    assert!(impure_uses("let resled = tokio_like::x; // InstantX").is_empty());
 }
 
 #[test]

@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use automerge::transaction::Transactable;
@@ -17,12 +16,10 @@ use automerge::{ChangeHash, ObjType, ReadDoc, ScalarValue};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use serde_json::{json, Value as Json};
-use supamerge::test_util::{Fault, FaultyRemote, Op};
+use supamerge::test_util::sim::{AtBudget, NetConfig, PassEnd, Sim, SimNodes, SimStats};
 use supamerge::{
-    ChangeEnvelope, Collection, Conflict, Cursor, CursorRecord, DocId, EntityError, Error,
-    LocalHub, ManualClock, Migration, PullPage, PullRequest, PushOutcome, PushRequest,
-    PushResponse, Remote, RemoteChange, RemoteError, Replica, SnapshotOutcome, SnapshotPage,
-    SnapshotQuery, SnapshotUpload, StoreError, SyncConfig, SyncPort, WorkspaceId, WIRE_VERSION,
+    Collection, Conflict, DocId, EntityError, Error, LocalHub, ManualClock, Migration, Remote,
+    Replica, SyncConfig, SyncPort, WorkspaceId,
 };
 
 // ----- configuration -------------------------------------------------------
@@ -223,26 +220,27 @@ impl Scalar {
     }
 }
 
-/// Which remote call a fault hits.
+/// The network and process faults of a simulated sync round
+/// (`supamerge::test_util::sim::NetConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Call {
-    Push,
-    Pull,
+pub enum Faults {
+    /// Delays only (messages overtake each other).
+    Calm,
+    /// Lost requests and responses, duplicates, 503s, partitions, clock
+    /// jumps.
+    Lossy,
+    /// All of that, and processes that die at effect boundaries.
+    Chaos,
 }
 
-/// A fault for a replica's remote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultKind {
-    /// The request never reaches the server.
-    DropRequest,
-    /// The server commits, the answer is lost.
-    DropResponse,
-    /// The request is delivered twice.
-    Duplicate,
-    /// The call is delayed (reorders concurrent syncs).
-    Delay(u8),
-    /// A 5xx without doing anything.
-    ServerError,
+impl Faults {
+    pub fn net(self) -> NetConfig {
+        match self {
+            Faults::Calm => NetConfig::calm(),
+            Faults::Lossy => NetConfig::lossy(),
+            Faults::Chaos => NetConfig::chaos(),
+        }
+    }
 }
 
 /// How a conflict is resolved.
@@ -303,31 +301,28 @@ pub enum Action {
     /// Runs the registered schema migrations (the same on every replica) on
     /// the entity, when the replica has it (deleted or not).
     Migrate { r: usize, slot: usize },
-    /// Pushes at most `max` outbox entries in one request.
-    PushSome { r: usize, max: usize },
-    /// Pulls one page (of `pull_limit`) and applies it with its cursor.
-    PullPage { r: usize },
-    /// A whole sync pass (push, pull every page, snapshots).
-    Sync { r: usize },
-    /// Every replica runs a pass at the same time.
-    SyncAll,
-    /// Injects `fault` into the remote call `call` of replica `r`, after
-    /// `after` calls of that kind go through unharmed (a fault in the middle
-    /// of a multi-page pull or a multi-batch push).
-    Fault {
+    /// Replica `r` runs a pass (the product's sync core through the
+    /// simulated network, no faults) that ends after `effects` effects (a
+    /// replica call run or a remote call answered): cancelled there, or its
+    /// process dies there (`crash`: then it restarts). One push batch, one
+    /// page, a crash right after an answer arrived and before what it said
+    /// was persisted, ...
+    Cut {
         r: usize,
-        call: Call,
-        fault: FaultKind,
-        after: usize,
+        effects: usize,
+        crash: bool,
     },
+    /// A whole sync pass of replica `r` (calm network).
+    Sync { r: usize },
+    /// Every replica runs a pass at the same time (calm network).
+    SyncAll,
+    /// The replicas of `mask` (bit i: replica i) run a pass at the same
+    /// time through the simulated network with `faults`, every choice drawn
+    /// from `seed`.
+    Net { mask: u8, seed: u64, faults: Faults },
     /// Drops replica `r` (whatever it was doing is lost) and reopens it from
     /// its directory (same device, new actor id, as every open does).
     Restart { r: usize },
-    /// Replica `r` runs a sync pass and its process dies right after the
-    /// `after`-th successful `call` of the pass answered (at the first
-    /// point the pass waits for anything after that: before it persisted
-    /// what the answer told it); then it restarts.
-    Crash { r: usize, call: Call, after: usize },
     /// Moves replica `r`'s clock back by `ms`.
     ClockBack { r: usize, ms: i64 },
 }
@@ -351,13 +346,11 @@ pub fn scalar() -> impl Strategy<Value = Scalar> {
     ]
 }
 
-fn fault_kind() -> impl Strategy<Value = FaultKind> {
+fn faults() -> impl Strategy<Value = Faults> {
     prop_oneof![
-        Just(FaultKind::DropRequest),
-        Just(FaultKind::DropResponse),
-        Just(FaultKind::Duplicate),
-        (1u8..20).prop_map(FaultKind::Delay),
-        Just(FaultKind::ServerError),
+        1 => Just(Faults::Calm),
+        2 => Just(Faults::Lossy),
+        2 => Just(Faults::Chaos),
     ]
 }
 
@@ -387,20 +380,20 @@ pub fn edit(n: usize) -> impl Strategy<Value = Action> {
     ]
 }
 
-/// Any action: edits, sync steps, faults, restarts, clock moves.
+/// Any action: edits, partial and whole passes, simulated networks with
+/// faults, restarts, clock moves.
 pub fn action(n: usize) -> impl Strategy<Value = Action> {
     let r = 0..n;
+    let all = (1u8 << n) - 1;
     prop_oneof![
         14 => edit(n),
-        2 => (r.clone(), 1usize..4).prop_map(|(r, max)| Action::PushSome { r, max }),
-        2 => r.clone().prop_map(|r| Action::PullPage { r }),
+        4 => (r.clone(), 1usize..12, any::<bool>())
+            .prop_map(|(r, effects, crash)| Action::Cut { r, effects, crash }),
         3 => r.clone().prop_map(|r| Action::Sync { r }),
         1 => Just(Action::SyncAll),
-        3 => (r.clone(), prop_oneof![Just(Call::Push), Just(Call::Pull)], fault_kind(), 0usize..3)
-            .prop_map(|(r, call, fault, after)| Action::Fault { r, call, fault, after }),
+        4 => (1u8..=all, any::<u64>(), faults())
+            .prop_map(|(mask, seed, faults)| Action::Net { mask, seed, faults }),
         1 => r.clone().prop_map(|r| Action::Restart { r }),
-        2 => (r.clone(), prop_oneof![Just(Call::Push), Just(Call::Pull)], 0usize..3)
-            .prop_map(|(r, call, after)| Action::Crash { r, call, after }),
         1 => (r, 1i64..3_600_000).prop_map(|(r, ms)| Action::ClockBack { r, ms }),
     ]
 }
@@ -439,14 +432,11 @@ impl Action {
             | Action::DeleteEntity { r, .. }
             | Action::Resolve { r, .. }
             | Action::Migrate { r, .. }
-            | Action::PushSome { r, .. }
-            | Action::PullPage { r }
+            | Action::Cut { r, .. }
             | Action::Sync { r }
-            | Action::Fault { r, .. }
             | Action::Restart { r }
-            | Action::Crash { r, .. }
             | Action::ClockBack { r, .. } => Some(r),
-            Action::SyncAll => None,
+            Action::SyncAll | Action::Net { .. } => None,
         }
     }
 }
@@ -464,6 +454,20 @@ impl Scenario {
             .actions
             .iter()
             .filter_map(|a| match a.replica() {
+                None => match a {
+                    // Drop the replica's bit, shift the higher ones down.
+                    Action::Net { mask, seed, faults } => {
+                        let low = mask & ((1u8 << gone) - 1);
+                        let high = (mask >> (gone + 1)) << gone;
+                        let mask = low | high;
+                        (mask != 0).then_some(Action::Net {
+                            mask,
+                            seed: *seed,
+                            faults: *faults,
+                        })
+                    }
+                    _ => Some(a.clone()),
+                },
                 Some(r) if r == gone => None,
                 Some(r) if r > gone => Some(a.with_replica(r - 1)),
                 _ => Some(a.clone()),
@@ -495,8 +499,7 @@ pub fn edit_or_sync(n: usize) -> BoxedStrategy<Action> {
     prop_oneof![
         6 => edit(n),
         1 => (0..n).prop_map(|r| Action::Sync { r }),
-        1 => (0..n, 1usize..4).prop_map(|(r, max)| Action::PushSome { r, max }),
-        1 => (0..n).prop_map(|r| Action::PullPage { r }),
+        2 => (0..n, 1usize..12).prop_map(|(r, effects)| Action::Cut { r, effects, crash: false }),
     ]
     .boxed()
 }
@@ -540,91 +543,15 @@ pub fn migrations() -> Vec<Migration> {
     ]
 }
 
-// ----- crashes ---------------------------------------------------------------
-
-/// A remote that signals "the process dies now" right after an armed call
-/// answered successfully.
-pub struct Crashy {
-    inner: Arc<dyn Remote>,
-    armed: std::sync::Mutex<Option<(Call, usize, tokio::sync::oneshot::Sender<()>)>>,
-}
-
-impl Crashy {
-    pub fn new(inner: Arc<dyn Remote>) -> Self {
-        Self {
-            inner,
-            armed: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Arms a crash after the `after`-th next successful `call`; the
-    /// receiver resolves at that moment.
-    pub fn arm(&self, call: Call, after: usize) -> tokio::sync::oneshot::Receiver<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        *self.armed.lock().expect("lock") = Some((call, after, tx));
-        rx
-    }
-
-    pub fn disarm(&self) {
-        *self.armed.lock().expect("lock") = None;
-    }
-
-    fn answered(&self, call: Call) {
-        let mut armed = self.armed.lock().expect("lock");
-        if let Some((c, n, _)) = armed.as_mut() {
-            if *c == call {
-                if *n == 0 {
-                    if let Some((_, _, tx)) = armed.take() {
-                        let _ = tx.send(());
-                    }
-                } else {
-                    *n -= 1;
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Remote for Crashy {
-    async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
-        let r = self.inner.push(req).await;
-        if r.is_ok() {
-            self.answered(Call::Push);
-        }
-        r
-    }
-
-    async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
-        let r = self.inner.pull(req).await;
-        if r.is_ok() {
-            self.answered(Call::Pull);
-        }
-        r
-    }
-
-    async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
-        self.inner.put_snapshot(snap).await
-    }
-
-    async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
-        self.inner.get_snapshots(query).await
-    }
-}
-
 // ----- the world -----------------------------------------------------------------
 
-/// A replica with its directory, clock and remotes.
+/// A replica with its directory, clock and remote.
 pub struct Node {
     pub path: PathBuf,
     /// `None` only inside a restart.
     pub replica: Option<Replica>,
     /// The backend as this replica's user.
     pub base: Arc<dyn Remote>,
-    /// `base` with the scripted faults.
-    pub faulty: Arc<FaultyRemote>,
-    /// `faulty` with the scripted crashes: what the replica talks to.
-    pub remote: Arc<Crashy>,
     pub clock: ManualClock,
     /// Clock offset from the world's time (skew).
     pub offset: i64,
@@ -640,32 +567,17 @@ impl Node {
 
     fn open(&mut self) {
         self.opens += 1;
-        // After a crash the dropped pass may still finish a store write on
-        // the blocking pool, holding a clone of the replica: the directory
-        // stays open in this process until that clone is dropped, and the
-        // open says so at once. Wait for it (up to 20 s on a loaded machine)
-        // rather than fail.
-        let mut attempts = 0;
-        let replica = loop {
-            let mut builder = Replica::builder(&self.path);
-            for m in migrations() {
-                builder = builder.with_migration(m);
-            }
-            match builder
-                .with_clock(Arc::new(self.clock.clone()))
-                .with_seed((self.index as u64) << 32 | self.opens)
-                .open()
-            {
-                Ok(r) => break r,
-                Err(Error::Store(StoreError::AlreadyOpen { .. } | StoreError::Locked { .. }))
-                    if attempts < 400 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => panic!("open replica {}: {e}", self.index),
-            }
-        };
+        // The simulation runs every replica call inline: nothing else holds
+        // the directory when a node restarts.
+        let mut builder = Replica::builder(&self.path);
+        for m in migrations() {
+            builder = builder.with_migration(m);
+        }
+        let replica = builder
+            .with_clock(Arc::new(self.clock.clone()))
+            .with_seed((self.index as u64) << 32 | self.opens)
+            .open()
+            .unwrap_or_else(|e| panic!("open replica {}: {e}", self.index));
         self.replica = Some(replica);
     }
 }
@@ -681,11 +593,11 @@ pub struct World {
     /// The world's time (ms); every replica's clock is this plus its offset.
     pub now: i64,
     pub cfg: SyncConfig,
+    /// What the simulated sync rounds did (passes, faults, crashes).
+    pub sim: SimStats,
 }
 
 const START_MS: i64 = 1_790_000_000_000;
-
-fn no_progress(_: supamerge::SyncProgress) {}
 
 impl World {
     /// `remotes.len()` replicas (replica `i` talks through `remotes[i]`) with
@@ -697,12 +609,9 @@ impl World {
             .enumerate()
             .map(|(i, base)| {
                 let offset = offsets.get(i).copied().unwrap_or(0);
-                let faulty = Arc::new(FaultyRemote::new(base.clone()));
                 let mut node = Node {
                     path: dir.path().join(format!("replica-{i}")),
                     replica: None,
-                    remote: Arc::new(Crashy::new(faulty.clone())),
-                    faulty,
                     base,
                     clock: ManualClock::new(START_MS + offset),
                     offset,
@@ -730,6 +639,7 @@ impl World {
                 snapshot_threshold: 6,
                 ..SyncConfig::default()
             },
+            sim: SimStats::default(),
         }
     }
 
@@ -968,88 +878,29 @@ impl World {
                     self.committed.insert((e.doc_id, e.hash));
                 }
             }
-            Action::PushSome { r, max } => {
-                let n = &self.nodes[*r];
-                let _ = push_some(n.replica(), n.remote.as_ref(), *max).await;
-            }
-            Action::PullPage { r } => {
-                let n = &self.nodes[*r];
-                let _ = pull_page(n.replica(), n.remote.as_ref(), &self.cfg, self.ws).await;
+            Action::Cut { r, effects, crash } => {
+                let at = if *crash {
+                    AtBudget::Crash
+                } else {
+                    AtBudget::Cancel
+                };
+                self.simulate(&[*r], 0, Faults::Calm, Some((*effects, at)))
+                    .await;
             }
             Action::Sync { r } => {
-                let n = &self.nodes[*r];
-                let _ = supamerge::sync_once(
-                    n.replica(),
-                    n.remote.as_ref(),
-                    &self.cfg,
-                    &[self.ws],
-                    &no_progress,
-                )
-                .await;
+                self.simulate(&[*r], 0, Faults::Calm, None).await;
             }
             Action::SyncAll => {
-                let wss = [self.ws];
-                let futs = self.nodes.iter().map(|n| {
-                    supamerge::sync_once(
-                        n.replica(),
-                        n.remote.as_ref(),
-                        &self.cfg,
-                        &wss,
-                        &no_progress,
-                    )
-                });
-                let _ = futures::future::join_all(futs).await;
+                let all: Vec<usize> = (0..self.nodes.len()).collect();
+                self.simulate(&all, 0, Faults::Calm, None).await;
             }
-            Action::Fault {
-                r,
-                call,
-                fault,
-                after,
-            } => {
-                let op = match call {
-                    Call::Push => Op::Push,
-                    Call::Pull => Op::Pull,
-                };
-                let f = &self.nodes[*r].faulty;
-                for _ in 0..*after {
-                    f.inject(op, Fault::Delay(Duration::ZERO));
-                }
-                f.inject(
-                    op,
-                    match fault {
-                        FaultKind::DropRequest => Fault::DropRequest,
-                        FaultKind::DropResponse => Fault::DropResponse,
-                        FaultKind::Duplicate => Fault::Duplicate,
-                        FaultKind::Delay(ms) => Fault::Delay(Duration::from_millis(u64::from(*ms))),
-                        FaultKind::ServerError => Fault::ServerError,
-                    },
-                );
+            Action::Net { mask, seed, faults } => {
+                let which: Vec<usize> = (0..self.nodes.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .collect();
+                self.simulate(&which, *seed, *faults, None).await;
             }
             Action::Restart { r } => self.restart(*r),
-            Action::Crash { r, call, after } => {
-                let n = &self.nodes[*r];
-                let crash = n.remote.arm(*call, *after);
-                let wss = [self.ws];
-                let pass = supamerge::sync_once(
-                    n.replica(),
-                    n.remote.as_ref(),
-                    &self.cfg,
-                    &wss,
-                    &no_progress,
-                );
-                let crashed = tokio::select! {
-                    biased;
-                    Ok(()) = crash => true,
-                    _ = pass => false,
-                };
-                n.remote.disarm();
-                if crashed {
-                    // The pass is dropped at its first wait after the answer;
-                    // a store write it had already started still completes
-                    // (as an fsync would), then the reopen gets the lock.
-                    self.restart(*r);
-                }
-            }
             Action::ClockBack { r, ms } => {
                 self.nodes[*r].offset -= ms;
                 self.nodes[*r].clock.set(self.now + self.nodes[*r].offset);
@@ -1071,32 +922,48 @@ impl World {
         }
     }
 
+    /// Passes of the replicas `which`, at the same time, through a network
+    /// simulated with `faults` from `seed` (the product's sync core, stepped
+    /// effect by effect). Failures are expected under faults.
+    pub async fn simulate(
+        &mut self,
+        which: &[usize],
+        seed: u64,
+        faults: Faults,
+        budget: Option<(usize, AtBudget)>,
+    ) -> Vec<PassEnd> {
+        let (cfg, ws) = (self.cfg.clone(), self.ws);
+        let mut sim = Sim::new(seed, faults.net());
+        let ends = sim.run_passes(self, which, &cfg, &[ws], budget).await;
+        self.add_stats(sim.stats());
+        ends
+    }
+
+    fn add_stats(&mut self, s: &SimStats) {
+        self.sim.passes += s.passes;
+        self.sim.passes_done += s.passes_done;
+        self.sim.passes_failed += s.passes_failed;
+        self.sim.crashes += s.crashes;
+        self.sim.effects += s.effects;
+        self.sim.requests += s.requests;
+        self.sim.requests_lost += s.requests_lost;
+        self.sim.responses_lost += s.responses_lost;
+        self.sim.duplicated += s.duplicated;
+        self.sim.server_errors += s.server_errors;
+        self.sim.partitioned += s.partitioned;
+        self.sim.sim_ms += s.sim_ms;
+    }
+
     /// Faults off; passes of every replica, one after the other, until a
     /// whole round moves nothing. Every pass must succeed.
     pub async fn quiesce(&mut self) {
-        for round in 0..12 {
-            let mut moved = false;
-            for (i, n) in self.nodes.iter().enumerate() {
-                let report = supamerge::sync_once(
-                    n.replica(),
-                    n.base.as_ref(),
-                    &self.cfg,
-                    &[self.ws],
-                    &no_progress,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: sync of replica {i} failed: {e}"));
-                if report.pushed + report.already_present + report.applied + report.dead_lettered
-                    > 0
-                {
-                    moved = true;
-                }
-            }
-            if !moved {
-                return;
-            }
+        let (cfg, ws) = (self.cfg.clone(), self.ws);
+        let mut sim = Sim::new(0, NetConfig::calm());
+        let result = sim.quiesce(self, &cfg, &[ws], 12).await;
+        self.add_stats(sim.stats());
+        if let Err(e) = result {
+            panic!("{e}");
         }
-        panic!("no quiescence after 12 rounds");
     }
 
     /// Every document id any replica holds in the workspace, plus the slots.
@@ -1193,77 +1060,36 @@ impl World {
     }
 }
 
-/// Pushes at most `max` outbox entries in one request and acknowledges what
-/// the remote confirmed (what `session::push` does for one batch).
-pub async fn push_some(replica: &Replica, remote: &dyn Remote, max: usize) -> Result<(), Error> {
-    let batch = replica.peek(max, usize::MAX)?;
-    let Some(first) = batch.first() else {
-        return Ok(());
-    };
-    let ws = first.workspace;
-    let batch: Vec<_> = batch.into_iter().filter(|e| e.workspace == ws).collect();
-    let resp = remote
-        .push(PushRequest {
-            v: WIRE_VERSION,
-            workspace: ws,
-            changes: batch
-                .iter()
-                .map(|e| ChangeEnvelope {
-                    doc_id: e.doc_id,
-                    collection: e.collection.clone(),
-                    hash: e.hash,
-                    bytes: e.bytes.clone(),
-                })
-                .collect(),
-        })
-        .await?;
-    for (e, outcome) in batch.iter().zip(resp.results) {
-        match outcome {
-            PushOutcome::Stored { .. } | PushOutcome::AlreadyPresent => {
-                replica.ack(&[e.hash])?;
-            }
-            PushOutcome::Rejected { reason } => {
-                replica.dead_letter(&e.hash, &reason)?;
-            }
+/// The world as the simulation sees it.
+impl SimNodes for World {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn replica(&self, i: usize) -> &Replica {
+        self.nodes[i].replica()
+    }
+
+    fn remote(&self, i: usize) -> Arc<dyn Remote> {
+        self.nodes[i].base.clone()
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += i64::try_from(ms).unwrap_or(i64::MAX / 4);
+        for n in &self.nodes {
+            n.clock.set(self.now + n.offset);
         }
     }
-    Ok(())
-}
 
-/// Pulls one page after the stored cursor and applies it together with the
-/// new cursor (one page of `session::pull`, bootstrap mode included).
-pub async fn pull_page(
-    replica: &Replica,
-    remote: &dyn Remote,
-    cfg: &SyncConfig,
-    ws: WorkspaceId,
-) -> Result<(), Error> {
-    let rec = replica.cursor(&ws)?.unwrap_or(CursorRecord {
-        cursor: String::new(),
-        last_sync_ms: 0,
-        bootstrapped: false,
-    });
-    let bootstrap = !rec.bootstrapped && (cfg.bootstrap_from_snapshots || !rec.cursor.is_empty());
-    let page = remote
-        .pull(PullRequest {
-            v: WIRE_VERSION,
-            workspace: ws,
-            cursor: Cursor(rec.cursor.clone()),
-            limit: cfg.pull_limit,
-            skip_snapshotted: bootstrap,
-        })
-        .await?;
-    let changes: Vec<RemoteChange> = page
-        .changes
-        .into_iter()
-        .map(|c| RemoteChange::from_envelope(ws, c.change))
-        .collect();
-    let next = CursorRecord {
-        cursor: page.next_cursor.0,
-        ..rec
-    };
-    replica.apply_remote(changes, Some((ws, next)))?;
-    Ok(())
+    fn skew(&mut self, i: usize, ms: i64) {
+        let n = &mut self.nodes[i];
+        n.offset += ms;
+        n.clock.set(self.now + n.offset);
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.restart(i);
+    }
 }
 
 // ----- views ---------------------------------------------------------------------

@@ -83,17 +83,8 @@ fn pull_all(
     remote: &dyn Remote,
     ws: WorkspaceId,
 ) -> BenchResult<session::SyncReport> {
-    let mut report = session::SyncReport::default();
-    rt.block_on(session::pull(
-        replica,
-        remote,
-        &changes_only(),
-        ws,
-        &mut report,
-        &|_| {},
-    ))
-    .map_err(eng(w))?;
-    Ok(report)
+    rt.block_on(session::pull(replica, remote, &changes_only(), ws, &|_| {}))
+        .map_err(eng(w))
 }
 
 /// An empty replica (default options) pulls everything of `ws`; returns it

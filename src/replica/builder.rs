@@ -152,6 +152,7 @@ impl ReplicaBuilder {
                 state: Mutex::new(State {
                     cache: LruCache::new(self.cache_capacity),
                     rng,
+                    last_stamp: i64::MIN,
                 }),
             }),
         })

@@ -137,6 +137,11 @@ struct State {
     cache: LruCache<DocId, DocState>,
     /// Random bits for document ids.
     rng: rand::rngs::StdRng,
+    /// The last timestamp a local commit stamped: the next is later, so
+    /// this actor's changes never share a time (two identical creations in
+    /// one millisecond would otherwise share a change hash). In memory
+    /// only: every open is a new actor.
+    last_stamp: i64,
 }
 
 impl Replica {

@@ -17,7 +17,7 @@ use serde_json::Value as Json;
 
 use super::cache::DocState;
 use super::{Origin, Replica, ReplicaEvent, State};
-use crate::clock::hlc_timestamp;
+use crate::clock::{hlc_timestamp, MAX_TIME};
 use crate::conflict::LwwView;
 use crate::entity::{self, EntityError};
 use crate::error::{Error, Result};
@@ -42,10 +42,13 @@ impl Replica {
         write: impl FnOnce(&mut Transaction<'_>, P) -> Result<R>,
     ) -> Result<(R, Option<ChangeHash>)> {
         let now = self.inner.clock.now_ms();
+        let floor = st.last_stamp;
         let ds = self.get_loaded(st, id)?;
         let prepared = prepare(ds.view())?;
         let heads = ds.doc.get_heads();
-        let ts = hlc_timestamp(now, ds.clock.max_effective(&ds.doc, &heads));
+        // Strictly increasing on this actor (see `State::last_stamp`).
+        let ts = hlc_timestamp(now, ds.clock.max_effective(&ds.doc, &heads))
+            .max(floor.saturating_add(1).min(MAX_TIME));
         let mut tx = ds.doc.transaction();
         let out = match write(&mut tx, prepared) {
             Ok(out) => out,
@@ -62,6 +65,7 @@ impl Replica {
         match result {
             Ok(()) => {
                 ds.clock.record_commit(hash, ts, &heads, ds.doc.get_heads());
+                st.last_stamp = ts;
                 self.maybe_compact(st, id)?;
                 self.emit(ReplicaEvent::DocChanged {
                     id: *id,

@@ -1,9 +1,12 @@
 //! Synchronisation: push, pull and the tokio engine (the wire protocol is
 //! [`crate::protocol`]).
 //!
+//! - [`core`]: every decision of a sync pass as a state machine with no I/O
+//!   (no tokio, sled, reqwest or clock reads): it takes the time and the
+//!   outcome of an effect and returns the next effects;
 //! - [`backoff`]: the pure retry schedule;
-//! - [`session`]: one sync pass — push the outbox, pull every page, bootstrap
-//!   from snapshots, upload snapshots — as plain async functions;
+//! - [`session`]: one sync pass executed — the shell that runs the core's
+//!   effects on tokio (replica calls on the blocking pool, remote calls);
 //! - [`engine`]: the tokio task that decides when to run a session;
 //! - [`live`]: the engine's live updates (a subscription per synced
 //!   workspace, nudges as triggers, the live status);
@@ -14,6 +17,7 @@
 //!   pool for apps' async code.
 
 mod backoff;
+pub(crate) mod core;
 mod engine;
 mod live;
 mod nonblocking;

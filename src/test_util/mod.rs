@@ -2,6 +2,11 @@
 //! tests of this crate and of apps built on it. Nothing here is needed, or
 //! available, in a normal build.
 //!
+//! - [`sim`]: the deterministic simulation of whole networks — real
+//!   replicas and a real server behind a simulated network and clock, the
+//!   product's own sync core stepping through it, one seed for every
+//!   choice (lost, duplicated, reordered and delayed messages, partitions,
+//!   crashes at effect boundaries, clock jumps);
 //! - [`FaultyRemote`]: a wrapper around a real [`Remote`](crate::Remote)
 //!   that loses, duplicates, delays or fails calls on a script;
 //! - [`chunks`] and [`doc_record`]: read-only views of how a replica stores a
@@ -14,6 +19,8 @@
 //!   it), for tests that damage or inspect a closed replica's files with raw
 //!   sled and check that the damage is reported, isolated, repaired or
 //!   quarantined.
+
+pub mod sim;
 
 use crate::error::Result;
 use crate::id::DocId;
