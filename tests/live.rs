@@ -11,25 +11,21 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "support/live_util.rs"]
+mod live_util;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use live_util::{remote_change, within};
 use serde_json::json;
 use supamerge::test_util::{FaultyRemote, Op};
 use supamerge::{
-    ChannelState, ConnectionState, DocId, LiveUpdates, LocalHub, NudgeKind, Origin, Remote,
-    Replica, SyncConfig, SyncEngine, SyncEvent, SyncHandle, SyncReport, WorkspaceId,
+    ChannelState, ConnectionState, LiveUpdates, LocalHub, NudgeKind, Remote, Replica, SyncConfig,
+    SyncEngine, SyncEvent, SyncHandle, SyncReport, WorkspaceId,
 };
 use support::sync_util::{pass, tasks};
 use tokio::sync::broadcast;
-
-/// Waits for a future, failing the test after a generous guard instead of
-/// hanging (a guard against a hang, not a timing assertion).
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
-}
 
 fn workspace() -> WorkspaceId {
     WorkspaceId::from_random(rand::random())
@@ -186,23 +182,6 @@ fn live_engine(replica: &Replica, remote: Arc<dyn Remote>, ws: WorkspaceId) -> S
         .with_live_interval(Some(Duration::from_secs(3600)))
         .with_debounce(Duration::from_millis(1))
         .spawn()
-}
-
-/// Waits for `DocChanged { id, origin: Remote }` on an engine's events.
-async fn remote_change(events: &mut broadcast::Receiver<SyncEvent>, id: DocId) {
-    within("the remote change", async {
-        loop {
-            match events.recv().await {
-                Ok(SyncEvent::DocChanged {
-                    id: got,
-                    origin: Origin::Remote,
-                }) if got == id => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("engine stopped"),
-            }
-        }
-    })
-    .await
 }
 
 /// The next pass's outcome on an engine's events.

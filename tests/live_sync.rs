@@ -10,27 +10,22 @@
 #[path = "support/pg.rs"]
 mod pg;
 
+#[path = "support/live_util.rs"]
+mod live_util;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use live_util::{remote_change, within};
 use pg::{SupabaseFixture, TestDb};
 use serde_json::json;
 use supamerge::gateway::Gateway;
 use supamerge::test_util::FaultyRemote;
 use supamerge::{
-    Backoff, ChannelState, Collection, ConnectionState, DocId, Origin, Remote, Replica, SyncEngine,
-    SyncEvent, SyncHandle, SyncStatus, WorkspaceId,
+    Backoff, ChannelState, Collection, ConnectionState, Remote, Replica, SyncEngine, SyncHandle,
+    SyncStatus, WorkspaceId,
 };
-use tokio::sync::broadcast;
 use uuid::Uuid;
-
-/// Fails the test after a generous guard instead of hanging (a guard, not a
-/// timing assertion).
-async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("gave up waiting for {what}"))
-}
 
 fn tasks() -> Collection {
     Collection::new("tasks").unwrap()
@@ -48,22 +43,6 @@ fn engine(replica: &Replica, remote: Arc<dyn Remote>, ws: WorkspaceId) -> SyncHa
             Duration::from_millis(500),
         ))
         .spawn()
-}
-
-async fn remote_change(events: &mut broadcast::Receiver<SyncEvent>, id: DocId) {
-    within("the remote change", async {
-        loop {
-            match events.recv().await {
-                Ok(SyncEvent::DocChanged {
-                    id: got,
-                    origin: Origin::Remote,
-                }) if got == id => return,
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => panic!("engine stopped"),
-            }
-        }
-    })
-    .await
 }
 
 async fn status_where(h: &SyncHandle, what: &str, f: impl Fn(&SyncStatus) -> bool) {
