@@ -10,9 +10,22 @@ use tokio_postgres::NoTls;
 /// The SQL that makes a plain PostgreSQL look like a Supabase project to the
 /// migration (roles, `auth.uid()`, `auth.jwt()`).
 pub const STANDIN_SQL: &str = include_str!("../../supabase/local/supabase_standin.sql");
-/// The supamerge migration, as shipped in `supabase/migrations/`.
-pub const MIGRATION_SQL: &str =
-    include_str!("../../supabase/migrations/20261122000000_supamerge.sql");
+/// The supamerge migrations, as shipped in `supabase/migrations/`: (file
+/// name, SQL), applied in this order (name order, as `supabase db push`
+/// does). A deployment of the first file takes the later ones on top.
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "20261122000000_supamerge.sql",
+        include_str!("../../supabase/migrations/20261122000000_supamerge.sql"),
+    ),
+    (
+        "20261201000000_supamerge_prune.sql",
+        include_str!("../../supabase/migrations/20261201000000_supamerge_prune.sql"),
+    ),
+];
+/// The first supamerge migration (the schema before compaction), as shipped
+/// in `supabase/migrations/`; [`MIGRATIONS`] lists every file.
+pub const MIGRATION_SQL: &str = MIGRATIONS[0].1;
 /// The login role the gateway connects as (created by the stand-in).
 pub const AUTHENTICATOR: (&str, &str) = ("authenticator", "authenticator-dev-only");
 /// The role the migration is loaded as (created by the stand-in): hosted
@@ -113,10 +126,13 @@ pub async fn apply_schema(superuser_url: &str) -> Result<(), DevError> {
         .trim_start_matches('/')
         .to_owned();
     let owner = connect(&database_url(superuser_url, &db, Some(MIGRATION_OWNER))?).await?;
-    owner
-        .batch_execute(MIGRATION_SQL)
-        .await
-        .map_err(pg("apply the supamerge migration as supabase_postgres"))
+    for (_, sql) in MIGRATIONS {
+        owner
+            .batch_execute(sql)
+            .await
+            .map_err(pg("apply the supamerge migrations as supabase_postgres"))?;
+    }
+    Ok(())
 }
 
 /// A throwaway database with the schema applied; [`DevDatabase::drop_now`]

@@ -30,7 +30,7 @@ pub const ANON_KEY: &str = "supamerge-test-anon-key";
 /// The service key of the test gateways.
 pub const SERVICE_KEY: &str = "supamerge-test-service-key";
 
-use supamerge::gateway::dev::{self, MIGRATION_SQL, STANDIN_SQL};
+use supamerge::gateway::dev::{self, MIGRATIONS, STANDIN_SQL};
 const TEMPLATE_LOCK: i64 = 0x5375_7061_6d72;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -63,7 +63,11 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 fn template_name() -> String {
-    let digest = Sha256::digest(format!("{STANDIN_SQL}\u{0}{MIGRATION_SQL}").as_bytes());
+    let mut all = STANDIN_SQL.to_owned();
+    for (name, sql) in MIGRATIONS {
+        all.push_str(&format!("\u{0}{name}\u{0}{sql}"));
+    }
+    let digest = Sha256::digest(all.as_bytes());
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     format!("supamerge_tpl_{hex}")
 }
