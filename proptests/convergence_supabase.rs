@@ -12,6 +12,7 @@ mod common;
 mod pg;
 
 use automerge::ChangeHash;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -24,11 +25,18 @@ struct Changes<'a>(&'a pg::SupabaseFixture);
 
 #[async_trait]
 impl Stored for Changes<'_> {
+    /// The changes in the log and those pruned (their hashes kept in
+    /// `supamerge_private.pruned_changes`).
     async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)> {
         let db = self.0.db.superuser().await;
         db.query(
             "select doc_id::text, change_hash from public.changes \
-             where workspace_id::text = $1 order by seq",
+             where workspace_id::text = $1 \
+             union all \
+             select p.doc_id::text, supamerge_private.hash_at(p.hashes, i) \
+               from supamerge_private.pruned_changes p, \
+                    generate_series(0, octet_length(p.hashes) / 32 - 1) i \
+              where p.workspace_id::text = $1",
             &[&ws.to_string()],
         )
         .await
@@ -46,6 +54,26 @@ impl Stored for Changes<'_> {
     }
 }
 
+/// `supamerge_prune` as the operator runs it (the migration's owner, as
+/// pg_cron does), horizon 0, for one workspace.
+/// Holds a connection as the owner.
+struct Prune(tokio_postgres::Client);
+
+#[async_trait]
+impl Pruner for Prune {
+    async fn prune(&self, ws: &WorkspaceId) -> usize {
+        let row = self
+            .0
+            .query_one(
+                "select (public.supamerge_prune('0', $1::text::uuid) ->> 'pruned')::bigint",
+                &[&ws.to_string()],
+            )
+            .await
+            .expect("supamerge_prune");
+        usize::try_from(row.get::<_, i64>(0)).expect("a count")
+    }
+}
+
 async fn run(fx: &pg::SupabaseFixture, s: &Scenario) {
     let users: Vec<Uuid> = s.offsets.iter().map(|_| Uuid::new_v4()).collect();
     let ws = fx.workspace(users[0], &users[1..]).await;
@@ -53,11 +81,20 @@ async fn run(fx: &pg::SupabaseFixture, s: &Scenario) {
         .iter()
         .map(|u| Arc::new(fx.remote_for(*u)) as Arc<dyn Remote>)
         .collect();
-    let mut world = World::new(ws, remotes, &s.offsets);
+    // Action::Prune: supamerge_prune at random moments (issue 17).
+    let pruner: Arc<dyn Pruner> = Arc::new(Prune(fx.db.owner().await));
+    let mut world = World::new(ws, remotes, &s.offsets).with_pruner(pruner);
     world.run(&s.actions).await;
     world.quiesce().await;
     world.assert_converged(&Changes(fx)).await;
+    PRUNED.fetch_add(world.pruned, Ordering::Relaxed);
+    REBOOTSTRAPS.fetch_add(world.sim.rebootstraps, Ordering::Relaxed);
 }
+
+/// Over all cases: changes pruned, and re-bootstraps of replicas whose
+/// cursor was behind the horizon.
+static PRUNED: AtomicUsize = AtomicUsize::new(0);
+static REBOOTSTRAPS: AtomicU64 = AtomicU64::new(0);
 
 #[test]
 fn replicas_converge_on_supabase() {
@@ -74,4 +111,14 @@ fn replicas_converge_on_supabase() {
         |s| rt.block_on(run(&fx, s)),
         minimize_scenario,
     );
+    // The pruning step happened and sent replicas back to the snapshots.
+    if cases(32) >= 32 {
+        let (pruned, rebootstraps) = (
+            PRUNED.load(Ordering::Relaxed),
+            REBOOTSTRAPS.load(Ordering::Relaxed),
+        );
+        println!("pruned {pruned} changes; {rebootstraps} re-bootstraps");
+        assert!(pruned > 0, "no case pruned anything");
+        assert!(rebootstraps > 0, "no case re-bootstrapped a replica");
+    }
 }

@@ -37,6 +37,7 @@ fn sim_action(n: usize) -> BoxedStrategy<Action> {
             .prop_map(|(r, effects, crash)| Action::Cut { r, effects, crash }),
         1 => (0..n).prop_map(|r| Action::Restart { r }),
         1 => (0..n, 1i64..3_600_000).prop_map(|(r, ms)| Action::ClockBack { r, ms }),
+        1 => Just(Action::Prune),
     ]
     .boxed()
 }
@@ -68,7 +69,8 @@ fn run(seed: u64) -> (SimStats, Vec<String>) {
             .collect();
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&seed.to_le_bytes());
-        let mut world = World::new(WorkspaceId::from_random(id), remotes, &s.offsets);
+        let mut world = World::new(WorkspaceId::from_random(id), remotes, &s.offsets)
+            .with_pruner(Arc::new(hub.clone()));
         world.run(&s.actions).await;
         world.quiesce().await;
         world.assert_converged(&hub).await;
@@ -127,12 +129,14 @@ fn simulated_networks_converge() {
         total.duplicated += stats.duplicated;
         total.partitioned += stats.partitioned;
         total.server_errors += stats.server_errors;
+        total.rebootstraps += stats.rebootstraps;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} seeds in {secs:.1} s: {} simulated sync passes ({:.0} per second; {} finished, \
          {} failed under faults, {} crashed), {} effects, {} requests ({} lost, {} responses \
-         lost, {} duplicated, {} refused by partitions, {} answered 503)",
+         lost, {} duplicated, {} refused by partitions, {} answered 503), {} re-bootstraps \
+         after pruning",
         seeds().len(),
         total.passes,
         total.passes as f64 / secs,
@@ -146,11 +150,16 @@ fn simulated_networks_converge() {
         total.duplicated,
         total.partitioned,
         total.server_errors,
+        total.rebootstraps,
     );
     // The faults happened (a simulation that injects nothing proves little).
     if seeds().len() >= 16 {
         assert!(total.crashes > 0 && total.requests_lost > 0 && total.duplicated > 0);
         assert!(total.passes_failed > 0 && total.partitioned > 0);
+        assert!(
+            total.rebootstraps > 0,
+            "no replica re-bootstrapped after pruning"
+        );
     }
 }
 

@@ -213,7 +213,7 @@ pub use remote::{
 };
 pub use remote::{
     CreatedInvite, InvalidRole, Invite, InviteOptions, InviteRef, InviteState, Joined, LocalHub,
-    Member, MemberRole, Remote, RemoteError, WorkspaceAdmin, WorkspaceSummary,
+    Member, MemberRole, PruneReport, Remote, RemoteError, WorkspaceAdmin, WorkspaceSummary,
 };
 pub use replica::{
     ApplyReport, ChangeError, CompactionPolicy, EntityInfo, HistoryEntry, ImportedDoc, Origin,

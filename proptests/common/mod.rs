@@ -325,6 +325,10 @@ pub enum Action {
     Restart { r: usize },
     /// Moves replica `r`'s clock back by `ms`.
     ClockBack { r: usize, ms: i64 },
+    /// The server prunes every change already folded into its document's
+    /// snapshot (horizon 0), when the world has a [`Pruner`]: replicas
+    /// whose cursor is now behind re-bootstrap from the snapshots.
+    Prune,
 }
 
 pub fn key() -> impl Strategy<Value = Key> {
@@ -395,6 +399,7 @@ pub fn action(n: usize) -> impl Strategy<Value = Action> {
             .prop_map(|(mask, seed, faults)| Action::Net { mask, seed, faults }),
         1 => r.clone().prop_map(|r| Action::Restart { r }),
         1 => (r, 1i64..3_600_000).prop_map(|(r, ms)| Action::ClockBack { r, ms }),
+        2 => Just(Action::Prune),
     ]
 }
 
@@ -436,7 +441,7 @@ impl Action {
             | Action::Sync { r }
             | Action::Restart { r }
             | Action::ClockBack { r, .. } => Some(r),
-            Action::SyncAll | Action::Net { .. } => None,
+            Action::SyncAll | Action::Net { .. } | Action::Prune => None,
         }
     }
 }
@@ -515,8 +520,26 @@ pub trait Stored: Send + Sync {
 
 #[async_trait]
 impl Stored for LocalHub {
+    /// The changes in the log and those pruned (folded into snapshots).
     async fn stored(&self, ws: &WorkspaceId) -> Vec<(DocId, ChangeHash)> {
-        self.stored_hashes(ws).expect("list hub changes")
+        let mut all = self.stored_hashes(ws).expect("list hub changes");
+        all.extend(self.pruned_hashes(ws).expect("list hub pruned changes"));
+        all
+    }
+}
+
+/// A backend that can prune its change log (the operator's compaction).
+#[async_trait]
+pub trait Pruner: Send + Sync {
+    /// Prunes every change of `ws` folded into its document's snapshot
+    /// (horizon 0); returns how many.
+    async fn prune(&self, ws: &WorkspaceId) -> usize;
+}
+
+#[async_trait]
+impl Pruner for LocalHub {
+    async fn prune(&self, ws: &WorkspaceId) -> usize {
+        LocalHub::prune(self, Some(ws)).expect("hub prune").pruned
     }
 }
 
@@ -595,6 +618,10 @@ pub struct World {
     pub cfg: SyncConfig,
     /// What the simulated sync rounds did (passes, faults, crashes).
     pub sim: SimStats,
+    /// The backend's compaction, for [`Action::Prune`] (none: a no-op).
+    pub pruner: Option<Arc<dyn Pruner>>,
+    /// Changes pruned so far.
+    pub pruned: usize,
 }
 
 const START_MS: i64 = 1_790_000_000_000;
@@ -640,7 +667,15 @@ impl World {
                 ..SyncConfig::default()
             },
             sim: SimStats::default(),
+            pruner: None,
+            pruned: 0,
         }
+    }
+
+    /// The world with a backend that prunes on [`Action::Prune`].
+    pub fn with_pruner(mut self, pruner: Arc<dyn Pruner>) -> Self {
+        self.pruner = Some(pruner);
+        self
     }
 
     fn tick(&mut self) {
@@ -901,6 +936,11 @@ impl World {
                 self.simulate(&which, *seed, *faults, None).await;
             }
             Action::Restart { r } => self.restart(*r),
+            Action::Prune => {
+                if let Some(p) = &self.pruner {
+                    self.pruned += p.prune(&self.ws).await;
+                }
+            }
             Action::ClockBack { r, ms } => {
                 self.nodes[*r].offset -= ms;
                 self.nodes[*r].clock.set(self.now + self.nodes[*r].offset);
@@ -952,6 +992,7 @@ impl World {
         self.sim.server_errors += s.server_errors;
         self.sim.partitioned += s.partitioned;
         self.sim.sim_ms += s.sim_ms;
+        self.sim.rebootstraps += s.rebootstraps;
     }
 
     /// Faults off; passes of every replica, one after the other, until a

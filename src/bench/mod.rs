@@ -165,6 +165,9 @@ pub enum Workload {
     FreshDevicePostgresSnapshots,
     /// Reading one entity locally versus fetching it through the gateway.
     LocalReadVsSupabase,
+    /// Server bytes per change and fresh-device time on the editing trace,
+    /// before and after `supamerge_prune` (issue 17).
+    PruneEditingTrace,
     /// An edit from one replica's commit to another's engine, through the
     /// gateway + PostgreSQL with Realtime (against polling).
     LiveLatency,
@@ -174,7 +177,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 14] = [
+    pub const ALL: [Workload; 15] = [
         Workload::MergeOneDoc,
         Workload::MergeManyDocs,
         Workload::EditingTrace,
@@ -187,6 +190,7 @@ impl Workload {
         Workload::FreshDevicePostgres,
         Workload::FreshDevicePostgresSnapshots,
         Workload::LocalReadVsSupabase,
+        Workload::PruneEditingTrace,
         Workload::LiveLatency,
         Workload::LiveLatency50,
     ];
@@ -206,6 +210,7 @@ impl Workload {
             Workload::FreshDevicePostgres => "fresh_device_postgres",
             Workload::FreshDevicePostgresSnapshots => "fresh_device_postgres_snapshots",
             Workload::LocalReadVsSupabase => "local_read_vs_supabase",
+            Workload::PruneEditingTrace => "prune_editing_trace",
             Workload::LiveLatency => "live_latency",
             Workload::LiveLatency50 => "live_latency_50",
         }
@@ -236,6 +241,7 @@ impl Workload {
             Workload::FreshDevicePostgres
                 | Workload::FreshDevicePostgresSnapshots
                 | Workload::LocalReadVsSupabase
+                | Workload::PruneEditingTrace
                 | Workload::LiveLatency
                 | Workload::LiveLatency50
         )

@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use automerge::{Automerge, Change};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, Change, ReadDoc};
 
 use super::stats::Samples;
 use super::workloads::{am, eng, fresh_measurement, fresh_sync, rem, seed_remote, sync_once};
@@ -81,6 +82,7 @@ pub(super) fn run(
                 super::live::fifty(rt, cfg, &t)
             }
         }
+        Workload::PruneEditingTrace => prune_editing_trace(rt, cfg, &stack),
         _ => local_read(rt, cfg, &stack.remote, stack.ws),
     };
     stop(rt, stack)?;
@@ -187,5 +189,178 @@ fn local_read(
         )
         .with_extra("engine_p99_us", local.percentile(99.0))
         .with_extra("baseline_p99_us", fetched.percentile(99.0)),
+    ))
+}
+
+/// Fresh devices per side of [`prune_editing_trace`] (median, min–max).
+const PRUNE_FRESH_RUNS: usize = 3;
+
+/// The server's bytes (changes, snapshots and pruned hashes, with their
+/// indexes and TOAST, after `VACUUM FULL` so that deleted rows do not
+/// count) and the changes it holds (in the log plus pruned).
+async fn server_bytes(db: &tokio_postgres::Client) -> Result<(f64, f64), tokio_postgres::Error> {
+    db.batch_execute(
+        "vacuum full public.changes; vacuum full public.snapshots; \
+         vacuum full supamerge_private.pruned_changes",
+    )
+    .await?;
+    let row = db
+        .query_one(
+            "select (pg_total_relation_size('public.changes') \
+                     + pg_total_relation_size('public.snapshots') \
+                     + pg_total_relation_size('supamerge_private.pruned_changes'))::float8, \
+                    ((select count(*) from public.changes) \
+                     + (select coalesce(sum(octet_length(hashes) / 32), 0) \
+                          from supamerge_private.pruned_changes))::float8",
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// The editing trace typed on one replica and pushed through the gateway,
+/// a snapshot of it uploaded; then, in the same run: server bytes per
+/// change and a fresh device's sync (bootstrapping from the snapshot)
+/// before and after `supamerge_prune('0')`.
+fn prune_editing_trace(
+    rt: &tokio::runtime::Runtime,
+    cfg: &BenchConfig,
+    stack: &Stack,
+) -> BenchResult<Outcome> {
+    const W: Workload = Workload::PruneEditingTrace;
+    let Some(path) = cfg.trace.clone().filter(|p| p.exists()) else {
+        return Ok(Outcome::skipped(
+            W,
+            "the automerge-paper trace is absent; pass --trace PATH",
+        ));
+    };
+    let pg = |e: tokio_postgres::Error| BenchError::Child {
+        workload: W.name(),
+        reason: format!("PostgreSQL: {e}"),
+    };
+    let trace = data::load_trace(&path)?;
+    let patches: Vec<data::Patch> = match cfg.sizes.trace_txns {
+        Some(k) => trace.patches.iter().take(k).cloned().collect(),
+        None => trace.patches.clone(),
+    };
+    let n = patches.len();
+    let coll = data::collection()?;
+    let ws = stack.ws;
+    let dir = cfg.tempdir("replica directory")?;
+    let writer = Replica::builder(dir.path())
+        .with_durability(crate::store::Durability::Buffered {
+            flush_every_ms: 500,
+        })
+        .open()
+        .map_err(eng(W))?;
+    let id = writer
+        .create_json(ws, &coll, &serde_json::json!({}))
+        .map_err(eng(W))?;
+    let (text, _) = writer
+        .transact(&id, |tx, data| {
+            tx.put_object(data, "text", automerge::ObjType::Text)
+        })
+        .map_err(eng(W))?;
+    for (pos, del, ins) in &patches {
+        writer
+            .transact(&id, |tx, _| tx.splice_text(&text, *pos, *del as isize, ins))
+            .map_err(eng(W))?;
+    }
+    writer.flush().map_err(eng(W))?;
+    // Push everything, then (the same pass, after its pull) upload the
+    // document's snapshot covering the whole log.
+    let seed_cfg = crate::sync::SyncConfig {
+        snapshot_threshold: 1,
+        bootstrap_from_snapshots: false,
+        ..crate::sync::SyncConfig::default()
+    };
+    let seeded = sync_once(rt, W, &writer, &stack.remote, &seed_cfg, ws)?;
+    if seeded.snapshots_uploaded != 1 {
+        return Err(BenchError::Mismatch {
+            workload: W.name(),
+            what: format!(
+                "the writer uploaded {} snapshots, expected 1 ({} skipped)",
+                seeded.snapshots_uploaded, seeded.snapshots_skipped
+            ),
+        });
+    }
+    let want = writer
+        .with_doc(&id, |d| d.text(&text))
+        .map_err(eng(W))?
+        .map_err(am(W))?;
+    let su = rt.block_on(dev::connect(&stack.db.superuser_url()?))?;
+    let fresh = |label: &str| -> BenchResult<(Samples, usize)> {
+        let mut times = Samples::new();
+        let mut pulled = 0;
+        for _ in 0..PRUNE_FRESH_RUNS {
+            let d = cfg.tempdir("fresh replica directory")?;
+            let r = Replica::open(d.path()).map_err(eng(W))?;
+            let sync_cfg = crate::sync::SyncConfig {
+                snapshot_threshold: 0,
+                ..crate::sync::SyncConfig::default()
+            };
+            let t = Instant::now();
+            let report = sync_once(rt, W, &r, &stack.remote, &sync_cfg, ws)?;
+            times.push(t.elapsed());
+            pulled = report.pulled;
+            let got = r
+                .with_doc(&id, |d| d.text(&text))
+                .map_err(eng(W))?
+                .map_err(am(W))?;
+            if got != want {
+                return Err(BenchError::Mismatch {
+                    workload: W.name(),
+                    what: format!("a fresh device {label} pruning holds another text"),
+                });
+            }
+        }
+        Ok((times, pulled))
+    };
+    let (bytes_before, changes) = rt.block_on(server_bytes(&su)).map_err(pg)?;
+    let (fresh_before, pulled_before) = fresh("before")?;
+    let pruned: i64 = rt
+        .block_on(su.query_one(
+            "select (public.supamerge_prune('0') ->> 'pruned')::int8",
+            &[],
+        ))
+        .map_err(pg)?
+        .get(0);
+    let (bytes_after, changes_after) = rt.block_on(server_bytes(&su)).map_err(pg)?;
+    let (fresh_after, pulled_after) = fresh("after")?;
+    if changes_after != changes {
+        return Err(BenchError::Mismatch {
+            workload: W.name(),
+            what: format!("{changes} changes before pruning, {changes_after} after"),
+        });
+    }
+    let per = |b: f64| if changes > 0.0 { b / changes } else { 0.0 };
+    let ms = |s: &Samples, q: f64| s.percentile(q) / 1000.0;
+    Ok(Outcome::Ok(
+        Measurement::new(
+            W,
+            format!(
+                "server bytes per change (changes + snapshots + pruned hashes, indexes and TOAST, \
+                 after VACUUM FULL) once the automerge-paper trace ({n} edits) is pushed through \
+                 the gateway and snapshotted, after supamerge_prune('0')"
+            ),
+            "bytes/change",
+            Better::Lower,
+            per(bytes_after),
+            "the same before pruning",
+            per(bytes_before),
+            None,
+        )
+        .with_extra("changes", changes)
+        .with_extra("pruned", pruned as f64)
+        .with_extra("bytes_before", bytes_before)
+        .with_extra("bytes_after", bytes_after)
+        .with_extra("fresh_before_ms_median", ms(&fresh_before, 50.0))
+        .with_extra("fresh_before_ms_min", ms(&fresh_before, 0.0))
+        .with_extra("fresh_before_ms_max", ms(&fresh_before, 100.0))
+        .with_extra("fresh_after_ms_median", ms(&fresh_after, 50.0))
+        .with_extra("fresh_after_ms_min", ms(&fresh_after, 0.0))
+        .with_extra("fresh_after_ms_max", ms(&fresh_after, 100.0))
+        .with_extra("fresh_before_changes_pulled", pulled_before as f64)
+        .with_extra("fresh_after_changes_pulled", pulled_after as f64),
     ))
 }

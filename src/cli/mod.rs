@@ -22,6 +22,7 @@ mod entity;
 #[cfg(feature = "gateway")]
 mod gateway;
 mod profile;
+mod prune;
 mod remote;
 mod sync;
 mod watch;
@@ -105,6 +106,8 @@ pub enum Command {
     Login(account::LoginArgs),
     /// Forget the stored connection.
     Logout,
+    /// Prune the server's change log: changes folded into snapshots and older than --older-than.
+    Prune(prune::PruneArgs),
     /// Write every entity of a workspace to a directory (JSON and Automerge saves).
     Export(archive::ExportArgs),
     /// Import a directory written by `export` (again: nothing new).
@@ -201,6 +204,12 @@ pub enum CliError {
     /// The demo finished but its replicas did not converge.
     #[error("the demo's replicas did not converge")]
     DemoDiverged,
+    /// `supamerge prune` failed in the database.
+    #[error("prune failed: {reason}")]
+    Prune {
+        /// PostgreSQL's message.
+        reason: String,
+    },
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
@@ -262,6 +271,7 @@ impl CliError {
             CliError::InvalidJson { .. } => "invalid_json",
             CliError::Stdin { .. } | CliError::Output(_) | CliError::Runtime(_) => "io",
             CliError::DemoDiverged => "diverged",
+            CliError::Prune { .. } => "prune",
             CliError::Demo(
                 crate::demo::DemoError::Sync { .. } | crate::demo::DemoError::LiveTimeout { .. },
             ) => "error",
@@ -417,6 +427,7 @@ pub fn run(cli: Cli, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliErr
         Command::Workspace(a) => workspace::run(a, mode, out),
         Command::Login(a) => account::login(a, mode, out),
         Command::Logout => account::logout(mode, out),
+        Command::Prune(a) => prune::run(a, mode, out),
         Command::Export(a) => archive::export(&cli.data, a, mode, out),
         Command::Import(a) => archive::import(&cli.data, a, mode, out),
         #[cfg(feature = "gateway")]

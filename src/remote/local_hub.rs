@@ -23,6 +23,14 @@
 //!
 //! Snapshots are limited to [`MAX_SNAPSHOT_BYTES`] and may not claim to cover
 //! a position beyond the end of the log, as in SQL.
+//!
+//! Compaction ([`LocalHub::prune`], as `supamerge_prune` in SQL): changes
+//! folded into their document's snapshot leave `changes`; their `dedup`
+//! entries stay (deduplication and snapshot digests still count them), the
+//! document's collection moves to `pruned_docs` (ws ‖ doc → collection) and
+//! the workspace's horizon, the highest pruned seq, to `horizons` (ws →
+//! seq). A log pull whose cursor is behind the horizon answers
+//! [`RemoteError::CursorPruned`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -75,6 +83,10 @@ struct HubInner {
     counters: sled::Tree,
     snapshots: sled::Tree,
     snapshot_digests: sled::Tree,
+    /// Compaction: the collection of documents with pruned changes.
+    pruned_docs: sled::Tree,
+    /// Compaction: each workspace's horizon (highest pruned seq).
+    horizons: sled::Tree,
     /// Serialises pushes: the gap-free sequence.
     push_lock: Mutex<()>,
     /// The workspaces' channels: pushes nudge their subscriptions.
@@ -167,6 +179,8 @@ impl LocalHub {
                 counters: t("counters")?,
                 snapshots: t("snapshots")?,
                 snapshot_digests: t("snapshot_digests")?,
+                pruned_docs: t("pruned_docs")?,
+                horizons: t("horizons")?,
                 db,
                 push_lock: Mutex::new(()),
                 live: Arc::new(LocalLive::default()),
@@ -218,6 +232,9 @@ impl LocalHub {
         ws: &WorkspaceId,
         doc: &DocId,
     ) -> Result<Option<Collection>, RemoteError> {
+        if let Some(c) = self.pruned_collection(ws, doc)? {
+            return Ok(Some(c));
+        }
         let mut prefix = Vec::with_capacity(32);
         prefix.extend_from_slice(&ws.to_bytes());
         prefix.extend_from_slice(&doc.to_bytes());
@@ -361,6 +378,7 @@ impl LocalHub {
         let after = parse_cursor(&req.cursor)?;
         let limit = req.limit.clamp(1, MAX_PULL_LIMIT) as usize;
         let ws = req.workspace;
+        let horizon = self.behind_horizon(&ws, after, req.skip_snapshotted)?;
         let start = change_key(&ws, after.saturating_add(1));
         let end = change_key(&ws, u64::MAX);
         let mut changes = Vec::new();
@@ -394,6 +412,11 @@ impl LocalHub {
                     bytes: c.bytes,
                 },
             });
+        }
+        if !has_more {
+            // Pruned changes are held by snapshots: the end of the log is at
+            // least the horizon even when every change up to it is gone.
+            last = last.max(horizon);
         }
         let next_cursor = if last == 0 {
             req.cursor.clone()
@@ -579,6 +602,206 @@ impl LocalHub {
             .flush()
             .map(|_| ())
             .map_err(sled_err("flush hub"))
+    }
+}
+
+/// What [`LocalHub::prune`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneReport {
+    /// Changes pruned.
+    pub pruned: usize,
+    /// Their change bytes.
+    pub bytes: u64,
+    /// The new horizon of each workspace where something was pruned.
+    pub horizons: Vec<(WorkspaceId, u64)>,
+}
+
+/// Compaction (see the module documentation).
+impl LocalHub {
+    /// Prunes the changes folded into their document's stored snapshot
+    /// (position at or before the snapshot's `covers`) in workspace `ws`, or
+    /// in every workspace with `None`, and raises each workspace's horizon to
+    /// its highest pruned position. The hub keeps no push times, so there is
+    /// no age limit here: everything folded goes (SQL's
+    /// `supamerge_prune('0')`); call it on your own schedule. Pushes wait
+    /// while it runs.
+    ///
+    /// # Errors
+    /// Storage errors (nothing is pruned then).
+    pub fn prune(&self, ws: Option<&WorkspaceId>) -> Result<PruneReport, RemoteError> {
+        let _guard = self
+            .inner
+            .push_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let prefix = ws.map(|w| w.to_bytes().to_vec()).unwrap_or_default();
+        // (change key, seq) to remove; (pruned_docs key, collection);
+        // workspace → highest pruned seq.
+        let mut doomed: Vec<[u8; 24]> = Vec::new();
+        let mut docs: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+        let mut tops: std::collections::BTreeMap<WorkspaceId, u64> = Default::default();
+        let mut report = PruneReport::default();
+        for r in self.inner.snapshots.scan_prefix(&prefix) {
+            let (k, v) = r.map_err(sled_err("scan snapshots"))?;
+            let malformed = || RemoteError::Protocol {
+                reason: "malformed hub snapshot key".into(),
+            };
+            let w = WorkspaceId::from_slice(k.get(..16).ok_or_else(malformed)?)
+                .map_err(|_| malformed())?;
+            let snap: HubSnapshot = codec::decode("hub snapshots", &k, &v)?;
+            let mut collection = None;
+            for e in self.inner.dedup.scan_prefix(&k) {
+                let (dk, sv) = e.map_err(sled_err("scan dedup"))?;
+                let seq = <[u8; 8]>::try_from(sv.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| RemoteError::Protocol {
+                        reason: format!("malformed hub dedup entry {}", codec::hex(&dk)),
+                    })?;
+                if seq > snap.covers {
+                    continue;
+                }
+                let ck = change_key(&w, seq);
+                let Some(cv) = self
+                    .inner
+                    .changes
+                    .get(ck)
+                    .map_err(sled_err("read change"))?
+                else {
+                    continue; // pruned before
+                };
+                let c: HubChange = codec::decode("hub changes", &ck, &cv)?;
+                report.pruned += 1;
+                report.bytes += c.bytes.len() as u64;
+                collection = Some(c.collection);
+                doomed.push(ck);
+                let top = tops.entry(w).or_default();
+                *top = (*top).max(seq);
+            }
+            if let Some(c) = collection {
+                let key: [u8; 32] = k.as_ref().try_into().map_err(|_| malformed())?;
+                docs.push((key, codec::encode("hub pruned docs", &c)?));
+            }
+        }
+        let mut horizons = Vec::with_capacity(tops.len());
+        for (w, top) in &tops {
+            let h = self.horizon(w)?.max(*top);
+            horizons.push((*w, h, codec::encode("hub horizons", &h)?));
+        }
+        (
+            &self.inner.changes,
+            &self.inner.pruned_docs,
+            &self.inner.horizons,
+        )
+            .transaction(|(changes, pruned_docs, hz)| {
+                for k in &doomed {
+                    changes.remove(&k[..])?;
+                }
+                for (k, c) in &docs {
+                    pruned_docs.insert(&k[..], c.clone())?;
+                }
+                for (w, _, h) in &horizons {
+                    hz.insert(&w.to_bytes()[..], h.clone())?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
+                    (),
+                )
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(s) => sled_err("prune")(s),
+                sled::transaction::TransactionError::Abort(never) => match never {},
+            })?;
+        self.flush()?;
+        report.horizons = horizons.into_iter().map(|(w, h, _)| (w, h)).collect();
+        Ok(report)
+    }
+
+    /// A workspace's horizon: its highest pruned position (0: none).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn horizon(&self, ws: &WorkspaceId) -> Result<u64, RemoteError> {
+        match self
+            .inner
+            .horizons
+            .get(ws.to_bytes())
+            .map_err(sled_err("read horizon"))?
+        {
+            Some(v) => Ok(codec::decode::<u64>("hub horizons", &ws.to_bytes(), &v)?),
+            None => Ok(0),
+        }
+    }
+
+    /// Every pruned (doc, hash) of a workspace: for tests proving "stored
+    /// exactly once" across pruning (a pruned change is still stored, as
+    /// part of its document's snapshot).
+    ///
+    /// # Errors
+    /// Storage or decoding errors.
+    pub fn pruned_hashes(&self, ws: &WorkspaceId) -> Result<Vec<(DocId, ChangeHash)>, RemoteError> {
+        let mut out = Vec::new();
+        for r in self.inner.dedup.scan_prefix(ws.to_bytes()) {
+            let (k, v) = r.map_err(sled_err("scan dedup"))?;
+            let seq = <[u8; 8]>::try_from(v.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| RemoteError::Protocol {
+                    reason: "malformed hub dedup entry".into(),
+                })?;
+            if self
+                .inner
+                .changes
+                .contains_key(change_key(ws, seq))
+                .map_err(sled_err("read change"))?
+            {
+                continue;
+            }
+            let bad = || RemoteError::Protocol {
+                reason: "malformed hub dedup key".into(),
+            };
+            let doc = DocId::from_slice(k.get(16..32).ok_or_else(bad)?).map_err(|_| bad())?;
+            let hash = <[u8; 32]>::try_from(k.get(32..).ok_or_else(bad)?).map_err(|_| bad())?;
+            out.push((doc, ChangeHash(hash)));
+        }
+        Ok(out)
+    }
+
+    /// The collection of a document with pruned changes.
+    fn pruned_collection(
+        &self,
+        ws: &WorkspaceId,
+        doc: &DocId,
+    ) -> Result<Option<Collection>, RemoteError> {
+        let k = snapshot_key(ws, doc);
+        match self
+            .inner
+            .pruned_docs
+            .get(k)
+            .map_err(sled_err("read pruned doc"))?
+        {
+            Some(v) => Ok(Some(codec::decode("hub pruned docs", &k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The horizon of `ws`, or [`RemoteError::CursorPruned`] when a log pull
+    /// (not a bootstrap, which skips what snapshots hold) starts behind it.
+    fn behind_horizon(
+        &self,
+        ws: &WorkspaceId,
+        after: u64,
+        skip_snapshotted: bool,
+    ) -> Result<u64, RemoteError> {
+        let horizon = self.horizon(ws)?;
+        if after < horizon && !skip_snapshotted {
+            return Err(RemoteError::CursorPruned {
+                horizon: horizon.to_string(),
+                message: format!(
+                    "cursor {after} is behind the horizon {horizon} of workspace {ws}: changes up \
+                     to the horizon were pruned; bootstrap from the snapshots"
+                ),
+            });
+        }
+        Ok(horizon)
     }
 }
 

@@ -83,6 +83,19 @@ pub enum RemoteError {
         /// The remote's message (`no longer a member of workspace W`).
         message: String,
     },
+    /// A log pull's cursor is behind the workspace's horizon: the remote
+    /// pruned changes after it (each folded into its document's snapshot,
+    /// `docs/protocol.md`, "Pruned log"). Not retryable as it is: the sync
+    /// core re-bootstraps the workspace from the snapshots (a pull that
+    /// skips what snapshots hold, then the snapshots) and keeps the local
+    /// outbox.
+    #[error("{message}")]
+    CursorPruned {
+        /// The workspace's horizon: the highest pruned position (a cursor).
+        horizon: String,
+        /// The remote's message.
+        message: String,
+    },
     /// The change would leave a workspace without an owner.
     #[error("{message}")]
     LastOwner {
@@ -200,7 +213,7 @@ pub use live::{
     ChannelState, ConnectionState, LiveError, LiveUpdates, Nudge, NudgeKind, PresenceEntry,
     PresenceState, Subscription,
 };
-pub use local_hub::LocalHub;
+pub use local_hub::{LocalHub, PruneReport};
 #[cfg(feature = "supabase")]
 pub use realtime::{RealtimeClient, RealtimeClientBuilder};
 #[cfg(feature = "supabase")]

@@ -19,7 +19,8 @@
 //! - whatever the status, the hints the migration puts on the answers a
 //!   client acts on: `supamerge:not_a_member` → [`RemoteError::NotAMember`],
 //!   `supamerge:last_owner` → [`RemoteError::LastOwner`],
-//!   `supamerge:invalid_invitation` → [`RemoteError::InvalidInvitation`].
+//!   `supamerge:invalid_invitation` → [`RemoteError::InvalidInvitation`],
+//!   `supamerge:cursor_pruned` (PT410, HTTP 410) → [`RemoteError::CursorPruned`].
 //!
 //! Request bodies above the configured maximum (1 MiB by default) are
 //! refused locally with [`RemoteError::TooLarge`] before anything is sent.
@@ -305,6 +306,9 @@ struct PgrstError {
 const HINT_NOT_A_MEMBER: &str = "supamerge:not_a_member";
 /// The hint of "a workspace needs at least one owner".
 const HINT_LAST_OWNER: &str = "supamerge:last_owner";
+/// The hint of a log pull whose cursor is behind the workspace's horizon
+/// (SQLSTATE PT410; the details carry the horizon).
+const HINT_CURSOR_PRUNED: &str = "supamerge:cursor_pruned";
 /// The hint of every unusable invitation code.
 const HINT_INVALID_INVITATION: &str = "supamerge:invalid_invitation";
 
@@ -312,6 +316,12 @@ const HINT_INVALID_INVITATION: &str = "supamerge:invalid_invitation";
 fn classify(status: u16, body: &str) -> RemoteError {
     let parsed: PgrstError = serde_json::from_str(body).unwrap_or_default();
     let code = parsed.code.clone().unwrap_or_default();
+    if parsed.hint.as_deref() == Some(HINT_CURSOR_PRUNED) {
+        return RemoteError::CursorPruned {
+            horizon: parsed.details.clone().unwrap_or_default(),
+            message: parsed.message.clone().unwrap_or_default(),
+        };
+    }
     let mut message = parsed
         .message
         .clone()
@@ -685,6 +695,16 @@ mod tests {
             r#"{"code":"22P02","message":"invalid input syntax for type uuid","details":null,"hint":null}"#,
         ) {
             RemoteError::BadRequest { code, .. } => assert_eq!(code, "22P02"),
+            other => panic!("{other:?}"),
+        }
+        match e(
+            410,
+            r#"{"code":"PT410","message":"cursor 1 is behind the horizon 7","details":"7","hint":"supamerge:cursor_pruned"}"#,
+        ) {
+            RemoteError::CursorPruned { horizon, message } => {
+                assert_eq!(horizon, "7");
+                assert!(message.contains("behind the horizon"), "{message}");
+            }
             other => panic!("{other:?}"),
         }
         assert!(says_expired(

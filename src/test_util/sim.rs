@@ -168,6 +168,9 @@ pub struct SimStats {
     pub partitioned: u64,
     /// Simulated ms elapsed.
     pub sim_ms: u64,
+    /// Workspaces re-bootstrapped because the remote pruned past their
+    /// cursor ([`SyncReport::rebootstraps`] of the passes that finished).
+    pub rebootstraps: u64,
 }
 
 /// splitmix64: a small, good, seedable generator.
@@ -393,6 +396,7 @@ impl Sim {
             let end = match done {
                 Ok(r) => {
                     self.stats.passes_done += 1;
+                    self.stats.rebootstraps += r.rebootstraps as u64;
                     PassEnd::Done(r)
                 }
                 Err(e) => {

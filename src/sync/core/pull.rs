@@ -17,6 +17,7 @@ use crate::protocol::snapshot_check::DownloadedSnapshot;
 use crate::protocol::wire::{
     Cursor, PullPage, PullRequest, SnapshotQuery, SNAPSHOT_PAGE_VERSION, WIRE_VERSION,
 };
+use crate::remote::RemoteError;
 use crate::replica::{ApplyReport, RemoteChange};
 use crate::store::CursorRecord;
 
@@ -324,6 +325,22 @@ impl PullState {
             Ok(other) => {
                 self.fetch_over = true;
                 self.fetch_error = Some(unexpected("a page", &other));
+                return self.log_progress(ctx);
+            }
+            Err(Error::Remote(RemoteError::CursorPruned { horizon, message }))
+                if !self.bootstrap =>
+            {
+                // The remote pruned changes after our cursor (each folded into
+                // its document's snapshot): bootstrap from here, as a fresh
+                // device does — pull what no snapshot holds, then merge the
+                // snapshots. The outbox is not touched; the record says
+                // "not bootstrapped" with every batch from now on, so an
+                // interrupted re-bootstrap resumes as one.
+                tracing::info!(workspace = %self.ws, cursor = %self.fetch_cursor, %horizon, %message,
+                    "cursor behind the remote's horizon; re-bootstrapping from snapshots");
+                ctx.report.rebootstraps += 1;
+                self.bootstrap = true;
+                self.rec.bootstrapped = false;
                 return self.log_progress(ctx);
             }
             Err(e) => {

@@ -39,6 +39,11 @@ pub struct SyncReport {
     /// Snapshots downloaded but not trusted (they did not hold exactly the
     /// changes they replace): their documents were pulled from the log.
     pub snapshots_untrusted: usize,
+    /// Workspaces re-bootstrapped from snapshots because the remote pruned
+    /// changes after this replica's cursor
+    /// ([`RemoteError::CursorPruned`](crate::RemoteError::CursorPruned));
+    /// the outbox was kept and pushed as usual.
+    pub rebootstraps: usize,
     /// Workspaces this pass pulled: those the replica holds documents of,
     /// has synced or joined, plus those the caller named. 0 means there was
     /// nothing to pull (a fresh replica nobody told which workspace to join:

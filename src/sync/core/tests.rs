@@ -453,6 +453,68 @@ fn a_bootstrap_loads_snapshots_after_the_log_then_marks_itself_done() {
 }
 
 #[test]
+fn a_cursor_behind_the_horizon_re_bootstraps_from_there_and_keeps_what_arrived() {
+    let cfg = SyncConfig {
+        apply_batch_changes: 1,
+        ..SyncConfig::default()
+    };
+    let mut d = Driver::new(Pass::pull_only(cfg, ws(1)));
+    d.answer(
+        |e| matches!(e, Effect::ReadCursor { .. }),
+        Ok(Outcome::Cursor(Some(CursorRecord {
+            cursor: "3".into(),
+            last_sync_ms: 1,
+            bootstrapped: true,
+        }))),
+    );
+    let e = d.answer(is_pull, Ok(Outcome::Pulled(page(&[4], "4", true))));
+    assert!(matches!(e, Effect::Pull(ref r) if !r.skip_snapshotted && r.cursor.0 == "3"));
+    // The next page: the remote pruned past our cursor meanwhile.
+    let e = d.answer(
+        is_pull,
+        Err(Error::Remote(RemoteError::CursorPruned {
+            horizon: "9".into(),
+            message: "behind".into(),
+        })),
+    );
+    assert!(matches!(e, Effect::Pull(ref r) if !r.skip_snapshotted && r.cursor.0 == "4"));
+    assert!(d.done.is_none(), "a pruned cursor is no failure");
+    // The page that arrived is applied as a log page...
+    let e = d.answer(is_apply, Ok(Outcome::Applied(ApplyReport::default())));
+    assert!(
+        matches!(e, Effect::Apply { cursor: Some(ref c), .. } if c.cursor == "4" && c.bootstrapped)
+    );
+    // ...and the pull goes on from the same cursor as a bootstrap.
+    let e = d.answer(is_pull, Ok(Outcome::Pulled(page(&[12], "12", false))));
+    assert!(matches!(e, Effect::Pull(ref r) if r.skip_snapshotted && r.cursor.0 == "4"));
+    let e = d.answer(is_apply, Ok(Outcome::Applied(ApplyReport::default())));
+    assert!(
+        matches!(e, Effect::Apply { cursor: Some(ref c), .. } if c.cursor == "12" && !c.bootstrapped),
+        "until the snapshots are merged the record says: not bootstrapped"
+    );
+    d.answer(
+        |e| matches!(e, Effect::GetSnapshots(_)),
+        Ok(Outcome::Snapshots(SnapshotPage {
+            v: 2,
+            snapshots: Vec::new(),
+            has_more: false,
+        })),
+    );
+    d.answer(
+        |e| matches!(e, Effect::ApplySnapshots { .. }),
+        Ok(Outcome::Applied(ApplyReport::default())),
+    );
+    let e = d.answer(
+        |e| matches!(e, Effect::WriteCursor { .. }),
+        Ok(Outcome::Done),
+    );
+    assert!(
+        matches!(e, Effect::WriteCursor { ref rec, .. } if rec.bootstrapped && rec.cursor == "12")
+    );
+    assert_eq!(d.report().rebootstraps, 1);
+}
+
+#[test]
 fn snapshot_refusals() {
     assert_eq!(verdict(&Ok(())), UploadVerdict::Uploaded);
     assert_eq!(
