@@ -314,6 +314,10 @@ pub enum Action {
     },
     /// A whole sync pass of replica `r` (calm network).
     Sync { r: usize },
+    /// Replica `r` pulls without pushing first (calm network), as its
+    /// engine does on a live nudge: whatever its outbox holds stays there,
+    /// also through a re-bootstrap.
+    PullOnly { r: usize },
     /// Every replica runs a pass at the same time (calm network).
     SyncAll,
     /// The replicas of `mask` (bit i: replica i) run a pass at the same
@@ -394,12 +398,13 @@ pub fn action(n: usize) -> impl Strategy<Value = Action> {
         4 => (r.clone(), 1usize..12, any::<bool>())
             .prop_map(|(r, effects, crash)| Action::Cut { r, effects, crash }),
         3 => r.clone().prop_map(|r| Action::Sync { r }),
+        2 => r.clone().prop_map(|r| Action::PullOnly { r }),
         1 => Just(Action::SyncAll),
         4 => (1u8..=all, any::<u64>(), faults())
             .prop_map(|(mask, seed, faults)| Action::Net { mask, seed, faults }),
         1 => r.clone().prop_map(|r| Action::Restart { r }),
         1 => (r, 1i64..3_600_000).prop_map(|(r, ms)| Action::ClockBack { r, ms }),
-        2 => Just(Action::Prune),
+        3 => Just(Action::Prune),
     ]
 }
 
@@ -439,6 +444,7 @@ impl Action {
             | Action::Migrate { r, .. }
             | Action::Cut { r, .. }
             | Action::Sync { r }
+            | Action::PullOnly { r }
             | Action::Restart { r }
             | Action::ClockBack { r, .. } => Some(r),
             Action::SyncAll | Action::Net { .. } | Action::Prune => None,
@@ -924,6 +930,12 @@ impl World {
             }
             Action::Sync { r } => {
                 self.simulate(&[*r], 0, Faults::Calm, None).await;
+            }
+            Action::PullOnly { r } => {
+                let (cfg, ws) = (self.cfg.clone(), self.ws);
+                let mut sim = Sim::new(0, NetConfig::calm()).pulling_only();
+                sim.run_passes(self, &[*r], &cfg, &[ws], None).await;
+                self.add_stats(sim.stats());
             }
             Action::SyncAll => {
                 let all: Vec<usize> = (0..self.nodes.len()).collect();

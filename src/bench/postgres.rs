@@ -199,11 +199,15 @@ const PRUNE_FRESH_RUNS: usize = 3;
 /// indexes and TOAST, after `VACUUM FULL` so that deleted rows do not
 /// count) and the changes it holds (in the log plus pruned).
 async fn server_bytes(db: &tokio_postgres::Client) -> Result<(f64, f64), tokio_postgres::Error> {
-    db.batch_execute(
-        "vacuum full public.changes; vacuum full public.snapshots; \
-         vacuum full supamerge_private.pruned_changes",
-    )
-    .await?;
+    // One statement per call: VACUUM cannot run in the implicit transaction
+    // of a multi-statement query.
+    for table in [
+        "public.changes",
+        "public.snapshots",
+        "supamerge_private.pruned_changes",
+    ] {
+        db.batch_execute(&format!("vacuum full {table}")).await?;
+    }
     let row = db
         .query_one(
             "select (pg_total_relation_size('public.changes') \
@@ -236,7 +240,12 @@ fn prune_editing_trace(
     };
     let pg = |e: tokio_postgres::Error| BenchError::Child {
         workload: W.name(),
-        reason: format!("PostgreSQL: {e}"),
+        reason: format!(
+            "PostgreSQL: {}",
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())
+        ),
     };
     let trace = data::load_trace(&path)?;
     let patches: Vec<data::Patch> = match cfg.sizes.trace_txns {
@@ -318,6 +327,7 @@ fn prune_editing_trace(
     };
     let (bytes_before, changes) = rt.block_on(server_bytes(&su)).map_err(pg)?;
     let (fresh_before, pulled_before) = fresh("before")?;
+    let t = Instant::now();
     let pruned: i64 = rt
         .block_on(su.query_one(
             "select (public.supamerge_prune('0') ->> 'pruned')::int8",
@@ -325,6 +335,7 @@ fn prune_editing_trace(
         ))
         .map_err(pg)?
         .get(0);
+    let prune_s = t.elapsed().as_secs_f64();
     let (bytes_after, changes_after) = rt.block_on(server_bytes(&su)).map_err(pg)?;
     let (fresh_after, pulled_after) = fresh("after")?;
     if changes_after != changes {
@@ -352,6 +363,7 @@ fn prune_editing_trace(
         )
         .with_extra("changes", changes)
         .with_extra("pruned", pruned as f64)
+        .with_extra("prune_s", prune_s)
         .with_extra("bytes_before", bytes_before)
         .with_extra("bytes_after", bytes_after)
         .with_extra("fresh_before_ms_median", ms(&fresh_before, 50.0))

@@ -247,6 +247,8 @@ pub struct Sim {
     /// Per node: cut off from the server until this time.
     cut_until: BTreeMap<usize, u64>,
     stats: SimStats,
+    /// Passes pull their first workspace only, without pushing.
+    pull_only: bool,
 }
 
 impl Sim {
@@ -261,7 +263,16 @@ impl Sim {
             events: BTreeMap::new(),
             cut_until: BTreeMap::new(),
             stats: SimStats::default(),
+            pull_only: false,
         }
+    }
+
+    /// Passes that pull the first workspace only, without pushing or
+    /// uploading snapshots: what a replica's engine does on a live nudge,
+    /// whatever its outbox holds (an edit made after the pass's push).
+    pub fn pulling_only(mut self) -> Self {
+        self.pull_only = true;
+        self
     }
 
     /// The counters so far.
@@ -303,7 +314,10 @@ impl Sim {
                 nodes.skew(node, jump);
             }
             let replica = nodes.replica(node);
-            let pass = Pass::new(cfg.clone(), workspaces, replica.pending());
+            let pass = match workspaces.first() {
+                Some(ws) if self.pull_only => Pass::pull_only(cfg.clone(), *ws),
+                _ => Pass::new(cfg.clone(), workspaces, replica.pending()),
+            };
             let p = active.len();
             active.push(Active {
                 node,

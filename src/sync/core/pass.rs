@@ -62,8 +62,9 @@ impl Pass {
     }
 
     /// Pulls one workspace only (bootstrapping when fresh; no push, no
-    /// snapshot upload): what the benchmarks measure.
-    #[cfg(any(feature = "bench", test))]
+    /// snapshot upload): what the benchmarks measure, and the simulation's
+    /// pull-only passes.
+    #[cfg(any(feature = "bench", feature = "test-util", test))]
     pub(crate) fn pull_only(cfg: SyncConfig, ws: WorkspaceId) -> Self {
         Self {
             cfg,
