@@ -182,7 +182,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 15] = [
+    pub const ALL: [Workload; 16] = [
         Workload::MergeOneDoc,
         Workload::MergeManyDocs,
         Workload::EditingTrace,
