@@ -377,20 +377,20 @@ async fn role_writer(args: &[String]) {
     }
     sync.sync_now().await.expect("last push");
     stat(edits);
-    // Every document's saved size and heads, for the parent and the puller.
-    let mut saved = 0u64;
+    // Every document's heads, for the puller (the saved sizes are taken by
+    // the parent once this process is gone, so that measuring does not
+    // show in this process's memory).
     let mut heads_file = String::new();
     for id in &ids {
         let id = *id;
-        let (bytes, heads) = writer.run(move |r| r.save(&id)).await.expect("save");
-        saved += bytes.len() as u64;
+        let heads = writer.run(move |r| r.heads(&id)).await.expect("heads");
         let heads: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
         heads_file.push_str(&format!("{id} {}\n", heads.join(",")));
     }
     std::fs::write(dir.with_extension("heads"), heads_file).expect("write heads");
     sync.shutdown().await;
     writer.flush().await.expect("flush");
-    say(&format!("done {saved}"));
+    say("done");
     let mut lines = stdin_lines();
     while let Some(l) = lines.recv().await {
         if l == "exit" {
@@ -653,15 +653,15 @@ fn parent(args: &[String]) {
         );
     };
     let mut next = Instant::now();
-    let saved: u64 = loop {
-        let done = writer
+    loop {
+        if writer
             .events
             .lock()
             .expect("events")
             .iter()
-            .find_map(|l| l.strip_prefix("done ").map(str::to_string));
-        if let Some(d) = done {
-            break d.trim().parse().expect("saved bytes");
+            .any(|l| l == "done")
+        {
+            break;
         }
         writer.check_running();
         if Instant::now() >= next {
@@ -669,7 +669,7 @@ fn parent(args: &[String]) {
             next += Duration::from_secs_f64(every);
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
     puller.send(&format!(
         "finish {}",
         s(path("writer").with_extension("heads"))
@@ -718,6 +718,19 @@ fn parent(args: &[String]) {
         dir_bytes(&path("puller")),
         dir_bytes(&path("hub")),
     );
+    // The documents' `save()` size, from the writer's directory.
+    let saved: u64 = {
+        let r = Replica::open(path("writer")).expect("reopen the writer");
+        let docs = r.documents(&ws).expect("documents");
+        let total = docs
+            .iter()
+            .map(|id| r.save(id).expect("save").0.len() as u64)
+            .sum();
+        drop(r);
+        // sled lets go of its lock a moment after the drop.
+        std::thread::sleep(Duration::from_millis(500));
+        total
+    };
     let mut line = format!(
         "saved {:.2} MiB; disk / saved: writer {:.1}x, puller {:.1}x, hub {:.1}x; hub bytes per change {:.0}",
         mib(saved),
