@@ -70,11 +70,11 @@ impl DocState {
 }
 
 // Measured with a counting allocator (`tests/cache_memory.rs`, which checks
-// the estimate stays within 0.8–3× of the heap): documents loaded from
-// incremental chunks cost 250–340 bytes per change once edited, 18–19 KiB
-// each when nearly empty; loaded from a snapshot, less (Automerge 0.12
-// keeps compacted history in compressed columns: 0.8× for field edits,
-// down to 0.4× for typed text), so the estimate errs high there.
+// the estimate stays within 0.8–3× of the heap; 0.97–1.39× when set):
+// documents loaded from incremental chunks cost 250–340 bytes per change
+// once edited, 18–19 KiB each when nearly empty; loaded from a snapshot,
+// less (Automerge 0.12 keeps compacted history in compressed columns:
+// 0.4–0.8× as much), so the estimate errs high there.
 
 /// Heap per change in a loaded document's history (Automerge's change
 /// graph: hash, index entries, actor, sequence).
