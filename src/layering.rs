@@ -40,12 +40,26 @@ const NO_IO: &[&str] = &[
 ];
 
 /// Folders whose files must stay pure: no I/O runtime (tokio, sled,
-/// reqwest) and no clock read (`SystemTime`, `Instant`): the sync core takes
-/// the time and every outcome as input (`src/sync/core/`).
+/// reqwest), no clock read (`SystemTime`, `Instant`, the crate's
+/// `SystemClock`, a replica's `now_ms`) and no entropy (`thread_rng`,
+/// `from_entropy`, `OsRng`): the sync core — a pass and the schedule of
+/// passes — takes the time, every outcome and its seed as input
+/// (`src/sync/core/`).
 const PURE_DIRS: &[&str] = &["sync/core"];
 
 /// What a pure file must not name.
-const IMPURE: &[&str] = &["tokio", "sled", "reqwest", "SystemTime", "Instant"];
+const IMPURE: &[&str] = &[
+    "tokio",
+    "sled",
+    "reqwest",
+    "SystemTime",
+    "Instant",
+    "SystemClock",
+    "now_ms",
+    "thread_rng",
+    "from_entropy",
+    "OsRng",
+];
 
 /// The impure names a line of code uses (a path `name::`, a `use name`, or
 /// the clock types by name).
@@ -270,6 +284,12 @@ fn the_sync_core_uses_no_io_runtime_and_reads_no_clock() {
         ["SystemTime"]
     );
     assert_eq!(impure_uses("let t = Instant::now();"), ["Instant"]);
+    assert_eq!(impure_uses("let t = replica.now_ms();"), ["now_ms"]);
+    assert_eq!(impure_uses("let r = rand::thread_rng();"), ["thread_rng"]);
+    assert_eq!(
+        impure_uses("let r = StdRng::from_entropy();"),
+        ["from_entropy"]
+    );
     assert!(impure_uses("let resled = tokio_like::x; // InstantX").is_empty());
 }
 

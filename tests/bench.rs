@@ -112,3 +112,75 @@ fn quick_live_latency_runs_through_the_gateway() {
     assert_eq!(w["engine"], w["extra"]["engine_p95_ms"]);
     assert!(w["target_met"].is_boolean(), "{w}");
 }
+
+/// `server_load` at smoke size against the PostgreSQL of the test suite:
+/// every configuration (K = 1 and 3, one shared workspace and one each)
+/// reports ordered percentiles and positive throughputs for the gateway and
+/// for the plain-SQL ceiling, and the workload's own checks (every change
+/// stored, every page full and in order, the counters at seed + pushed)
+/// passed. No timing assertions.
+#[test]
+fn quick_server_load_runs_through_the_gateway() {
+    let db = std::env::var("SUPAMERGE_TEST_DATABASE_URL")
+        .expect("SUPAMERGE_TEST_DATABASE_URL (run scripts/test.sh)");
+    let out = Command::new(env!("CARGO_BIN_EXE_supamerge"))
+        .args(["bench", "--quick", "--json", "-", "--only", "server_load"])
+        .args(["--database-url", &db])
+        .output()
+        .expect("run supamerge bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let w = &doc["workloads"][0];
+    assert_eq!(w["name"], "server_load", "{doc}");
+    assert_eq!(w["status"], "ok", "{w}");
+    assert_eq!(w["unit"], "ms");
+    let extra = w["extra"].as_object().expect("extra");
+    let get = |k: &str| {
+        extra
+            .get(k)
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| panic!("{k} missing: {w}"))
+    };
+    for config in [
+        "k001_shared_pool16",
+        "k003_shared_pool16",
+        "k003_separate_pool16",
+    ] {
+        for side in ["gw", "sql"] {
+            let p = format!("{config}_{side}");
+            for what in ["push", "pull"] {
+                let (p50, p95, p99) = (
+                    get(&format!("{p}_{what}_p50_ms")),
+                    get(&format!("{p}_{what}_p95_ms")),
+                    get(&format!("{p}_{what}_p99_ms")),
+                );
+                assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{p} {what}: {w}");
+            }
+            assert!(get(&format!("{p}_changes_per_s")) > 0.0, "{p}: {w}");
+            assert!(get(&format!("{p}_pulled_per_s")) > get(&format!("{p}_pushed_per_s")));
+        }
+        // The gateway's calls ran inside the SQL functions (track_functions).
+        assert!(
+            get(&format!("{config}_fn_supamerge_push_calls")) > 0.0,
+            "{w}"
+        );
+        assert!(
+            get(&format!("{config}_fn_supamerge_pull_calls")) > 0.0,
+            "{w}"
+        );
+    }
+    assert!(!extra.keys().any(|k| k.starts_with("k001_separate")), "{w}");
+    let engine = w["engine"].as_f64().expect("engine");
+    assert_eq!(
+        engine,
+        get("k003_shared_pool16_gw_push_p95_ms")
+            .max(get("k003_shared_pool16_gw_pull_p95_ms"))
+            .max(get("k003_separate_pool16_gw_push_p95_ms"))
+            .max(get("k003_separate_pool16_gw_pull_p95_ms"))
+    );
+    assert!(w["target_met"].is_boolean(), "{w}");
+}

@@ -23,6 +23,8 @@ mod live;
 mod postgres;
 pub mod runs;
 mod samod_baseline;
+#[cfg(feature = "gateway")]
+mod server_load;
 pub mod stats;
 mod workloads;
 
@@ -170,11 +172,14 @@ pub enum Workload {
     LiveLatency,
     /// The same with 50 subscribed replicas.
     LiveLatency50,
+    /// K concurrent clients pushing and pulling through the gateway +
+    /// PostgreSQL, against plain SQL over the same pool.
+    ServerLoad,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 14] = [
+    pub const ALL: [Workload; 15] = [
         Workload::MergeOneDoc,
         Workload::MergeManyDocs,
         Workload::EditingTrace,
@@ -189,6 +194,7 @@ impl Workload {
         Workload::LocalReadVsSupabase,
         Workload::LiveLatency,
         Workload::LiveLatency50,
+        Workload::ServerLoad,
     ];
 
     /// The name used on the command line and in the JSON.
@@ -208,6 +214,7 @@ impl Workload {
             Workload::LocalReadVsSupabase => "local_read_vs_supabase",
             Workload::LiveLatency => "live_latency",
             Workload::LiveLatency50 => "live_latency_50",
+            Workload::ServerLoad => "server_load",
         }
     }
 
@@ -238,8 +245,20 @@ impl Workload {
                 | Workload::LocalReadVsSupabase
                 | Workload::LiveLatency
                 | Workload::LiveLatency50
+                | Workload::ServerLoad
         )
     }
+}
+
+/// The gateway's default pool size (`gateway::DEFAULT_POOL_SIZE`, which
+/// only exists with the `gateway` feature), the pool `server_load` uses
+/// unless told otherwise.
+const GATEWAY_POOL: usize = 16;
+
+#[cfg(all(test, feature = "gateway"))]
+#[test]
+fn server_load_uses_the_gateway_default_pool() {
+    assert_eq!(GATEWAY_POOL, crate::gateway::DEFAULT_POOL_SIZE);
 }
 
 /// Problem sizes of one run.
@@ -269,6 +288,18 @@ pub struct Sizes {
     pub live_edits: usize,
     /// Subscribed replicas of `live_latency_50`.
     pub live_subscribers: usize,
+    /// The numbers of concurrent clients of `server_load` (K).
+    pub load_clients: Vec<usize>,
+    /// The gateway pool sizes `server_load` runs each K with (the ceiling
+    /// uses the same size).
+    pub load_pools: Vec<usize>,
+    /// Timed rounds (one push of 100 and one pull of 1,000) of one
+    /// `server_load` configuration, split among its clients...
+    pub load_rounds: usize,
+    /// ... but at least this many per client.
+    pub load_min_rounds: usize,
+    /// Changes each `server_load` workspace is seeded with (at least a page).
+    pub load_seed: usize,
 }
 
 impl Sizes {
@@ -287,6 +318,11 @@ impl Sizes {
             reads: 200,
             live_edits: 200,
             live_subscribers: 50,
+            load_clients: vec![1, 10, 50],
+            load_pools: vec![GATEWAY_POOL],
+            load_rounds: 200,
+            load_min_rounds: 10,
+            load_seed: 2_000,
         }
     }
 
@@ -309,6 +345,11 @@ impl Sizes {
             reads: full.reads,
             live_edits: full.live_edits,
             live_subscribers: full.live_subscribers,
+            load_clients: full.load_clients,
+            load_pools: full.load_pools,
+            load_rounds: full.load_rounds,
+            load_min_rounds: full.load_min_rounds,
+            load_seed: full.load_seed,
         }
     }
 
@@ -327,6 +368,11 @@ impl Sizes {
             reads: 20,
             live_edits: 20,
             live_subscribers: 50,
+            load_clients: vec![1, 3],
+            load_pools: vec![GATEWAY_POOL],
+            load_rounds: 6,
+            load_min_rounds: 3,
+            load_seed: 1_100,
         }
     }
 }
@@ -635,7 +681,11 @@ fn run_postgres(
             "no PostgreSQL: pass --database-url or set SUPAMERGE_BENCH_DATABASE_URL / DATABASE_URL",
         ));
     };
-    let mut outcome = postgres::run(rt, cfg, w, &url)?;
+    let mut outcome = if w == Workload::ServerLoad {
+        server_load::run(rt, cfg, &url)?
+    } else {
+        postgres::run(rt, cfg, w, &url)?
+    };
     if let Outcome::Ok(m) = &mut outcome {
         if cfg.probe != Probe::InProcess {
             m.peak_rss_mb = stats::peak_rss_mb();
@@ -736,6 +786,15 @@ pub fn table(outcomes: &[Outcome]) -> String {
             Outcome::Skipped { name, reason } => {
                 s.push_str(&format!("{name:<32} skipped: {reason}\n"));
             }
+        }
+    }
+    #[cfg(feature = "gateway")]
+    for o in outcomes {
+        if let Some(t) = match o {
+            Outcome::Ok(m) => server_load::table(m),
+            Outcome::Skipped { .. } => None,
+        } {
+            s.push_str(&t);
         }
     }
     s

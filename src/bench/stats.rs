@@ -19,6 +19,11 @@ impl Samples {
         self.us.push(d.as_secs_f64() * 1e6);
     }
 
+    /// Adds every sample of `other`.
+    pub fn extend(&mut self, other: &Samples) {
+        self.us.extend_from_slice(&other.us);
+    }
+
     /// The number of samples.
     pub fn len(&self) -> usize {
         self.us.len()

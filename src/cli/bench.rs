@@ -49,6 +49,21 @@ pub struct BenchArgs {
     /// DATABASE_URL. Without it those workloads are skipped.
     #[arg(long, env = "SUPAMERGE_BENCH_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Scaling curves: run the selected workloads (merge_one_doc,
+    /// merge_many_docs, fresh_device_*) at each of these `--scale` factors
+    /// and report the cost per change at each size; `--chart` then draws
+    /// the curves (e.g. `--scales 0.1,1,10`: 10k / 100k / 1M changes of one
+    /// document, 1k / 10k / 100k documents).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "FACTORS",
+          conflicts_with_all = ["quick", "scale", "instructions"])]
+    pub scales: Vec<f64>,
+    /// `server_load`: the numbers of concurrent clients (default 1,10,50).
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "K")]
+    pub clients: Vec<usize>,
+    /// `server_load`: the gateway pool sizes to run each K with (default
+    /// 16, the gateway's default); the SQL ceiling uses the same size.
+    #[arg(long, value_delimiter = ',', num_args = 1.., value_name = "N")]
+    pub pool_sizes: Vec<usize>,
     /// Write an SVG chart of the ratios here (e.g. docs/benchmarks.svg).
     #[arg(long, value_name = "SVG")]
     pub chart: Option<PathBuf>,
@@ -113,6 +128,17 @@ fn config(a: &BenchArgs) -> Result<BenchConfig, CliError> {
         })?;
         cfg.only.push(w);
     }
+    if a.clients.contains(&0) || a.pool_sizes.contains(&0) {
+        return Err(usage(
+            "--clients and --pool-sizes take positive numbers".to_owned(),
+        ));
+    }
+    if !a.clients.is_empty() {
+        cfg.sizes.load_clients = a.clients.clone();
+    }
+    if !a.pool_sizes.is_empty() {
+        cfg.sizes.load_pools = a.pool_sizes.clone();
+    }
     cfg.trace = Some(a.trace.clone().unwrap_or_else(bench::default_trace_path));
     cfg.database_url = a
         .database_url
@@ -143,6 +169,9 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
         return probe(&a, m, out);
     }
     let cfg = config(&a)?;
+    if !a.scales.is_empty() && a.worker.is_none() {
+        return scaling(&a, &cfg, mode, out);
+    }
     if let Some(name) = &a.worker {
         let w =
             Workload::from_name(name).ok_or_else(|| usage(format!("unknown workload {name}")))?;
@@ -272,11 +301,26 @@ fn worker_command(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> std::pro
     if let Some(s) = &a.scratch {
         cmd.arg("--scratch").arg(s);
     }
+    let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    if !a.clients.is_empty() {
+        cmd.arg("--clients").arg(list(&a.clients));
+    }
+    if !a.pool_sizes.is_empty() {
+        cmd.arg("--pool-sizes").arg(list(&a.pool_sizes));
+    }
     cmd
 }
 
 fn run_worker(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> Result<Outcome, BenchError> {
-    let out = worker_command(exe, a, w)
+    run_command(worker_command(exe, a, w), exe, w)
+}
+
+fn run_command(
+    mut cmd: std::process::Command,
+    exe: &std::path::Path,
+    w: Workload,
+) -> Result<Outcome, BenchError> {
+    let out = cmd
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|source| BenchError::Io {
@@ -384,4 +428,128 @@ fn machine() -> serde_json::Value {
         "arch": std::env::consts::ARCH,
         "profile": if cfg!(debug_assertions) { "debug" } else { "release" },
     })
+}
+
+/// The changes a scaling workload moves at `sizes`, and how many changes one
+/// unit of its figure is (`docs/s` counts documents).
+fn scaling_size(w: Workload, sizes: &Sizes) -> Option<(u64, f64)> {
+    let docs = (sizes.many_docs * sizes.changes_per_doc) as u64;
+    match w {
+        Workload::MergeOneDoc => Some((sizes.one_doc_changes as u64, 1.0)),
+        Workload::MergeManyDocs => Some((docs, 1.0)),
+        Workload::FreshDeviceLocalhub
+        | Workload::FreshDeviceLocalhubSnapshots
+        | Workload::FreshDevicePostgres
+        | Workload::FreshDevicePostgresSnapshots => Some((docs, sizes.changes_per_doc as f64)),
+        _ => None,
+    }
+}
+
+/// `--scales`: the selected workloads at each factor, each in its own
+/// worker; the cost per change of the engine and of the baseline at each
+/// size, as a table, JSON and (with `--chart`) curves.
+fn scaling(
+    a: &BenchArgs,
+    cfg: &BenchConfig,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let selected = cfg.selected();
+    if let Some(w) = selected
+        .iter()
+        .find(|w| scaling_size(**w, &cfg.sizes).is_none())
+    {
+        return Err(usage(format!(
+            "--scales: {} has no cost per change; use --only with merge_one_doc, merge_many_docs or fresh_device_*",
+            w.name()
+        )));
+    }
+    if let Some(f) = a.scales.iter().find(|f| !(**f > 0.0 && f.is_finite())) {
+        return Err(usage(format!("--scales {f}: positive factors")));
+    }
+    let exe = std::env::current_exe().map_err(CliError::Output)?;
+    let mut points = Vec::new();
+    let mut groups = Vec::new();
+    let mut table = format!(
+        "{:<32} {:>6} {:>10} {:>12} {:>12} {:>8} {:>9} {:>6}\n",
+        "workload", "scale", "changes", "engine us/ch", "base us/ch", "ratio", "RSS MB", "load"
+    );
+    for &f in &a.scales {
+        let sizes = Sizes::scaled(f);
+        let mut outcomes = Vec::new();
+        for w in &selected {
+            eprintln!("bench --scales: {} at scale {f}", w.name());
+            let mut cmd = worker_command(&exe, a, *w);
+            cmd.arg("--scale").arg(f.to_string());
+            let o = run_command(cmd, &exe, *w).unwrap_or_else(|e| Outcome::Skipped {
+                name: w.name().to_owned(),
+                reason: format!("FAILED: {e}"),
+            });
+            match (&o, scaling_size(*w, &sizes)) {
+                (Outcome::Ok(m), Some((changes, per_unit)))
+                    if m.engine > 0.0 && m.baseline > 0.0 =>
+                {
+                    let p = chart::ScalePoint {
+                        workload: m.name.clone(),
+                        changes,
+                        engine_us: 1e6 / (m.engine * per_unit),
+                        baseline_us: 1e6 / (m.baseline * per_unit),
+                    };
+                    table.push_str(&format!(
+                        "{:<32} {:>6} {:>10} {:>12.3} {:>12.3} {:>8.3} {:>9} {:>6}\n",
+                        p.workload,
+                        f,
+                        changes,
+                        p.engine_us,
+                        p.baseline_us,
+                        m.ratio,
+                        m.peak_rss_mb.map(|r| format!("{r:.0}")).unwrap_or_default(),
+                        m.load_avg
+                            .as_ref()
+                            .map(|l| format!("{:.2}", l.start))
+                            .unwrap_or_default(),
+                    ));
+                    points.push(p);
+                }
+                _ => table.push_str(&format!("{:<32} {:>6} not measured: {o:?}\n", w.name(), f)),
+            }
+            outcomes.push(o);
+        }
+        groups.push(json!({"scale": f, "workloads": outcomes}));
+    }
+    if let Some(path) = &a.chart {
+        let svg = chart::render_scaling(&points, "supamerge: cost per change against size");
+        std::fs::write(path, svg).map_err(CliError::Output)?;
+    }
+    let doc = json!({
+        "version": 1,
+        "scales": groups,
+        "machine": machine(),
+        "points": points.iter().map(|p| json!({
+            "workload": p.workload,
+            "changes": p.changes,
+            "engine_us_per_change": p.engine_us,
+            "baseline_us_per_change": p.baseline_us,
+        })).collect::<Vec<_>>(),
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| CliError::Output(e.into()))?;
+    match (mode, a.json_file.as_deref()) {
+        (OutputMode::Json, Some(p)) if p.as_os_str() != "-" => {
+            std::fs::write(p, text + "\n").map_err(CliError::Output)?;
+            write!(out, "{table}").map_err(CliError::Output)?;
+        }
+        (OutputMode::Json, _) => {
+            eprint!("{table}");
+            write_line(out, text)?;
+        }
+        (OutputMode::Human, Some(p)) => {
+            return Err(usage(format!(
+                "{} given without --json (write `--json {}`)",
+                p.display(),
+                p.display()
+            )))
+        }
+        (OutputMode::Human, None) => write!(out, "{table}").map_err(CliError::Output)?,
+    }
+    Ok(())
 }

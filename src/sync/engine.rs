@@ -1,4 +1,11 @@
-//! The sync engine: a tokio task that decides when to run a sync pass.
+//! The sync engine: a tokio task that runs sync passes when the schedule
+//! says so.
+//!
+//! *When* is decided by the pure schedule of the sync core
+//! ([`Schedule`], `src/sync/core/schedule.rs`); this task is its shell: it
+//! turns commands and live updates into the schedule's inputs, sleeps until
+//! the deadline the schedule names, runs the pass it asks for
+//! ([`session::sync_once`]) and publishes status and events.
 //!
 //! Triggers: a local commit (debounced), a periodic interval, a manual
 //! [`SyncHandle::sync_now`], "back online" ([`SyncHandle::notify_online`]),
@@ -30,16 +37,17 @@
 //! restartable at any point anyway) and stops the task; dropping every handle
 //! does the same.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::backoff::Backoff;
+use super::core::schedule::{Input, Next, PassEnd, Schedule, ScheduleConfig};
+use super::core::{Backoff, SyncErrorKind};
 use super::live::{EngineLive, LiveStatus};
 use super::own_pushes::{Recorder, Seen};
 use super::presence::Presence;
@@ -47,7 +55,7 @@ use super::session::{self, SyncConfig, SyncProgress, SyncReport};
 use crate::conflict::Conflict;
 use crate::error::Error;
 use crate::id::{DocId, WorkspaceId};
-use crate::remote::{LiveError, LiveUpdates, Remote, RemoteError};
+use crate::remote::{LiveError, LiveUpdates, Remote};
 use crate::replica::{Origin, Replica, ReplicaEvent, SyncPort};
 
 /// What the engine is doing.
@@ -134,84 +142,6 @@ impl SyncError {
     }
 }
 
-/// The kinds of sync failure. The engine retries every kind with backoff
-/// except [`SyncErrorKind::Auth`], which waits for
-/// [`SyncHandle::credentials_updated`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SyncErrorKind {
-    /// The remote could not be reached or did not answer in time
-    /// ([`RemoteError::Unavailable`], [`RemoteError::Timeout`]); the status
-    /// says [`SyncState::Offline`].
-    Offline,
-    /// The credentials are missing, invalid or expired
-    /// ([`RemoteError::Unauthenticated`]).
-    Auth,
-    /// Authenticated but not allowed ([`RemoteError::Forbidden`]).
-    Forbidden,
-    /// The remote failed on its side: a 5xx, the hub's storage
-    /// ([`RemoteError::Server`], [`RemoteError::Storage`]).
-    Server,
-    /// The remote refused the request as a whole or answered something this
-    /// build does not understand ([`RemoteError::BadRequest`],
-    /// [`RemoteError::TooLarge`], [`RemoteError::Protocol`]).
-    Rejected,
-    /// The local store failed or is damaged ([`Error::Store`]).
-    Storage,
-    /// A blocking task panicked or was cancelled ([`Error::Task`],
-    /// [`RemoteError::Task`]).
-    Task,
-    /// Local data was refused: a damaged document, an invalid id, a failed
-    /// migration ([`Error::Entity`], [`Error::Id`], [`Error::Migration`]).
-    Data,
-    /// An I/O failure outside the store ([`Error::Io`]).
-    Io,
-}
-
-impl SyncErrorKind {
-    /// The kind of a pass's error.
-    pub fn of(e: &Error) -> Self {
-        match e {
-            Error::Remote(r) => match r {
-                RemoteError::Unavailable { .. } | RemoteError::Timeout { .. } => Self::Offline,
-                RemoteError::Unauthenticated { .. } => Self::Auth,
-                RemoteError::Forbidden { .. } | RemoteError::NotAMember { .. } => Self::Forbidden,
-                RemoteError::Server { .. } | RemoteError::Storage(_) => Self::Server,
-                RemoteError::Task { .. } => Self::Task,
-                _ => Self::Rejected,
-            },
-            Error::Store(_) => Self::Storage,
-            Error::Task { .. } => Self::Task,
-            Error::Io { .. } => Self::Io,
-            _ => Self::Data,
-        }
-    }
-
-    /// Whether a later attempt can succeed with nothing changed on this side
-    /// (the remote comes back, or recovers): [`SyncErrorKind::Offline`] and
-    /// [`SyncErrorKind::Server`].
-    pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Offline | Self::Server)
-    }
-}
-
-impl std::fmt::Display for SyncErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Offline => "offline",
-            Self::Auth => "auth",
-            Self::Forbidden => "forbidden",
-            Self::Server => "server",
-            Self::Rejected => "rejected",
-            Self::Storage => "storage",
-            Self::Task => "task",
-            Self::Data => "data",
-            Self::Io => "io",
-        })
-    }
-}
-
 /// What the engine announces.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -256,7 +186,7 @@ enum Cmd {
     LocalCommit,
     Online,
     CredentialsUpdated,
-    Join,
+    Join(WorkspaceId),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -388,10 +318,6 @@ impl SyncEngineBuilder {
             events.clone(),
             cmd_tx.downgrade(),
         ));
-        let rng = match self.seed {
-            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
-            None => rand::rngs::StdRng::from_entropy(),
-        };
         let replica = self.replica.clone();
         let live_updates = if self.live {
             self.remote.live_updates()
@@ -403,25 +329,28 @@ impl SyncEngineBuilder {
             .clone()
             .map(|l| EngineLive::new(l, seen.clone()));
         let remote: Arc<dyn Remote> = Arc::new(Recorder::new(self.remote, seen));
+        let schedule = ScheduleConfig {
+            interval: self.interval.map(millis),
+            live_interval: self.live_interval.map(millis),
+            debounce: millis(self.debounce),
+            nudge_debounce: millis(self.nudge_debounce),
+            sync_on_start: self.sync_on_start,
+            workspaces: self.workspaces,
+            backoff: self.backoff,
+            seed: self.seed.unwrap_or_else(rand::random),
+        };
         let task = EngineTask {
             replica: self.replica,
             remote,
             live,
-            live_interval: self.live_interval,
-            nudge_debounce: self.nudge_debounce,
             config: self.config,
-            workspaces: self.workspaces,
-            interval: self.interval,
-            debounce: self.debounce,
-            backoff: self.backoff,
-            rng,
+            epoch: Instant::now(),
             status: status_tx,
             events: events.clone(),
         };
-        let sync_on_start = self.sync_on_start;
         tokio::spawn(
             async move {
-                task.run(cmd_rx, sync_on_start).await;
+                task.run(cmd_rx, schedule).await;
                 forwarder.abort();
             }
             .instrument(tracing::info_span!("sync_engine")),
@@ -528,7 +457,7 @@ impl SyncHandle {
             return Err(SyncError::from_error(&e));
         }
         self.cmd
-            .send(Cmd::Join)
+            .send(Cmd::Join(ws))
             .await
             .map_err(|_| SyncError::Stopped)
     }
@@ -586,43 +515,20 @@ struct EngineTask {
     remote: Arc<dyn Remote>,
     /// Subscriptions of the synced workspaces; `None`: polling only.
     live: Option<EngineLive>,
-    /// The polling interval while live updates flow.
-    live_interval: Option<Duration>,
-    /// How long nudges are gathered.
-    nudge_debounce: Duration,
     config: SyncConfig,
-    workspaces: Vec<WorkspaceId>,
-    interval: Option<Duration>,
-    debounce: Duration,
-    backoff: Backoff,
-    rng: rand::rngs::StdRng,
+    /// The engine's time 0: the schedule counts milliseconds from here.
+    epoch: Instant,
     status: watch::Sender<SyncStatus>,
     events: broadcast::Sender<SyncEvent>,
 }
 
-/// What the engine loop knows between passes.
-struct Triggers {
-    /// `sync_now` callers waiting for the next pass's outcome.
-    waiters: Vec<oneshot::Sender<Result<SyncReport, SyncError>>>,
-    /// A pass is wanted (trigger seen, or the last pass failed).
-    dirty: bool,
-    /// When the debounce of local commits ends.
-    debounce_at: Option<Instant>,
-    /// When the debounce of nudges ends.
-    nudge_at: Option<Instant>,
-    /// Whether live updates flowed at the last look (polls use the long
-    /// interval then).
-    live: bool,
-    /// When the backoff after a failure ends.
-    retry_at: Option<Instant>,
-    /// Credentials were refused: no automatic pass until they are updated.
-    auth_paused: bool,
-}
-
-/// Whether the engine loop goes on.
-enum Flow {
-    Continue,
-    Stop,
+/// What the shell holds besides the schedule: the callers' channels.
+#[derive(Default)]
+struct Callers {
+    /// `sync_now` callers, oldest first, waiting for a pass's outcome.
+    waiting: VecDeque<oneshot::Sender<Result<SyncReport, SyncError>>>,
+    /// Who asked to shut down.
+    shutdown: Vec<oneshot::Sender<()>>,
 }
 
 async fn wait_opt(wake: Option<&super::live::Wake>) {
@@ -656,127 +562,108 @@ async fn sleep_opt(at: Option<Instant>) {
     }
 }
 
+/// A duration in whole milliseconds (the schedule's unit).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl EngineTask {
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, sync_on_start: bool) {
-        let mut t = Triggers {
-            waiters: Vec::new(),
-            dirty: sync_on_start,
-            debounce_at: None,
-            nudge_at: None,
-            live: false,
-            retry_at: None,
-            auth_paused: false,
-        };
-        let mut next_tick = self.interval.map(|d| Instant::now() + d);
+    /// Milliseconds since the engine started: the schedule's `now`.
+    fn now(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    /// The loop: feed the schedule, do what it says. It decides when a pass
+    /// runs ([`Schedule`]); this shell only turns commands, nudges and
+    /// timers into its inputs, runs the passes and publishes.
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, cfg: ScheduleConfig) {
+        let mut schedule = Schedule::new(cfg.clone(), self.now());
+        let mut callers = Callers::default();
         if let Ok(dead) = self.dead_letter_count().await {
             self.status.send_modify(|s| s.dead_letters = dead);
         }
-        let workspaces = self.workspaces.clone();
         let held = blocking_workspaces(&self.replica).await;
         if let Some(live) = &mut self.live {
-            live.follow(&[workspaces, held].concat(), &[]);
+            live.follow(&[cfg.workspaces, held].concat(), &[]);
         }
         let wake = self.live.as_ref().map(EngineLive::wake);
-        self.on_live(&mut t, &mut next_tick);
+        self.on_live(&mut schedule);
         loop {
-            // Every command queued while the last pass ran is one trigger:
-            // take them all before deciding, so they coalesce into one pass.
+            // Every command queued while the last pass ran goes in before
+            // the schedule decides, so they coalesce into one pass.
             while let Ok(cmd) = cmds.try_recv() {
-                if let Flow::Stop = self.on_cmd(cmd, &mut t) {
-                    return;
-                }
+                self.on_cmd(cmd, &mut schedule, &mut callers);
             }
             // Likewise every nudge (cheap: a lock and an empty map mostly).
-            self.on_live(&mut t, &mut next_tick);
-            let due = !t.waiters.is_empty() || (t.dirty && !t.auth_paused && t.retry_at.is_none());
-            if due {
-                // This pass pushes every commit announced so far, and pulls
-                // every change announced so far.
-                t.debounce_at = None;
-                t.nudge_at = None;
-                let result = self.pass().await;
-                t.dirty = false;
-                match &result {
-                    Ok(report) => {
-                        self.backoff.reset();
-                        t.retry_at = None;
-                        if let Some(live) = &mut self.live {
-                            live.follow(&self.workspaces, &report.not_a_member);
-                        }
-                        self.on_live(&mut t, &mut next_tick);
+            self.on_live(&mut schedule);
+            match schedule.poll(self.now()) {
+                Next::Stop => {
+                    for w in callers.waiting.drain(..) {
+                        let _ = w.send(Err(SyncError::Stopped));
                     }
-                    Err(SyncError::Failed {
-                        kind: SyncErrorKind::Auth,
-                        ..
-                    }) => t.auth_paused = true,
-                    Err(_) => {
-                        let delay = self.backoff.next_delay(self.rng.gen());
+                    for tx in callers.shutdown.drain(..) {
+                        let _ = tx.send(());
+                    }
+                    return;
+                }
+                Next::Pass(plan) => {
+                    let answers = plan.answers.min(callers.waiting.len());
+                    let answering: Vec<_> = callers.waiting.drain(..answers).collect();
+                    let result = self.pass(&plan.workspaces).await;
+                    let end = match &result {
+                        Ok(report) => PassEnd::Ok {
+                            not_a_member: report.not_a_member.clone(),
+                        },
+                        Err(e) => PassEnd::Failed(e.kind().unwrap_or(SyncErrorKind::Task)),
+                    };
+                    let after = schedule.finished(self.now(), end);
+                    if let Some(delay) = after.retry_in {
                         tracing::info!(
                             delay_ms = delay.as_millis() as u64,
                             "sync failed; backing off"
                         );
-                        t.retry_at = Some(Instant::now() + delay);
-                        t.dirty = true;
                     }
-                }
-                for w in t.waiters.drain(..) {
-                    let _ = w.send(result.clone());
-                }
-                continue;
-            }
-            tokio::select! {
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => {
-                        if let Flow::Stop = self.on_cmd(cmd, &mut t) {
-                            return;
+                    if let Some((want, gone)) = after.follow {
+                        if let Some(live) = &mut self.live {
+                            live.follow(&want, &gone);
                         }
+                        self.on_live(&mut schedule);
                     }
-                    None => return,
-                },
-                _ = sleep_opt(t.debounce_at) => { t.debounce_at = None; t.dirty = true; }
-                _ = sleep_opt(t.nudge_at) => { t.nudge_at = None; t.dirty = true; }
-                _ = sleep_opt(t.retry_at) => { t.retry_at = None; }
-                _ = sleep_opt(next_tick) => {
-                    next_tick = self.poll_interval(&t).map(|d| Instant::now() + d);
-                    t.dirty = true;
+                    for w in answering {
+                        let _ = w.send(result.clone());
+                    }
                 }
-                _ = wait_opt(wake.as_deref()) => self.on_live(&mut t, &mut next_tick),
+                Next::Wait { until } => {
+                    let at = until.map(|ms| self.epoch + Duration::from_millis(ms));
+                    tokio::select! {
+                        cmd = cmds.recv() => match cmd {
+                            Some(cmd) => self.on_cmd(cmd, &mut schedule, &mut callers),
+                            // Every handle is gone: stop.
+                            None => schedule.handle(self.now(), Input::Shutdown),
+                        },
+                        _ = sleep_opt(at) => {}
+                        _ = wait_opt(wake.as_deref()) => self.on_live(&mut schedule),
+                    }
+                }
             }
-        }
-    }
-
-    /// The polling interval now: the long fallback while live updates
-    /// flow, the interval otherwise.
-    fn poll_interval(&self, t: &Triggers) -> Option<Duration> {
-        if t.live {
-            self.live_interval
-        } else {
-            self.interval
         }
     }
 
     /// Takes the nudges (a pull after the nudge debounce unless they were
-    /// all our own pushes'), and publishes the live status; when the live
-    /// updates stop flowing, the next poll comes within the interval.
-    fn on_live(&self, t: &mut Triggers, next_tick: &mut Option<Instant>) {
+    /// all our own pushes') and whether the live updates flow, for the
+    /// schedule; publishes the live status.
+    fn on_live(&self, schedule: &mut Schedule) {
         let Some(live) = &self.live else { return };
         let (pull, own) = live.take();
         if own > 0 {
             tracing::debug!(own, "nudges of our own pushes skipped");
         }
-        if pull && t.nudge_at.is_none() {
-            t.nudge_at = Some(Instant::now() + self.nudge_debounce);
+        let now = self.now();
+        if pull {
+            schedule.handle(now, Input::Nudge);
         }
         let status = live.status();
-        let flowing = status.is_live();
-        if t.live && !flowing {
-            let soon = self.interval.map(|d| Instant::now() + d);
-            *next_tick = match (*next_tick, soon) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        t.live = flowing;
+        schedule.handle(now, Input::Live(status.is_live()));
         self.status.send_if_modified(|s| {
             let changed = s.live.as_ref() != Some(&status);
             if changed {
@@ -786,10 +673,14 @@ impl EngineTask {
         });
     }
 
-    /// Records one command in the trigger state.
-    fn on_cmd(&self, cmd: Cmd, t: &mut Triggers) -> Flow {
-        match cmd {
-            Cmd::SyncNow(tx) => t.waiters.push(tx),
+    /// Turns a command into the schedule's input (the callers' channels
+    /// stay here).
+    fn on_cmd(&self, cmd: Cmd, schedule: &mut Schedule, callers: &mut Callers) {
+        let input = match cmd {
+            Cmd::SyncNow(tx) => {
+                callers.waiting.push_back(tx);
+                Input::SyncNow
+            }
             Cmd::LocalCommit => {
                 // Keep the pending count current while no pass runs (offline,
                 // backing off, waiting for credentials).
@@ -799,32 +690,17 @@ impl EngineTask {
                     s.pending = pending;
                     changed
                 });
-                if t.debounce_at.is_none() {
-                    t.debounce_at = Some(Instant::now() + self.debounce);
-                }
+                Input::LocalCommit
             }
-            Cmd::Online => {
-                t.retry_at = None;
-                t.dirty = true;
-            }
-            Cmd::CredentialsUpdated => {
-                t.auth_paused = false;
-                t.retry_at = None;
-                t.dirty = true;
-            }
-            Cmd::Join => {
-                t.retry_at = None;
-                t.dirty = true;
-            }
+            Cmd::Online => Input::Online,
+            Cmd::CredentialsUpdated => Input::CredentialsUpdated,
+            Cmd::Join(ws) => Input::Join(ws),
             Cmd::Shutdown(tx) => {
-                for w in t.waiters.drain(..) {
-                    let _ = w.send(Err(SyncError::Stopped));
-                }
-                let _ = tx.send(());
-                return Flow::Stop;
+                callers.shutdown.push(tx);
+                Input::Shutdown
             }
-        }
-        Flow::Continue
+        };
+        schedule.handle(self.now(), input);
     }
 
     /// The number of dead letters (a store scan, on the blocking pool).
@@ -838,7 +714,7 @@ impl EngineTask {
             })?
     }
 
-    async fn pass(&mut self) -> Result<SyncReport, SyncError> {
+    async fn pass(&mut self, workspaces: &[WorkspaceId]) -> Result<SyncReport, SyncError> {
         self.status.send_modify(|s| s.state = SyncState::Syncing);
         let events = self.events.clone();
         let progress = move |p: SyncProgress| {
@@ -848,7 +724,7 @@ impl EngineTask {
             &self.replica,
             self.remote.as_ref(),
             &self.config,
-            &self.workspaces,
+            workspaces,
             &progress,
         )
         .instrument(tracing::info_span!("sync_pass"))
@@ -908,6 +784,7 @@ impl EngineTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::RemoteError;
     use crate::store::StoreError;
 
     fn join_error() -> tokio::task::JoinError {

@@ -25,7 +25,11 @@
 //! - [`upload`]: the snapshot-upload policy (threshold, size bound, what a
 //!   refusal means);
 //! - [`Pass`] (`pass.rs`): the order of a pass — push everything, then per
-//!   workspace pull and upload — and which failures end it.
+//!   workspace pull and upload — and which failures end it;
+//! - [`schedule`]: *when* a pass runs — the engine's triggers, debounce
+//!   windows, coalescing, backoff ([`Backoff`]) and shutdown, a
+//!   [`Schedule`](schedule::Schedule) fed inputs and the time, which the
+//!   tokio engine only executes.
 //!
 //! Concurrency contract: at most one replica effect and one remote effect
 //! are in flight at once (a pull fetches the next page while a batch is
@@ -35,14 +39,19 @@
 //! after the remote's answer, and writes a cursor only with (or after) the
 //! changes it covers.
 
+mod backoff;
 mod config;
+mod kind;
 mod pass;
 pub(crate) mod pull;
 pub(crate) mod push;
 mod report;
+pub(crate) mod schedule;
 pub(crate) mod upload;
 
+pub use backoff::Backoff;
 pub use config::SyncConfig;
+pub use kind::SyncErrorKind;
 pub(crate) use pass::Pass;
 pub use report::{SyncProgress, SyncReport};
 
@@ -236,5 +245,7 @@ pub(crate) fn unexpected(what: &str, got: &Outcome) -> Error {
     })
 }
 
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;

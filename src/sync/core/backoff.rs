@@ -1,7 +1,8 @@
 //! The retry schedule: exponential backoff with full jitter, as a pure value.
 //!
-//! No clock and no random source inside: the engine passes a random `u64` in,
-//! so tests (and property tests) drive it deterministically.
+//! No clock and no random source inside: the scheduler
+//! ([`super::schedule`]) passes a random `u64` in, so tests drive it
+//! deterministically.
 
 use std::time::Duration;
 
