@@ -184,3 +184,70 @@ fn quick_server_load_runs_through_the_gateway() {
     );
     assert!(w["target_met"].is_boolean(), "{w}");
 }
+
+/// `--scales` at tiny factors: one point per (workload, factor) with the
+/// size the factor gives, positive costs per change, and the curves drawn.
+/// No timing assertions.
+#[test]
+fn scales_report_a_point_per_size() {
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    let svg = scratch.path().join("scaling.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_supamerge"))
+        .args([
+            "--json",
+            "bench",
+            "-",
+            "--only",
+            "merge_one_doc,merge_many_docs",
+        ])
+        .args(["--scales", "0.001,0.002", "--chart"])
+        .arg(&svg)
+        .arg("--scratch")
+        .arg(scratch.path())
+        .output()
+        .expect("run supamerge bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let points = doc["points"].as_array().expect("points");
+    let got: Vec<(&str, u64)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["workload"].as_str().expect("workload"),
+                p["changes"].as_u64().expect("changes"),
+            )
+        })
+        .collect();
+    // merge_one_doc: 100,000 × factor changes; merge_many_docs: 10,000 ×
+    // factor documents of 10 changes.
+    assert_eq!(
+        got,
+        [
+            ("merge_one_doc", 100),
+            ("merge_many_docs", 100),
+            ("merge_one_doc", 200),
+            ("merge_many_docs", 200)
+        ]
+    );
+    for p in points {
+        assert!(
+            p["engine_us_per_change"].as_f64().is_some_and(|v| v > 0.0),
+            "{p}"
+        );
+        assert!(
+            p["baseline_us_per_change"]
+                .as_f64()
+                .is_some_and(|v| v > 0.0),
+            "{p}"
+        );
+    }
+    let svg = std::fs::read_to_string(&svg).expect("chart written");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("merge_many_docs"),
+        "{svg}"
+    );
+}

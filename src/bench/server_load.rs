@@ -230,7 +230,12 @@ fn bucket(state: Option<&str>, kind: Option<&str>, event: Option<&str>) -> &'sta
     match state {
         Some("active") => match (kind, event) {
             (None, _) => "cpu",
-            (Some("Lock"), _) => "lock",
+            // A row lock (the counter row): the first waiter waits for the
+            // holder's transaction, the others for the tuple.
+            (Some("Lock"), Some("transactionid" | "tuple")) => "lock_row",
+            // Growing the table's or an index's file.
+            (Some("Lock"), Some("extend")) => "lock_extend",
+            (Some("Lock"), _) => "lock_other",
             (Some("IO" | "LWLock"), Some(e)) if e.starts_with("WAL") => "wal",
             (Some("IO"), _) => "io",
             (Some("LWLock"), _) => "lwlock",
