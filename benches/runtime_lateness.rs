@@ -139,6 +139,13 @@ fn median_min_max(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+/// The 1, 5 and 15 minute load averages (Linux), to print beside figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bench = args.iter().any(|a| a == "--bench");
@@ -146,7 +153,8 @@ fn main() {
     let rate = arg(&args, "--rate").unwrap_or(200.0);
     let runs = arg(&args, "--runs").unwrap_or(if bench { 3.0 } else { 1.0 }) as usize;
     println!(
-        "timer lateness while a writer commits {rate} edits/s ({secs} s per case, {runs} run(s); median [min–max] over runs)"
+        "timer lateness while a writer commits {rate} edits/s ({secs} s per case, {runs} run(s); median [min–max] over runs); load average at start: {}",
+        load_average()
     );
     println!(
         "{:<16} {:<9} {:>22} {:>22} {:>22} {:>12}",
@@ -175,4 +183,5 @@ fn main() {
             );
         }
     }
+    println!("load average at the end: {}", load_average());
 }

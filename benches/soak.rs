@@ -1,35 +1,63 @@
 //! The soak (issue 14, items 4 and 5): a writing replica commits a fixed
 //! number of edits at a fixed rate over 101 entities; its sync engine pushes
-//! them to an embedded hub (real sled), and a second replica's engine pulls
-//! them. Every few seconds it prints the process's RSS (all three live in
-//! this process), the documents in each replica's cache and each
-//! directory's size; at the end, each directory's size against the total
-//! `save()` size of the documents (the same documents on all three).
+//! them to a hub (a real `LocalHub` on sled), and a second replica's engine
+//! pulls them.
 //!
-//! `cargo bench --bench soak -- [--edits N] [--rate R] [--every S] [--budget MIB]`
-//! (default 36,000 edits at 200 edits/s: three minutes; a sample every 10 s;
-//! `--budget` sets both replicas' document-cache budget). Under
-//! `cargo test --all-targets` (no `--bench`) it runs a small smoke round.
+//! **Each role is its own process** (this binary started again with
+//! `--role writer|puller|hub`), so each resident set is that role's alone:
+//! the hub serves `LocalHub` to the two replicas over a local TCP socket
+//! (length-prefixed JSON of the wire types, [`HubClient`] below). The
+//! parent samples every child's RSS (`/proc/<pid>/status`) and every
+//! directory's size every few seconds; the children report their edits and
+//! document-cache figures. With `--compare-v1` a second hub process stores
+//! the same pushes in the hub's previous record format (format 1), so the
+//! hub's bytes per change are measured before and after in the same run.
+//! At the end, each directory's size against the total `save()` size of the
+//! documents (the same documents everywhere).
+//!
+//! Children run with `MALLOC_ARENA_MAX=2` (glibc keeps freed memory in one
+//! arena per thread otherwise: ~20 MiB across sled's and tokio's threads;
+//! `--arenas default` leaves glibc's default).
+//!
+//! `cargo bench --bench soak -- --bench [--edits N] [--rate R] [--every S]
+//! [--budget MIB] [--tail S] [--compare-v1] [--arenas default]`
+//! (default 36,000 edits at 200 edits/s; a sample every 10 s; `--budget`
+//! sets both replicas' document-cache budget; `--tail` keeps sampling that
+//! long after the last edit). Under `cargo test --all-targets` (no
+//! `--bench`) it runs a small smoke round.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
 use supamerge::{
-    AsyncReplica, Collection, DocId, LocalHub, Remote, Replica, SyncEngine, WorkspaceId,
+    AsyncReplica, Collection, DocId, LocalHub, PullPage, PullRequest, PushRequest, PushResponse,
+    Remote, RemoteError, Replica, SnapshotOutcome, SnapshotPage, SnapshotQuery, SnapshotUpload,
+    SyncEngine, WorkspaceId,
 };
 
-fn arg(args: &[String], name: &str) -> Option<f64> {
+fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
+        .cloned()
 }
 
-/// The resident set of this process, in MiB (Linux; NaN elsewhere).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+fn num(args: &[String], name: &str) -> Option<f64> {
+    arg(args, name).and_then(|v| v.parse().ok())
+}
+
+/// The resident set of process `pid`, in MiB (Linux; NaN elsewhere).
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -56,9 +84,195 @@ fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// The 1, 5 and 15 minute load averages (Linux), to print beside figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
+
+// ---------------------------------------------------------------------------
+// The hub over a socket: one request, one answer, each a length-prefixed
+// JSON frame.
+
+#[derive(Serialize, Deserialize)]
+enum HubCall {
+    Push(PushRequest),
+    Pull(PullRequest),
+    PutSnapshot(SnapshotUpload),
+    GetSnapshots(SnapshotQuery),
+}
+
+#[derive(Serialize, Deserialize)]
+enum HubAnswer {
+    Push(PushResponse),
+    Pull(PullPage),
+    PutSnapshot(SnapshotOutcome),
+    GetSnapshots(SnapshotPage),
+    /// The hub's error, by kind where the engine acts on it.
+    TooLarge(String),
+    BadRequest(String, String),
+    Failed(String),
+}
+
+async fn write_frame(s: &mut TcpStream, v: &impl Serialize) -> std::io::Result<()> {
+    let body = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    s.write_all(&(body.len() as u32).to_be_bytes()).await?;
+    s.write_all(&body).await
+}
+
+async fn read_frame<T: for<'de> Deserialize<'de>>(s: &mut TcpStream) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await?;
+    serde_json::from_slice(&body).map_err(std::io::Error::other)
+}
+
+async fn serve_hub(hub: LocalHub, listener: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            return;
+        };
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Ok(call) = read_frame::<HubCall>(&mut s).await {
+                let answer = match call {
+                    HubCall::Push(r) => hub.push(r).await.map(HubAnswer::Push),
+                    HubCall::Pull(r) => hub.pull(r).await.map(HubAnswer::Pull),
+                    HubCall::PutSnapshot(r) => {
+                        hub.put_snapshot(r).await.map(HubAnswer::PutSnapshot)
+                    }
+                    HubCall::GetSnapshots(r) => {
+                        hub.get_snapshots(r).await.map(HubAnswer::GetSnapshots)
+                    }
+                };
+                let answer = answer.unwrap_or_else(|e| match e {
+                    RemoteError::TooLarge { message } => HubAnswer::TooLarge(message),
+                    RemoteError::BadRequest { code, message } => {
+                        HubAnswer::BadRequest(code, message)
+                    }
+                    other => HubAnswer::Failed(other.to_string()),
+                });
+                if write_frame(&mut s, &answer).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A `Remote` that forwards every call to the hub process.
+struct HubClient {
+    addr: String,
+    conn: tokio::sync::Mutex<Option<TcpStream>>,
+}
+
+impl HubClient {
+    fn new(addr: String) -> Self {
+        Self {
+            addr,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn call(&self, call: HubCall) -> Result<HubAnswer, RemoteError> {
+        let unavailable = |e: std::io::Error| RemoteError::Unavailable {
+            reason: e.to_string(),
+        };
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = Some(TcpStream::connect(&self.addr).await.map_err(unavailable)?);
+        }
+        let s = conn.as_mut().expect("connected");
+        let answer = async {
+            write_frame(s, &call).await?;
+            read_frame::<HubAnswer>(s).await
+        }
+        .await;
+        match answer {
+            Ok(HubAnswer::TooLarge(message)) => Err(RemoteError::TooLarge { message }),
+            Ok(HubAnswer::BadRequest(code, message)) => {
+                Err(RemoteError::BadRequest { code, message })
+            }
+            Ok(HubAnswer::Failed(message)) => Err(RemoteError::Server { status: 0, message }),
+            Ok(a) => Ok(a),
+            Err(e) => {
+                *conn = None;
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
+fn unexpected() -> RemoteError {
+    RemoteError::Protocol {
+        reason: "unexpected answer".into(),
+    }
+}
+
+#[async_trait]
+impl Remote for HubClient {
+    async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
+        match self.call(HubCall::Push(req)).await? {
+            HubAnswer::Push(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
+        match self.call(HubCall::Pull(req)).await? {
+            HubAnswer::Pull(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
+        match self.call(HubCall::PutSnapshot(snap)).await? {
+            HubAnswer::PutSnapshot(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+    async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
+        match self.call(HubCall::GetSnapshots(query)).await? {
+            HubAnswer::GetSnapshots(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// The writer's remote with `--compare-v1`: every push and snapshot goes to
+/// the hub, then the same to the format-1 hub (whose answers are only
+/// checked to be answers).
+struct Tee {
+    primary: HubClient,
+    shadow: HubClient,
+}
+
+#[async_trait]
+impl Remote for Tee {
+    async fn push(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
+        let r = self.primary.push(req.clone()).await?;
+        self.shadow.push(req).await?;
+        Ok(r)
+    }
+    async fn pull(&self, req: PullRequest) -> Result<PullPage, RemoteError> {
+        self.primary.pull(req).await
+    }
+    async fn put_snapshot(&self, snap: SnapshotUpload) -> Result<SnapshotOutcome, RemoteError> {
+        let r = self.primary.put_snapshot(snap.clone()).await?;
+        self.shadow.put_snapshot(snap).await?;
+        Ok(r)
+    }
+    async fn get_snapshots(&self, query: SnapshotQuery) -> Result<SnapshotPage, RemoteError> {
+        self.primary.get_snapshots(query).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The roles (children).
 
 fn open(path: &Path, budget: Option<usize>) -> Replica {
     let mut b = Replica::builder(path);
@@ -68,40 +282,67 @@ fn open(path: &Path, budget: Option<usize>) -> Replica {
     b.open().expect("open replica")
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let bench = args.iter().any(|a| a == "--bench");
-    let edits = arg(&args, "--edits").unwrap_or(if bench { 36_000.0 } else { 600.0 }) as u64;
-    let rate = arg(&args, "--rate").unwrap_or(if bench { 200.0 } else { 2_000.0 });
-    let every = arg(&args, "--every").unwrap_or(if bench { 10.0 } else { 0.2 });
-    let budget = arg(&args, "--budget").map(|m| (m * 1024.0 * 1024.0) as usize);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(soak(edits, rate, every, budget));
+/// Lines from the parent, on a thread.
+fn stdin_lines() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
-async fn soak(edits: u64, rate: f64, every: f64, budget: Option<usize>) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (hub_dir, w_dir, p_dir) = (
-        dir.path().join("hub"),
-        dir.path().join("writer"),
-        dir.path().join("puller"),
-    );
-    let hub = LocalHub::open(&hub_dir).expect("hub");
-    let remote: Arc<dyn Remote> = Arc::new(hub.clone());
-    let writer = AsyncReplica::from(open(&w_dir, budget));
-    let puller = open(&p_dir, budget);
-    let ws = WorkspaceId::new();
-    let notes = Collection::new("notes").expect("collection");
-    // The puller polls every second (standing in for live updates).
-    let w_sync = SyncEngine::builder(writer.replica().clone(), remote.clone()).spawn();
-    let p_sync = SyncEngine::builder(puller.clone(), remote.clone())
-        .with_interval(Some(Duration::from_secs(1)))
-        .spawn();
-    p_sync.join(ws).await.expect("join");
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
 
+async fn role_hub(args: &[String]) {
+    let dir = PathBuf::from(arg(args, "--dir").expect("--dir"));
+    let hub = if arg(args, "--format").as_deref() == Some("1") {
+        supamerge::test_util::open_hub_v1(&dir).expect("open format-1 hub")
+    } else {
+        LocalHub::open(&dir).expect("open hub")
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    say(&format!(
+        "listening {}",
+        listener.local_addr().expect("address")
+    ));
+    let server = tokio::spawn(serve_hub(hub.clone(), listener));
+    let mut lines = stdin_lines();
+    while let Some(l) = lines.recv().await {
+        if l == "exit" {
+            break;
+        }
+    }
+    server.abort();
+    hub.flush().expect("flush hub");
+}
+
+async fn role_writer(args: &[String]) {
+    let dir = PathBuf::from(arg(args, "--dir").expect("--dir"));
+    let ws: WorkspaceId = arg(args, "--ws").expect("--ws").parse().expect("ws");
+    let edits = num(args, "--edits").expect("--edits") as u64;
+    let rate = num(args, "--rate").expect("--rate");
+    let every = num(args, "--every").expect("--every");
+    let budget = num(args, "--budget").map(|b| b as usize);
+    let hub = HubClient::new(arg(args, "--hub").expect("--hub"));
+    let remote: Arc<dyn Remote> = match arg(args, "--shadow") {
+        Some(shadow) => Arc::new(Tee {
+            primary: hub,
+            shadow: HubClient::new(shadow),
+        }),
+        None => Arc::new(hub),
+    };
+    let writer = AsyncReplica::from(open(&dir, budget));
+    let sync = SyncEngine::builder(writer.replica().clone(), remote).spawn();
+    let notes = Collection::new("notes").expect("collection");
     let mut ids: Vec<DocId> = Vec::new();
     for k in 0..101 {
         let id = writer
@@ -110,44 +351,16 @@ async fn soak(edits: u64, rate: f64, every: f64, budget: Option<usize>) {
             .expect("create");
         ids.push(id);
     }
-    println!(
-        "soak: {edits} edits at {rate}/s over {} entities; budget {}",
-        ids.len(),
-        budget.map_or("default".to_string(), |b| format!(
-            "{:.0} MiB",
-            mib(b as u64)
-        ))
-    );
-    println!(
-        "{:>7} {:>8} {:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>12}",
-        "t (s)",
-        "edits",
-        "RSS MiB",
-        "writer MiB",
-        "puller MiB",
-        "hub MiB",
-        "w cached",
-        "p cached",
-        "cache est MiB"
-    );
-    let started = Instant::now();
-    let sample = |n: u64| {
-        println!(
-            "{:>7.0} {:>8} {:>9.1} {:>12.1} {:>12.1} {:>12.1} {:>10} {:>10} {:>12.1}",
-            started.elapsed().as_secs_f64(),
-            n,
-            rss_mib(),
-            mib(dir_bytes(&w_dir)),
-            mib(dir_bytes(&p_dir)),
-            mib(dir_bytes(&hub_dir)),
-            writer.replica().cached_docs(),
-            puller.cached_docs(),
-            mib((writer.replica().cached_bytes() + puller.cached_bytes()) as u64),
-        );
-    };
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut next_sample = Instant::now();
+    let mut next_stat = Instant::now();
+    let stat = |n: u64| {
+        say(&format!(
+            "stat {n} {} {}",
+            writer.replica().cached_docs(),
+            writer.replica().cached_bytes()
+        ))
+    };
     for n in 0..edits {
         tick.tick().await;
         let id = ids[(n as usize) % ids.len()];
@@ -157,39 +370,439 @@ async fn soak(edits: u64, rate: f64, every: f64, budget: Option<usize>) {
             .patch_json(id, json!({ "n": n, "text": format!("edit {n}") }))
             .await
             .expect("edit");
-        if Instant::now() >= next_sample {
-            sample(n);
-            next_sample += Duration::from_secs_f64(every);
+        if Instant::now() >= next_stat {
+            stat(n);
+            next_stat += Duration::from_secs_f64(every);
         }
     }
-    w_sync.sync_now().await.expect("writer's last push");
-    p_sync.sync_now().await.expect("puller's last pull");
-    sample(edits);
-
-    // The documents' saved size, and whether the puller has them all.
-    let mut saved = 0u64;
-    let mut differ = 0;
+    sync.sync_now().await.expect("last push");
+    stat(edits);
+    // Every document's heads, for the puller (the saved sizes are taken by
+    // the parent once this process is gone, so that measuring does not
+    // show in this process's memory).
+    let mut heads_file = String::new();
     for id in &ids {
         let id = *id;
-        let (bytes, heads) = writer.run(move |r| r.save(&id)).await.expect("save");
-        saved += bytes.len() as u64;
-        if puller.heads(&id).expect("puller heads") != heads {
-            differ += 1;
+        let heads = writer.run(move |r| r.heads(&id)).await.expect("heads");
+        let heads: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+        heads_file.push_str(&format!("{id} {}\n", heads.join(",")));
+    }
+    std::fs::write(dir.with_extension("heads"), heads_file).expect("write heads");
+    sync.shutdown().await;
+    writer.flush().await.expect("flush");
+    say("done");
+    let mut lines = stdin_lines();
+    while let Some(l) = lines.recv().await {
+        if l == "exit" {
+            break;
         }
     }
-    assert_eq!(differ, 0, "the puller has every change");
-    w_sync.shutdown().await;
-    p_sync.shutdown().await;
-    writer.flush().await.expect("flush");
+}
+
+async fn role_puller(args: &[String]) {
+    let dir = PathBuf::from(arg(args, "--dir").expect("--dir"));
+    let ws: WorkspaceId = arg(args, "--ws").expect("--ws").parse().expect("ws");
+    let every = num(args, "--every").expect("--every");
+    let budget = num(args, "--budget").map(|b| b as usize);
+    let remote: Arc<dyn Remote> = Arc::new(HubClient::new(arg(args, "--hub").expect("--hub")));
+    let puller = open(&dir, budget);
+    // Polls every second (the hub process has no live channel to offer).
+    let sync = SyncEngine::builder(puller.clone(), remote)
+        .with_interval(Some(Duration::from_secs(1)))
+        .spawn();
+    sync.join(ws).await.expect("join");
+    let mut lines = stdin_lines();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(every));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                say(&format!("stat 0 {} {}", puller.cached_docs(), puller.cached_bytes()));
+            }
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                if let Some(heads_path) = line.strip_prefix("finish ") {
+                    let want = std::fs::read_to_string(heads_path).expect("heads file");
+                    let want: Vec<(DocId, String)> = want
+                        .lines()
+                        .filter_map(|l| l.split_once(' '))
+                        .map(|(id, h)| (id.parse().expect("doc id"), h.to_string()))
+                        .collect();
+                    loop {
+                        sync.sync_now().await.expect("pull");
+                        let differ = want
+                            .iter()
+                            .filter(|(id, h)| {
+                                let have: Vec<String> = puller
+                                    .heads(id)
+                                    .map(|v| v.iter().map(|x| x.to_string()).collect())
+                                    .unwrap_or_default();
+                                have.join(",") != *h
+                            })
+                            .count();
+                        if differ == 0 {
+                            break;
+                        }
+                    }
+                    say(&format!("stat 0 {} {}", puller.cached_docs(), puller.cached_bytes()));
+                    say("caught-up");
+                } else if line == "exit" {
+                    break;
+                }
+            }
+        }
+    }
+    sync.shutdown().await;
     puller.flush().expect("flush");
-    let (w, p, h) = (dir_bytes(&w_dir), dir_bytes(&p_dir), dir_bytes(&hub_dir));
+}
+
+// ---------------------------------------------------------------------------
+// The parent.
+
+/// A child process and what it last reported.
+struct Role {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    /// Lines other than `stat`, in order.
+    events: Arc<Mutex<Vec<String>>>,
+    /// The last `stat`: edits, cached documents, cache estimate (bytes).
+    stat: Arc<Mutex<(u64, u64, u64)>>,
+}
+
+impl Role {
+    fn spawn(name: &'static str, args: &[String], arenas: bool) -> Role {
+        let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+        cmd.args(["--role", name]).args(args);
+        if arenas {
+            cmd.env("MALLOC_ARENA_MAX", "2");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn role");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stat = Arc::new(Mutex::new((0, 0, 0)));
+        let (e, s) = (events.clone(), stat.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("stat ") {
+                    let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    if v.len() == 3 {
+                        *s.lock().expect("stat") = (v[0], v[1], v[2]);
+                    }
+                } else {
+                    e.lock().expect("events").push(line);
+                }
+            }
+        });
+        Role {
+            name,
+            child,
+            stdin,
+            events,
+            stat,
+        }
+    }
+
+    /// Waits for a line starting with `prefix`; returns the rest.
+    fn wait_for(&mut self, prefix: &str) -> String {
+        loop {
+            if let Some(rest) = self
+                .events
+                .lock()
+                .expect("events")
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+            {
+                return rest.trim().to_string();
+            }
+            self.check_running();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Panics if the child has exited.
+    fn check_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the {} process exited early ({status})", self.name);
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to child");
+        self.stdin.flush().expect("flush to child");
+    }
+
+    fn finish(mut self) {
+        self.send("exit");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "{} failed: {status}", self.name);
+    }
+}
+
+fn parent(args: &[String]) {
+    let bench = args.iter().any(|a| a == "--bench");
+    let edits = num(args, "--edits").unwrap_or(if bench { 36_000.0 } else { 600.0 }) as u64;
+    let rate = num(args, "--rate").unwrap_or(if bench { 200.0 } else { 2_000.0 });
+    let every = num(args, "--every").unwrap_or(if bench { 10.0 } else { 0.2 });
+    let tail = num(args, "--tail").unwrap_or(0.0);
+    let budget = num(args, "--budget").map(|m| (m * 1024.0 * 1024.0) as usize);
+    let compare_v1 = args.iter().any(|a| a == "--compare-v1") || !bench;
+    let arenas = arg(args, "--arenas").as_deref() != Some("default");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |n: &str| dir.path().join(n);
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let ws = WorkspaceId::new();
+
+    let mut hub = Role::spawn("hub", &["--dir".into(), s(path("hub"))], arenas);
+    let hub_addr = hub.wait_for("listening ");
+    let hub_v1 = compare_v1.then(|| {
+        let mut r = Role::spawn(
+            "hub",
+            &[
+                "--dir".into(),
+                s(path("hub-v1")),
+                "--format".into(),
+                "1".into(),
+            ],
+            arenas,
+        );
+        let addr = r.wait_for("listening ");
+        (r, addr)
+    });
+    let mut common = vec![
+        "--ws".to_string(),
+        ws.to_string(),
+        "--every".into(),
+        every.to_string(),
+        "--hub".into(),
+        hub_addr.clone(),
+    ];
+    if let Some(b) = budget {
+        common.extend(["--budget".into(), b.to_string()]);
+    }
+    let mut puller_args = common.clone();
+    puller_args.extend(["--dir".into(), s(path("puller"))]);
+    let mut puller = Role::spawn("puller", &puller_args, arenas);
+    let mut writer_args = common.clone();
+    writer_args.extend([
+        "--dir".into(),
+        s(path("writer")),
+        "--edits".into(),
+        edits.to_string(),
+        "--rate".into(),
+        rate.to_string(),
+    ]);
+    if let Some((_, addr)) = &hub_v1 {
+        writer_args.extend(["--shadow".into(), addr.clone()]);
+    }
+    let mut writer = Role::spawn("writer", &writer_args, arenas);
+
+    println!("load average at start: {}", load_average());
     println!(
-        "saved {:.2} MiB; disk / saved: writer {:.1}x, puller {:.1}x, hub {:.1}x; hub bytes per change {:.0}; RSS {:.1} MiB",
+        "soak: {edits} edits at {rate}/s over 101 entities; cache budget {}; one process per role{}; MALLOC_ARENA_MAX {}",
+        budget.map_or("default".to_string(), |b| format!("{:.0} MiB", mib(b as u64))),
+        if compare_v1 { " (+ a format-1 hub)" } else { "" },
+        if arenas { "2" } else { "unset" },
+    );
+    println!(
+        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
+        "t (s)",
+        "edits",
+        "w RSS",
+        "p RSS",
+        "hub RSS",
+        "hub1 RSS",
+        "w dir",
+        "p dir",
+        "hub dir",
+        "hub1 dir",
+        "w docs",
+        "p docs",
+        "w est",
+        "p est"
+    );
+    let started = Instant::now();
+    let sample = |writer: &Role, puller: &Role, hub: &Role, hub_v1: Option<&Role>| {
+        let (n, wd, we) = *writer.stat.lock().expect("stat");
+        let (_, pd, pe) = *puller.stat.lock().expect("stat");
+        let (h1_rss, h1_dir) = match hub_v1 {
+            Some(r) => (rss_mib(r.child.id()), mib(dir_bytes(&path("hub-v1")))),
+            None => (f64::NAN, f64::NAN),
+        };
+        println!(
+            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
+            started.elapsed().as_secs_f64(),
+            n,
+            rss_mib(writer.child.id()),
+            rss_mib(puller.child.id()),
+            rss_mib(hub.child.id()),
+            h1_rss,
+            mib(dir_bytes(&path("writer"))),
+            mib(dir_bytes(&path("puller"))),
+            mib(dir_bytes(&path("hub"))),
+            h1_dir,
+            wd,
+            pd,
+            mib(we),
+            mib(pe),
+        );
+    };
+    let mut next = Instant::now();
+    loop {
+        if writer
+            .events
+            .lock()
+            .expect("events")
+            .iter()
+            .any(|l| l == "done")
+        {
+            break;
+        }
+        writer.check_running();
+        if Instant::now() >= next {
+            sample(&writer, &puller, &hub, hub_v1.as_ref().map(|(r, _)| r));
+            next += Duration::from_secs_f64(every);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    puller.send(&format!(
+        "finish {}",
+        s(path("writer").with_extension("heads"))
+    ));
+    puller.wait_for("caught-up");
+    sample(&writer, &puller, &hub, hub_v1.as_ref().map(|(r, _)| r));
+    let tail_end = Instant::now() + Duration::from_secs_f64(tail);
+    while Instant::now() < tail_end {
+        if Instant::now() >= next {
+            sample(&writer, &puller, &hub, hub_v1.as_ref().map(|(r, _)| r));
+            next += Duration::from_secs_f64(every);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peak = |r: &Role| {
+        std::fs::read_to_string(format!("/proc/{}/status", r.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    println!(
+        "peak RSS MiB: writer {:.1}, puller {:.1}, hub {:.1}{}",
+        peak(&writer),
+        peak(&puller),
+        peak(&hub),
+        hub_v1.as_ref().map_or(String::new(), |(r, _)| format!(
+            ", format-1 hub {:.1}",
+            peak(r)
+        ))
+    );
+    println!("load average at the end: {}", load_average());
+    writer.finish();
+    puller.finish();
+    hub.finish();
+    if let Some((r, _)) = hub_v1 {
+        r.finish();
+    }
+    let changes = (edits + 101) as f64;
+    let (w, p, h) = (
+        dir_bytes(&path("writer")),
+        dir_bytes(&path("puller")),
+        dir_bytes(&path("hub")),
+    );
+    // The documents' `save()` size, from the writer's directory.
+    let saved: u64 = {
+        let r = Replica::open(path("writer")).expect("reopen the writer");
+        let docs = r.documents(&ws).expect("documents");
+        let total = docs
+            .iter()
+            .map(|id| r.save(id).expect("save").0.len() as u64)
+            .sum();
+        drop(r);
+        // sled lets go of its lock a moment after the drop.
+        std::thread::sleep(Duration::from_millis(500));
+        total
+    };
+    let mut line = format!(
+        "saved {:.2} MiB; disk / saved: writer {:.1}x, puller {:.1}x, hub {:.1}x; hub bytes per change {:.0}",
         mib(saved),
         w as f64 / saved as f64,
         p as f64 / saved as f64,
         h as f64 / saved as f64,
-        h as f64 / (edits + 101) as f64,
-        rss_mib()
+        h as f64 / changes,
     );
+    if compare_v1 {
+        let h1 = dir_bytes(&path("hub-v1"));
+        line.push_str(&format!(
+            " (format 1: {:.1}x, {:.0} bytes per change)",
+            h1 as f64 / saved as f64,
+            h1 as f64 / changes
+        ));
+    }
+    println!("{line}");
+    print_breakdown("writer", &path("writer"));
+    print_breakdown("puller", &path("puller"));
+    print_breakdown("hub", &path("hub"));
+    if compare_v1 {
+        print_breakdown("format-1 hub", &path("hub-v1"));
+    }
+}
+
+/// Where a closed replica's bytes are: sled's files, and the live bytes
+/// (keys and values) of each tree.
+fn print_breakdown(name: &str, dir: &Path) {
+    let files: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let bytes = if e.path().is_dir() {
+                        dir_bytes(&e.path())
+                    } else {
+                        e.metadata().map(|m| m.len()).unwrap_or(0)
+                    };
+                    format!("{} {:.2}", e.file_name().to_string_lossy(), mib(bytes))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let trees = supamerge::test_util::tree_bytes(dir).unwrap_or_default();
+    let live: u64 = trees.iter().map(|(_, _, b)| *b).sum();
+    let trees: Vec<String> = trees
+        .iter()
+        .filter(|(_, n, _)| *n > 0)
+        .map(|(t, n, b)| format!("{t} {n} keys {:.2}", mib(*b)))
+        .collect();
+    println!(
+        "{name}: files (MiB) [{}]; live keys+values {:.2} MiB [{}]",
+        files.join(", "),
+        mib(live),
+        trees.join(", ")
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let role = arg(&args, "--role");
+    let Some(role) = role else {
+        parent(&args);
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match role.as_str() {
+        "hub" => rt.block_on(role_hub(&args)),
+        "writer" => rt.block_on(role_writer(&args)),
+        "puller" => rt.block_on(role_puller(&args)),
+        other => panic!("unknown role {other}"),
+    }
 }

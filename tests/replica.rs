@@ -603,3 +603,43 @@ fn identical_creations_in_one_millisecond_get_distinct_hashes() {
     assert_eq!(sorted.len(), times.len(), "stamps repeat: {times:?}");
     assert!(times.iter().all(|t| *t >= 1_790_000_000_000));
 }
+
+/// Issue 14: a pulled batch whose changes are all here already (a replica's
+/// own changes coming back, a re-delivered page) still loads its documents
+/// into the cache; the cache keeps to its byte budget for them too.
+#[test]
+fn duplicate_pulls_keep_the_cache_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = WorkspaceId::new();
+    let notes = Collection::new("notes").unwrap();
+    let from = Replica::open(dir.path().join("a")).unwrap();
+    for k in 0..6 {
+        from.create_json(ws, &notes, &json!({ "k": k })).unwrap();
+    }
+    let changes: Vec<RemoteChange> = from
+        .peek(usize::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| RemoteChange {
+            workspace: e.workspace,
+            doc_id: e.doc_id,
+            collection: e.collection,
+            hash: Some(e.hash),
+            bytes: e.bytes,
+        })
+        .collect();
+    // A budget of one byte: one document at a time.
+    let to = Replica::builder(dir.path().join("b"))
+        .with_cache_bytes(1)
+        .open()
+        .unwrap();
+    to.apply_remote(changes.clone(), None).unwrap();
+    assert_eq!(to.cached_docs(), 1);
+    let again = to.apply_remote(changes, None).unwrap();
+    assert_eq!(again.applied, 0);
+    assert_eq!(
+        to.cached_docs(),
+        1,
+        "the budget holds for a batch of duplicates"
+    );
+}

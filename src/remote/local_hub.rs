@@ -16,10 +16,14 @@
 //! outbox entries on the answer).
 //!
 //! Trees: `changes` (ws ‖ seq BE → change), `dedup` (ws ‖ doc ‖ hash → seq),
-//! `counters` (ws → last seq), `snapshots` (ws ‖ doc → snapshot),
+//! `counters` (ws → last seq), `docs` (ws ‖ doc → collection, format 2),
+//! `meta` (`format` → the directory's format), `snapshots` (ws ‖ doc → snapshot),
 //! `snapshot_digests` (ws ‖ doc → the [`SnapshotDigest`] of the changes the
 //! snapshot replaces, computed from the log when it was stored; written in
 //! the same transaction as the snapshot).
+//!
+//! The change records and the directory's format are in `hub_records.rs`
+//! (`docs/storage.md`, "LocalHub").
 //!
 //! Snapshots are limited to [`MAX_SNAPSHOT_BYTES`] and may not claim to cover
 //! a position beyond the end of the log, as in SQL.
@@ -27,7 +31,8 @@
 //! Compaction ([`LocalHub::prune`], as `supamerge_prune` in SQL): changes
 //! folded into their document's snapshot leave `changes`; their `dedup`
 //! entries stay (deduplication and snapshot digests still count them), the
-//! document's collection moves to `pruned_docs` (ws ‖ doc → collection) and
+//! document's collection (format 1; format 2 keeps it in `docs`) moves to
+//! `pruned_docs` (ws ‖ doc → collection) and
 //! the workspace's horizon, the highest pruned seq, to `horizons` (ws →
 //! seq). A log pull whose cursor is behind the horizon answers
 //! [`RemoteError::CursorPruned`].
@@ -41,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 
 use super::hub_live::{HubLive, LocalLive};
+use super::hub_records::{self, HubFormat};
 use super::{Remote, RemoteError};
 use crate::id::{Collection, DocId, WorkspaceId};
 use crate::protocol::chunk;
@@ -51,15 +57,6 @@ use crate::protocol::wire::{
     SNAPSHOT_PAGE_VERSION, WIRE_VERSION,
 };
 use crate::store::{codec, StoreError};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct HubChange {
-    doc_id: DocId,
-    collection: Collection,
-    #[serde(with = "crate::hash::bytes")]
-    hash: ChangeHash,
-    bytes: Vec<u8>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct HubSnapshot {
@@ -78,7 +75,11 @@ pub struct LocalHub {
 
 struct HubInner {
     db: sled::Db,
+    /// The directory's record format (`hub_records`).
+    format: HubFormat,
     changes: sled::Tree,
+    /// The collection of each document (format 2).
+    docs: sled::Tree,
     dedup: sled::Tree,
     counters: sled::Tree,
     snapshots: sled::Tree,
@@ -145,13 +146,23 @@ impl LocalHub {
     ///
     /// # Errors
     /// [`RemoteError::Storage`] when sled cannot open it, or another process
-    /// (`Locked`) or this one (`AlreadyOpen`: clone the hub) holds it.
+    /// (`Locked`) or this one (`AlreadyOpen`: clone the hub) holds it, or a
+    /// newer supamerge wrote it (`UnsupportedHubFormat`, nothing changed).
+    ///
+    /// A new directory is written in the newest record format; an existing
+    /// one keeps its own (`docs/storage.md`, "LocalHub").
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RemoteError> {
+        Self::open_format(path.as_ref(), HubFormat::NEWEST)
+    }
+
+    /// Opens a hub directory, creating it in `new` if it is new (an
+    /// existing one keeps its format).
+    pub(crate) fn open_format(path: &Path, new: HubFormat) -> Result<Self, RemoteError> {
         let config = sled::Config::new()
             .flush_every_ms(Some(200))
             .cache_capacity(crate::store::STORE_CACHE_BYTES);
-        let (db, lock, _) = crate::store::dir::open_sled(path.as_ref(), config)?;
-        Self::from_db(db, Some(lock))
+        let (db, lock, _) = crate::store::dir::open_sled(path, config)?;
+        Self::from_db(db, Some(lock), new)
     }
 
     /// A hub in a fresh temporary directory (removed when the process exits
@@ -164,17 +175,22 @@ impl LocalHub {
             .temporary(true)
             .open()
             .map_err(sled_err("open hub"))?;
-        Self::from_db(db, None)
+        Self::from_db(db, None, HubFormat::NEWEST)
     }
 
     fn from_db(
         db: sled::Db,
         dir_lock: Option<crate::store::dir::DirLock>,
+        new: HubFormat,
     ) -> Result<Self, RemoteError> {
         let t = |n: &str| db.open_tree(n).map_err(sled_err("open hub tree"));
+        let changes = t("changes")?;
+        let format = hub_records::open_format(&t("meta")?, &changes, new)?;
         Ok(Self {
             inner: Arc::new(HubInner {
-                changes: t("changes")?,
+                format,
+                changes,
+                docs: t("docs")?,
                 dedup: t("dedup")?,
                 counters: t("counters")?,
                 snapshots: t("snapshots")?,
@@ -219,14 +235,15 @@ impl LocalHub {
             .scan_prefix(ws.to_bytes())
             .map(|r| {
                 let (k, v) = r.map_err(sled_err("scan"))?;
-                let c: HubChange = codec::decode("hub changes", &k, &v)?;
-                Ok((c.doc_id, c.hash))
+                let c = hub_records::decode_change(&k, &v)?;
+                Ok((c.doc_id, c.hash(&k)?))
             })
             .collect()
     }
 
-    /// The collection the hub holds a document under: that of any of its
-    /// stored changes (they all agree), `None` when it stores none.
+    /// The collection the hub holds a document under: its `docs` entry
+    /// (format 2), else that of any of its stored changes (format 1: they
+    /// all agree); `None` when it stores none.
     fn stored_collection(
         &self,
         ws: &WorkspaceId,
@@ -235,31 +252,38 @@ impl LocalHub {
         if let Some(c) = self.pruned_collection(ws, doc)? {
             return Ok(Some(c));
         }
+        let dk = snapshot_key(ws, doc);
+        if let Some(v) = self.inner.docs.get(dk).map_err(sled_err("read hub docs"))? {
+            return Ok(Some(hub_records::decode_collection(&dk, &v)?));
+        }
         let mut prefix = Vec::with_capacity(32);
         prefix.extend_from_slice(&ws.to_bytes());
         prefix.extend_from_slice(&doc.to_bytes());
-        let Some(entry) = self.inner.dedup.scan_prefix(&prefix).next() else {
-            return Ok(None);
-        };
-        let (k, seq) = entry.map_err(sled_err("read dedup"))?;
-        let seq = <[u8; 8]>::try_from(seq.as_ref()).map_err(|_| {
-            RemoteError::Storage(StoreError::Corrupt {
-                tree: "hub dedup",
-                key: codec::hex(&k),
-                reason: format!("a sequence number of {} bytes", seq.len()),
-            })
-        })?;
-        let key = change_key(ws, u64::from_be_bytes(seq));
-        let Some(v) = self
-            .inner
-            .changes
-            .get(key)
-            .map_err(sled_err("read change"))?
-        else {
-            return Ok(None);
-        };
-        let c: HubChange = codec::decode("hub changes", &key, &v)?;
-        Ok(Some(c.collection))
+        // Format 1: the collection of the first of its stored changes that
+        // names one (format-2 records leave it to `docs`).
+        for entry in self.inner.dedup.scan_prefix(&prefix) {
+            let (k, seq) = entry.map_err(sled_err("read dedup"))?;
+            let seq = <[u8; 8]>::try_from(seq.as_ref()).map_err(|_| {
+                RemoteError::Storage(StoreError::Corrupt {
+                    tree: "hub dedup",
+                    key: codec::hex(&k),
+                    reason: format!("a sequence number of {} bytes", seq.len()),
+                })
+            })?;
+            let key = change_key(ws, u64::from_be_bytes(seq));
+            let Some(v) = self
+                .inner
+                .changes
+                .get(key)
+                .map_err(sled_err("read change"))?
+            else {
+                continue;
+            };
+            if let Some(c) = hub_records::decode_change(&key, &v)?.collection {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
     }
 
     fn push_sync(&self, req: PushRequest) -> Result<PushResponse, RemoteError> {
@@ -282,6 +306,9 @@ impl LocalHub {
         let mut last = self.last_seq(&ws)?;
         let mut results = Vec::with_capacity(req.changes.len());
         let mut writes: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+        // Format 2: the `docs` entries of documents new to the hub.
+        let mut new_docs: Vec<([u8; 32], Vec<u8>)> = Vec::new();
+        let mut docs_checked = std::collections::HashSet::new();
         let mut batch_seen = std::collections::HashSet::new();
         // The collection each document of the batch is held under.
         let mut held: std::collections::HashMap<DocId, Option<Collection>> =
@@ -322,27 +349,47 @@ impl LocalHub {
                 continue;
             }
             last += 1;
-            let value = codec::encode(
-                "hub changes",
-                &HubChange {
-                    doc_id: env.doc_id,
-                    collection: env.collection.clone(),
-                    hash: env.hash,
-                    bytes: env.bytes.clone(),
-                },
+            let value = hub_records::encode_change(
+                self.inner.format,
+                env.doc_id,
+                &env.collection,
+                env.hash,
+                &env.bytes,
             )?;
             writes.push((last, dk, value));
+            if self.inner.format == HubFormat::V2 && docs_checked.insert(env.doc_id) {
+                // Its first change here, or the first since a format-1
+                // build wrote to this directory: name its collection.
+                let k = snapshot_key(&ws, &env.doc_id);
+                if !self
+                    .inner
+                    .docs
+                    .contains_key(k)
+                    .map_err(sled_err("read hub docs"))?
+                {
+                    let held_under = stored.as_ref().unwrap_or(&env.collection);
+                    new_docs.push((k, hub_records::encode_collection(held_under)));
+                }
+            }
             held.insert(env.doc_id, Some(env.collection.clone()));
             results.push(PushOutcome::Stored {
                 seq: i64::try_from(last).unwrap_or(i64::MAX),
             });
         }
         let counter = codec::encode("hub counters", &last)?;
-        (&self.inner.changes, &self.inner.dedup, &self.inner.counters)
-            .transaction(|(changes, dedup, counters)| {
+        (
+            &self.inner.changes,
+            &self.inner.dedup,
+            &self.inner.counters,
+            &self.inner.docs,
+        )
+            .transaction(|(changes, dedup, counters, docs)| {
                 for (seq, dk, value) in &writes {
                     changes.insert(&change_key(&ws, *seq)[..], value.clone())?;
                     dedup.insert(dk.clone(), &seq.to_be_bytes()[..])?;
+                }
+                for (k, v) in &new_docs {
+                    docs.insert(&k[..], v.clone())?;
                 }
                 counters.insert(&ws.to_bytes()[..], counter.clone())?;
                 // Nothing aborts this transaction: its only failures are
@@ -384,6 +431,9 @@ impl LocalHub {
         let mut changes = Vec::new();
         let mut last = after;
         let mut has_more = false;
+        // Format 2 keeps collections per document: look each up once.
+        let mut collections: std::collections::HashMap<DocId, Collection> =
+            std::collections::HashMap::new();
         for r in self.inner.changes.range(start..=end) {
             let (k, v) = r.map_err(sled_err("scan changes"))?;
             if changes.len() >= limit {
@@ -394,7 +444,7 @@ impl LocalHub {
                 u64::from_be_bytes(k[16..24].try_into().map_err(|_| RemoteError::Protocol {
                     reason: "malformed hub key".into(),
                 })?);
-            let c: HubChange = codec::decode("hub changes", &k, &v)?;
+            let c = hub_records::decode_change(&k, &v)?;
             last = seq;
             if req.skip_snapshotted {
                 if let Some(s) = self.snapshot(&ws, &c.doc_id)? {
@@ -403,12 +453,30 @@ impl LocalHub {
                     }
                 }
             }
+            let hash = c.hash(&k)?;
+            let collection = match c.collection {
+                Some(coll) => coll,
+                None => match collections.get(&c.doc_id) {
+                    Some(coll) => coll.clone(),
+                    None => {
+                        let coll = self.stored_collection(&ws, &c.doc_id)?.ok_or_else(|| {
+                            RemoteError::Storage(StoreError::Corrupt {
+                                tree: "hub docs",
+                                key: codec::hex(&snapshot_key(&ws, &c.doc_id)),
+                                reason: "a stored change of a document with no collection".into(),
+                            })
+                        })?;
+                        collections.insert(c.doc_id, coll.clone());
+                        coll
+                    }
+                },
+            };
             changes.push(PulledChange {
                 seq: i64::try_from(seq).unwrap_or(i64::MAX),
                 change: ChangeEnvelope {
                     doc_id: c.doc_id,
-                    collection: c.collection,
-                    hash: c.hash,
+                    collection,
+                    hash,
                     bytes: c.bytes,
                 },
             });
@@ -670,10 +738,14 @@ impl LocalHub {
                 else {
                     continue; // pruned before
                 };
-                let c: HubChange = codec::decode("hub changes", &ck, &cv)?;
+                let c = hub_records::decode_change(&ck, &cv)?;
                 report.pruned += 1;
                 report.bytes += c.bytes.len() as u64;
-                collection = Some(c.collection);
+                // Format 1 records name their collection; format 2 keeps it
+                // in `docs`, which pruning leaves alone.
+                if c.collection.is_some() {
+                    collection = c.collection;
+                }
                 doomed.push(ck);
                 let top = tops.entry(w).or_default();
                 *top = (*top).max(seq);

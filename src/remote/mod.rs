@@ -196,6 +196,7 @@ pub trait Remote: Send + Sync {
 #[cfg(feature = "test-util")]
 pub(crate) mod faulty;
 mod hub_live;
+mod hub_records;
 mod live;
 mod local_hub;
 #[cfg(feature = "supabase")]
@@ -209,6 +210,8 @@ mod supabase_workspaces;
 mod workspaces;
 
 pub use hub_live::HubLive;
+#[cfg(feature = "test-util")]
+pub(crate) use hub_records::HubFormat;
 pub use live::{
     ChannelState, ConnectionState, LiveError, LiveUpdates, Nudge, NudgeKind, PresenceEntry,
     PresenceState, Subscription,

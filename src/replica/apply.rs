@@ -286,6 +286,15 @@ impl Replica {
                 self.maybe_compact(&mut st, &id)?;
             }
         }
+        // Documents the batch only confirmed (every change already here,
+        // as a replica's own changes coming back) are cached too: keep to
+        // the budget for them as well.
+        while st.cache.total_bytes() > self.inner.cache_bytes && st.cache.len() > 1 {
+            match st.cache.pop_lru() {
+                Some((_, old)) => evicted.push(old),
+                None => break,
+            }
+        }
         drop(st);
         // Freeing Automerge documents is not free: do it outside the lock
         // and on both cores.

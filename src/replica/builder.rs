@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use automerge::ActorId;
-use lru::LruCache;
 use rand::{RngCore, SeedableRng};
 use tokio::sync::broadcast;
 
@@ -150,7 +149,7 @@ impl ReplicaBuilder {
                 events,
                 cache_bytes: self.cache_bytes,
                 state: Mutex::new(State {
-                    cache: LruCache::new(self.cache_capacity),
+                    cache: super::DocCache::new(self.cache_capacity),
                     rng,
                     last_stamp: i64::MIN,
                 }),

@@ -7,7 +7,7 @@
 //! its [`EffectiveClock`]: the effective timestamps last-writer-wins compares
 //! (`docs/conflicts.md`), computed once per change while it stays cached.
 
-use automerge::{ActorId, Automerge, Change};
+use automerge::{ActorId, Automerge, Change, ReadDoc};
 
 use super::{Replica, State};
 use crate::conflict::{EffectiveClock, LwwView};
@@ -25,6 +25,9 @@ pub(super) struct DocState {
     /// Effective timestamps of the document's changes (last-writer-wins and
     /// the HLC of local commits), filled as they are needed.
     pub(super) clock: EffectiveClock,
+    /// What [`DocCache`] last counted for this document in its total (0
+    /// while it is not in the cache).
+    pub(super) charged: usize,
 }
 
 impl DocState {
@@ -34,6 +37,7 @@ impl DocState {
             doc,
             record,
             clock: EffectiveClock::new(),
+            charged: 0,
         }
     }
 
@@ -49,29 +53,39 @@ impl DocState {
         LwwView::new(&self.doc, &self.clock)
     }
 
-    /// The approximate memory the loaded document takes: its stored size
-    /// (snapshot plus incremental chunks) times [`MEMORY_PER_STORED_BYTE`],
-    /// plus the effective-timestamp cache, plus a fixed overhead.
+    /// The approximate memory the loaded document takes, from its change
+    /// and operation counts (Automerge keeps both counts, so this is O(1)),
+    /// plus the effective-timestamp cache, plus a fixed overhead. Calibrated
+    /// against the heap a loaded document really takes (`tests/cache_memory.rs`,
+    /// `docs/storage.md`, "The in-memory cache").
     pub(super) fn approx_bytes(&self) -> usize {
-        let stored = self
-            .record
-            .snapshot_len
-            .saturating_add(self.record.incremental_len);
-        usize::try_from(stored)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(MEMORY_PER_STORED_BYTE)
+        let stats = self.doc.stats();
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        n(stats.num_changes)
+            .saturating_mul(BYTES_PER_CHANGE)
+            .saturating_add(n(stats.num_ops).saturating_mul(BYTES_PER_OP))
             .saturating_add(self.clock.len().saturating_mul(CLOCK_ENTRY_BYTES))
             .saturating_add(DOC_OVERHEAD_BYTES)
     }
 }
 
-/// Memory of a loaded Automerge 0.12 document per byte of its stored form
-/// (measured: `docs/storage.md`, "Memory").
-const MEMORY_PER_STORED_BYTE: usize = 4;
-/// Memory of one entry of the effective-timestamp cache.
+// Measured with a counting allocator (`tests/cache_memory.rs`, which checks
+// the estimate stays within 0.8–3× of the heap; 0.97–1.39× when set):
+// documents loaded from incremental chunks cost 250–340 bytes per change
+// once edited, 18–19 KiB each when nearly empty; loaded from a snapshot,
+// less (Automerge 0.12 keeps compacted history in compressed columns:
+// 0.4–0.8× as much), so the estimate errs high there.
+
+/// Heap per change in a loaded document's history (Automerge's change
+/// graph: hash, index entries, actor, sequence).
+const BYTES_PER_CHANGE: usize = 160;
+/// Heap per operation.
+const BYTES_PER_OP: usize = 45;
+/// Memory of one entry of the effective-timestamp cache (filled for the
+/// whole history by the first write or conflict read).
 const CLOCK_ENTRY_BYTES: usize = 64;
 /// Memory of an empty loaded document and its record.
-const DOC_OVERHEAD_BYTES: usize = 4 * 1024;
+const DOC_OVERHEAD_BYTES: usize = 18 * 1024;
 
 /// Refuses a loaded document that is not an entity (yet): `NotFound` while
 /// only early arrivals are there, `NotAnEntity` when its changes created no
@@ -122,7 +136,11 @@ impl Replica {
     }
 
     pub(super) fn get_loaded<'s>(&self, st: &'s mut State, id: &DocId) -> Result<&'s mut DocState> {
-        if !st.cache.contains(id) {
+        if st.cache.contains(id) {
+            // Count what the last use added (effective timestamps a read
+            // computed).
+            st.cache.recharge(id);
+        } else {
             let ds = self.load(id)?;
             st.cache.put(*id, ds);
             self.trim_cache(st);
@@ -143,19 +161,16 @@ impl Replica {
 
     /// Drops the least recently used documents from memory while the
     /// cache's estimate exceeds its budget, keeping the most recent one.
+    /// O(1) per call plus one step per dropped document: the cache keeps
+    /// its total as it goes ([`DocCache`](super::DocCache)); a caller that
+    /// changed a cached document recharges it first.
     /// Safe at any point: everything in the cache is also on disk, or is
     /// planned and about to be persisted (and then read back from disk).
     pub(super) fn trim_cache(&self, st: &mut State) {
         let budget = self.inner.cache_bytes;
-        let mut total: usize = st
-            .cache
-            .iter()
-            .map(|(_, ds)| ds.approx_bytes())
-            .fold(0, usize::saturating_add);
-        while total > budget && st.cache.len() > 1 {
-            match st.cache.pop_lru() {
-                Some((_, ds)) => total = total.saturating_sub(ds.approx_bytes()),
-                None => break,
+        while st.cache.total_bytes() > budget && st.cache.len() > 1 {
+            if st.cache.pop_lru().is_none() {
+                break;
             }
         }
     }
@@ -163,11 +178,7 @@ impl Replica {
     /// The cache's estimate of the memory its loaded documents take, in
     /// bytes (see [`ReplicaBuilder::with_cache_bytes`](super::ReplicaBuilder::with_cache_bytes)).
     pub fn cached_bytes(&self) -> usize {
-        self.lock()
-            .cache
-            .iter()
-            .map(|(_, ds)| ds.approx_bytes())
-            .fold(0, usize::saturating_add)
+        self.lock().cache.total_bytes()
     }
 
     /// How many documents are loaded in the in-memory LRU cache right now

@@ -59,6 +59,7 @@ impl Replica {
                 self.compact_loaded(ds, id)?;
             }
         }
+        st.cache.recharge(id);
         self.trim_cache(st);
         Ok(())
     }

@@ -30,6 +30,7 @@ mod apply;
 mod builder;
 mod cache;
 mod compaction;
+mod doc_cache;
 mod import;
 mod migrations;
 mod read;
@@ -42,7 +43,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::ActorId;
-use lru::LruCache;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -60,7 +60,7 @@ pub use import::ImportedDoc;
 pub use read::{EntityInfo, HistoryEntry};
 pub use sync_port::SyncPort;
 
-use cache::DocState;
+use doc_cache::DocCache;
 
 /// Where a document change came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,7 +134,7 @@ struct Inner {
 
 struct State {
     /// Loaded documents, least recently used evicted first.
-    cache: LruCache<DocId, DocState>,
+    cache: DocCache,
     /// Random bits for document ids.
     rng: rand::rngs::StdRng,
     /// The last timestamp a local commit stamped: the next is later, so

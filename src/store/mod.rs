@@ -110,6 +110,16 @@ pub enum StoreError {
         /// The format byte found.
         found: u8,
     },
+    /// A `LocalHub` directory was written in a format this build does not
+    /// read (a newer supamerge), or cannot be opened in the format asked
+    /// for; nothing in it was changed.
+    #[error("hub directory has format {found}; this build reads hub formats up to {newest}: upgrade supamerge")]
+    UnsupportedHubFormat {
+        /// The directory's format.
+        found: u8,
+        /// The newest format this build (or this way of opening) handles.
+        newest: u8,
+    },
     /// A value could not be encoded.
     #[error("cannot encode a value for tree {tree}: {reason}")]
     Encode {

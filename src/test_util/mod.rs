@@ -61,6 +61,59 @@ pub fn push_raw_outbox(replica: &Replica, entries: &[OutboxEntry]) -> Result<()>
     })?)
 }
 
+/// The live bytes of every tree of a **closed** replica or hub directory:
+/// (tree name, number of keys, bytes of keys and values), read with raw sled.
+/// What sled's files hold beyond that is log overhead, page rewrites not yet
+/// reclaimed, and its snapshot (`benches/soak.rs` prints both).
+///
+/// # Errors
+/// [`StoreError::Sled`](crate::StoreError::Sled) when sled cannot open the
+/// directory (it must not be open, in this process or another).
+pub fn tree_bytes(dir: &std::path::Path) -> Result<Vec<(String, u64, u64)>> {
+    let err = |op: &'static str| move |source| crate::store::StoreError::Sled { op, source };
+    // A handle of this process dropped a moment ago may still hold sled's
+    // file lock (sled releases it from a background thread): retry a while.
+    let mut tries = 0;
+    let db = loop {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => break db,
+            Err(_) if tries < 200 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(err("open")(e).into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).map_err(err("open_tree"))?;
+        let (mut keys, mut bytes) = (0u64, 0u64);
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(err("iter"))?;
+            keys += 1;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        out.push((String::from_utf8_lossy(&name).into_owned(), keys, bytes));
+    }
+    Ok(out)
+}
+
+/// Opens (or creates) a [`LocalHub`](crate::LocalHub) directory in the
+/// hub's first record format, as builds before format 2 wrote it
+/// (`docs/storage.md`, "LocalHub"): for tests of old directories and for
+/// the soak's before/after figure. An existing directory of a newer format
+/// is refused.
+///
+/// # Errors
+/// As [`LocalHub::open`](crate::LocalHub::open);
+/// [`StoreError::UnsupportedHubFormat`](crate::StoreError::UnsupportedHubFormat)
+/// for a format-2 directory.
+pub fn open_hub_v1(
+    path: impl AsRef<std::path::Path>,
+) -> std::result::Result<crate::LocalHub, crate::RemoteError> {
+    crate::LocalHub::open_format(path.as_ref(), crate::remote::HubFormat::V1)
+}
+
 /// The on-disk layout of a replica directory (see `docs/storage.md`): tree
 /// names, key encodings, the versioned codec of stored records, the records
 /// `supamerge doctor --repair` moves to the `quarantine` tree, and the
