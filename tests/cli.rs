@@ -280,3 +280,36 @@ fn resolve_a_conflict_made_by_two_replicas_through_a_hub() {
         );
     }
 }
+
+#[test]
+fn prune_refuses_a_missing_hub_and_prunes_a_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, hub) = (dir.path().join("a"), dir.path().join("hub"));
+    let hub = hub.to_str().unwrap();
+    let typo = dir.path().join("hbu");
+    let (status, stderr) = code(&a, &["prune", "--hub", typo.to_str().unwrap()]);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("no hub at"), "{stderr}");
+    assert!(!typo.exists(), "a mistyped --hub must not create a hub");
+
+    let id = ok(&a, &["create", WS, "tasks", r#"{"title":"t"}"#])
+        .trim()
+        .to_owned();
+    for n in 0..3 {
+        ok(&a, &["edit", &id, &format!(r#"{{"title":"t{n}"}}"#)]);
+    }
+    ok(&a, &["sync", "--hub", hub, "--workspace", WS]);
+    // (Below the snapshot threshold nothing is folded yet, so nothing is
+    // pruned; what pruning takes is the convergence suite's and
+    // server_prune's to check.)
+    let answer = ok_json(&a, &["prune", "--hub", hub]);
+    assert_eq!(answer["v"], 1, "{answer}");
+    assert_eq!(answer["pruned"], 0, "{answer}");
+    // The replica still syncs against the hub, and a fresh device gets the
+    // entity from it.
+    ok(&a, &["sync", "--hub", hub, "--workspace", WS]);
+    let b = dir.path().join("b");
+    ok(&b, &["sync", "--hub", hub, "--workspace", WS]);
+    assert_eq!(ok_json(&b, &["get", &id])["data"]["title"], "t2");
+    assert_eq!(ok_json(&a, &["get", &id])["data"]["title"], "t2");
+}

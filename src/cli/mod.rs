@@ -204,10 +204,10 @@ pub enum CliError {
     /// The demo finished but its replicas did not converge.
     #[error("the demo's replicas did not converge")]
     DemoDiverged,
-    /// `supamerge prune` failed in the database.
+    /// `supamerge prune` failed: in the database, or no hub at `--hub`.
     #[error("prune failed: {reason}")]
     Prune {
-        /// PostgreSQL's message.
+        /// PostgreSQL's message, or what is wrong with the hub directory.
         reason: String,
     },
     /// Writing the output failed.

@@ -56,6 +56,13 @@ fn interval(age: &str) -> String {
 /// Runs the compaction and prints what it did.
 pub(super) fn run(a: PruneArgs, mode: OutputMode, out: &mut dyn Write) -> Result<(), CliError> {
     let answer: serde_json::Value = if let Some(dir) = &a.hub {
+        // Opening creates a hub; pruning a mistyped path must not report
+        // "pruned 0" over a fresh empty one. sled writes `conf` first.
+        if !dir.join("conf").is_file() {
+            return Err(CliError::Prune {
+                reason: format!("no hub at {}", dir.display()),
+            });
+        }
         let hub = crate::LocalHub::open(dir).map_err(crate::Error::Remote)?;
         let r = hub
             .prune(a.workspace.as_ref())
