@@ -104,6 +104,38 @@ pub struct BenchArgs {
     pub probe_doc: Option<String>,
 }
 
+/// Prints a run's results: with `--json FILE` the JSON to FILE and the table
+/// to stdout; with `--json` alone the JSON to stdout and the table to
+/// stderr; without `--json` the table (a FILE then is a usage error).
+fn emit(
+    doc: &serde_json::Value,
+    table: &str,
+    a: &BenchArgs,
+    mode: OutputMode,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| CliError::Output(e.into()))?;
+    match (mode, a.json_file.as_deref()) {
+        (OutputMode::Json, Some(p)) if p.as_os_str() != "-" => {
+            std::fs::write(p, text + "\n").map_err(CliError::Output)?;
+            write!(out, "{table}").map_err(CliError::Output)?;
+        }
+        (OutputMode::Json, _) => {
+            eprint!("{table}");
+            write_line(out, text)?;
+        }
+        (OutputMode::Human, Some(p)) => {
+            return Err(usage(format!(
+                "{} given without --json (write `--json {}`)",
+                p.display(),
+                p.display()
+            )))
+        }
+        (OutputMode::Human, None) => write!(out, "{table}").map_err(CliError::Output)?,
+    }
+    Ok(())
+}
+
 fn usage(reason: String) -> CliError {
     BenchError::Child {
         workload: "bench",
@@ -261,26 +293,7 @@ pub(super) fn run(a: BenchArgs, mode: OutputMode, out: &mut dyn Write) -> Result
         "machine": machine(),
         "workloads": outcomes,
     });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| CliError::Output(e.into()))?;
-    match (mode, a.json_file.as_deref()) {
-        (OutputMode::Json, Some(p)) if p.as_os_str() != "-" => {
-            std::fs::write(p, text + "\n").map_err(CliError::Output)?;
-            write!(out, "{table}").map_err(CliError::Output)?;
-        }
-        (OutputMode::Json, _) => {
-            eprint!("{table}");
-            write_line(out, text)?;
-        }
-        (OutputMode::Human, Some(p)) => {
-            return Err(usage(format!(
-                "{} given without --json (write `--json {}`)",
-                p.display(),
-                p.display()
-            )))
-        }
-        (OutputMode::Human, None) => write!(out, "{table}").map_err(CliError::Output)?,
-    }
-    Ok(())
+    emit(&doc, &table, &a, mode, out)
 }
 
 fn worker_command(exe: &std::path::Path, a: &BenchArgs, w: Workload) -> std::process::Command {
@@ -532,24 +545,5 @@ fn scaling(
             "baseline_us_per_change": p.baseline_us,
         })).collect::<Vec<_>>(),
     });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| CliError::Output(e.into()))?;
-    match (mode, a.json_file.as_deref()) {
-        (OutputMode::Json, Some(p)) if p.as_os_str() != "-" => {
-            std::fs::write(p, text + "\n").map_err(CliError::Output)?;
-            write!(out, "{table}").map_err(CliError::Output)?;
-        }
-        (OutputMode::Json, _) => {
-            eprint!("{table}");
-            write_line(out, text)?;
-        }
-        (OutputMode::Human, Some(p)) => {
-            return Err(usage(format!(
-                "{} given without --json (write `--json {}`)",
-                p.display(),
-                p.display()
-            )))
-        }
-        (OutputMode::Human, None) => write!(out, "{table}").map_err(CliError::Output)?,
-    }
-    Ok(())
+    emit(&doc, &table, a, mode, out)
 }
