@@ -848,7 +848,12 @@ async fn expired_tokens_are_refreshed_and_non_members_are_refused() {
         NudgeKind::Resync
     );
     push(&fx.url(), alice, ws, 1, 6).await;
-    assert_eq!(pushed(&mut sub).await, (2, 2));
+    // This push stored seq 2. The first push's broadcast (seq 1) may reach
+    // this subscription late, after its join, when the machine stalls; the
+    // inbox then merges the two into one nudge covering 1..=2 (nudges are
+    // coalesced hints). Either way the nudge must end at this push.
+    let (from, to) = pushed(&mut sub).await;
+    assert!(to == 2 && (1..=2).contains(&from), "({from}, {to})");
     assert!(msub.try_next().is_none(), "no nudge for a non-member");
 }
 
