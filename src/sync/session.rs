@@ -76,19 +76,21 @@ pub(crate) fn replica_effect(r: &Replica, effect: Effect) -> Result<Outcome> {
             Outcome::Done
         }
         Effect::Push(_) | Effect::Pull(_) | Effect::GetSnapshots(_) | Effect::PutSnapshot(_) => {
-            return Err(not_a_replica_call());
+            return Err(misrouted("a remote call was given to the replica"));
         }
     })
 }
 
-fn not_a_replica_call() -> Error {
+/// An effect sent to the wrong side: a bug in the shell, never retried.
+fn misrouted(what: &str) -> Error {
     Error::Remote(RemoteError::Protocol {
-        reason: "sync shell: a remote call was given to the replica".into(),
+        reason: format!("sync shell: {what}"),
     })
 }
 
-/// Executes a remote effect.
-async fn remote_effect(remote: &dyn Remote, effect: Effect) -> Result<Outcome> {
+/// Executes a remote effect. Shared with the simulation (`test_util::sim`),
+/// which runs it against its simulated network.
+pub(crate) async fn remote_effect(remote: &dyn Remote, effect: Effect) -> Result<Outcome> {
     Ok(match effect {
         Effect::Push(req) => Outcome::Pushed(remote.push(req).await?),
         Effect::Pull(req) => Outcome::Pulled(remote.pull(req).await?),
@@ -97,7 +99,7 @@ async fn remote_effect(remote: &dyn Remote, effect: Effect) -> Result<Outcome> {
             remote.put_snapshot(s).await?;
             Outcome::SnapshotStored
         }
-        _ => return Err(not_a_replica_call()),
+        _ => return Err(misrouted("a replica call was given to the remote")),
     })
 }
 

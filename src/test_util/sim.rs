@@ -25,7 +25,7 @@ use crate::id::WorkspaceId;
 use crate::remote::{Remote, RemoteError};
 use crate::replica::Replica;
 use crate::sync::core::{Effect, EffectId, Outcome, Pass, Step, SyncConfig, SyncReport};
-use crate::sync::session::replica_effect;
+use crate::sync::session::{remote_effect, replica_effect};
 
 /// The replicas of a simulated network, owned by the caller.
 pub trait SimNodes {
@@ -520,7 +520,7 @@ impl Sim {
                     return;
                 }
                 let remote = nodes.remote(node);
-                let result = call(remote.as_ref(), effect).await;
+                let result = remote_effect(remote.as_ref(), effect).await;
                 if !primary {
                     return;
                 }
@@ -607,24 +607,6 @@ fn clone_request(e: &Effect) -> Option<Effect> {
         Effect::GetSnapshots(q) => Effect::GetSnapshots(q.clone()),
         Effect::PutSnapshot(s) => Effect::PutSnapshot(s.clone()),
         _ => return None,
-    })
-}
-
-/// Runs a remote effect on the server.
-async fn call(remote: &dyn Remote, effect: Effect) -> Result<Outcome, Error> {
-    Ok(match effect {
-        Effect::Push(req) => Outcome::Pushed(remote.push(req).await?),
-        Effect::Pull(req) => Outcome::Pulled(remote.pull(req).await?),
-        Effect::GetSnapshots(q) => Outcome::Snapshots(remote.get_snapshots(q).await?),
-        Effect::PutSnapshot(s) => {
-            remote.put_snapshot(s).await?;
-            Outcome::SnapshotStored
-        }
-        _ => {
-            return Err(Error::Remote(RemoteError::Protocol {
-                reason: "simulation: a replica effect sent to the server".into(),
-            }))
-        }
     })
 }
 
