@@ -434,6 +434,10 @@ impl LocalHub {
         // Format 2 keeps collections per document: look each up once.
         let mut collections: std::collections::HashMap<DocId, Collection> =
             std::collections::HashMap::new();
+        // What each document's snapshot covers, read (and its whole record
+        // decoded) once per page, not once per change.
+        let mut covered: std::collections::HashMap<DocId, Option<u64>> =
+            std::collections::HashMap::new();
         for r in self.inner.changes.range(start..=end) {
             let (k, v) = r.map_err(sled_err("scan changes"))?;
             if changes.len() >= limit {
@@ -447,10 +451,16 @@ impl LocalHub {
             let c = hub_records::decode_change(&k, &v)?;
             last = seq;
             if req.skip_snapshotted {
-                if let Some(s) = self.snapshot(&ws, &c.doc_id)? {
-                    if s.covers >= seq {
-                        continue;
+                let covers = match covered.get(&c.doc_id) {
+                    Some(covers) => *covers,
+                    None => {
+                        let covers = self.snapshot(&ws, &c.doc_id)?.map(|s| s.covers);
+                        covered.insert(c.doc_id, covers);
+                        covers
                     }
+                };
+                if covers.is_some_and(|covers| covers >= seq) {
+                    continue;
                 }
             }
             let hash = c.hash(&k)?;
