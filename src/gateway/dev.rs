@@ -22,6 +22,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "20261201000000_supamerge_prune.sql",
         include_str!("../../supabase/migrations/20261201000000_supamerge_prune.sql"),
     ),
+    (
+        "20261202000000_supamerge_fast_rpc.sql",
+        include_str!("../../supabase/migrations/20261202000000_supamerge_fast_rpc.sql"),
+    ),
 ];
 /// The first supamerge migration (the schema before compaction), as shipped
 /// in `supabase/migrations/`; [`MIGRATIONS`] lists every file.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{BufMut, BytesMut};
 use deadpool_postgres::{Pool, PoolError};
+use futures_util::future::{join, join5, try_join, try_join3};
 use serde::de::IgnoredAny;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
@@ -41,6 +42,8 @@ struct Function {
     volatile: bool,
     returns_set: bool,
     returns_void: bool,
+    /// Returns `json` or `jsonb`: its text is the answer as is.
+    returns_json: bool,
 }
 
 impl Function {
@@ -75,7 +78,7 @@ const LOOKUP_SQL: &str = "\
 select p.proname::text, p.proargnames, \
        array(select format_type(t, null) from unnest(p.proargtypes::oid[]) with ordinality u(t, i) order by i), \
        p.proargmodes::text[], p.pronargdefaults::int, p.provolatile::text, p.proretset, \
-       p.prorettype = 'void'::regtype \
+       p.prorettype = 'void'::regtype, p.prorettype in ('json'::regtype, 'jsonb'::regtype) \
   from pg_catalog.pg_proc p join pg_catalog.pg_namespace n on n.oid = p.pronamespace \
  where n.nspname = $1 and p.proname = $2 and p.prokind = 'f'";
 
@@ -86,6 +89,16 @@ select unnest(s.setconfig) from pg_catalog.pg_db_role_setting s \
    and s.setdatabase in (0, (select d.oid from pg_catalog.pg_database d where d.datname = current_database())) \
  order by s.setdatabase";
 
+/// Sets the caller's role and claims for the rest of the transaction.
+const CLAIMS_SQL: &str = "\
+select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
+       set_config('request.method', 'POST', true), set_config('request.path', $3, true)";
+
+/// Applies the role's settings (names, values) for the rest of the
+/// transaction, in order.
+const APPLY_SETTINGS_SQL: &str = "\
+select set_config(u.k, u.v, true) from unnest($1::text[], $2::text[]) with ordinality as u(k, v, i) order by u.i";
+
 fn row_to_function(row: &tokio_postgres::Row) -> Result<Function, tokio_postgres::Error> {
     let name: String = row.try_get(0)?;
     let arg_names: Option<Vec<String>> = row.try_get(1)?;
@@ -95,6 +108,7 @@ fn row_to_function(row: &tokio_postgres::Row) -> Result<Function, tokio_postgres
     let volatility: String = row.try_get(5)?;
     let returns_set: bool = row.try_get(6)?;
     let returns_void: bool = row.try_get(7)?;
+    let returns_json: bool = row.try_get(8)?;
     // proargnames covers every argument (IN and OUT) when proargmodes is set;
     // proargtypes only the IN ones.
     let in_names: Vec<Option<String>> = match (&arg_names, &modes) {
@@ -128,6 +142,7 @@ fn row_to_function(row: &tokio_postgres::Row) -> Result<Function, tokio_postgres
         volatile: volatility == "v",
         returns_set,
         returns_void,
+        returns_json,
     })
 }
 
@@ -228,6 +243,10 @@ fn call_sql(f: &Function, keys: &BTreeSet<&str>) -> String {
                 "select coalesce(jsonb_agg(to_jsonb(_r)), '[]'::jsonb)::text{from}, lateral {target}({args}) as _r"
             )
         }
+    } else if f.returns_json {
+        // json and jsonb are answered as their text: no conversion (a page
+        // of changes built as `json` text is not parsed into jsonb again).
+        format!("select ({target}({args}))::text{from}")
     } else {
         format!("select to_jsonb({target}({args}))::text{from}")
     }
@@ -257,7 +276,7 @@ pub async fn call(
     };
     let auth = caller.authenticated;
     let pg = |e: tokio_postgres::Error| ApiError::from_pg(&e, auth);
-    let mut client = pool.get().await.map_err(|e| match e {
+    let client = pool.get().await.map_err(|e| match e {
         PoolError::Timeout(_) => ApiError::new(
             504,
             "PGRST003",
@@ -267,10 +286,20 @@ pub async fn call(
             .with_details(other.to_string()),
     })?;
 
-    let lookup = client.prepare_cached(LOOKUP_SQL).await.map_err(pg)?;
-    let candidates = client
-        .query(&lookup, &[&EXPOSED_SCHEMA, &function])
-        .await
+    // Round trip 1: the function's signature and the role's settings, both
+    // read outside the request's transaction, sent together.
+    let (lookup, settings_stmt) = try_join(
+        client.prepare_cached(LOOKUP_SQL),
+        client.prepare_cached(ROLE_SETTINGS_SQL),
+    )
+    .await
+    .map_err(pg)?;
+    let (found, settings_rows) = join(
+        client.query(&lookup, &[&EXPOSED_SCHEMA, &function]),
+        client.query(&settings_stmt, &[&caller.role]),
+    )
+    .await;
+    let candidates = found
         .map_err(pg)?
         .iter()
         .map(row_to_function)
@@ -304,31 +333,50 @@ pub async fn call(
         .with_hint("If a new function was created in the database with this name and parameters, try reloading the schema cache."));
     };
 
-    let settings_stmt = client.prepare_cached(ROLE_SETTINGS_SQL).await.map_err(pg)?;
-    let role_settings: Vec<String> = client
-        .query(&settings_stmt, &[&caller.role])
-        .await
-        .map_err(pg)?
+    // `name=value` settings of the role (ALTER ROLE ... SET), applied
+    // inside the transaction in the order read (database-specific last).
+    let settings_rows = settings_rows.map_err(pg)?;
+    let (setting_names, setting_values): (Vec<&str>, Vec<&str>) = settings_rows
         .iter()
-        .map(|r| r.try_get::<_, String>(0))
-        .collect::<Result<_, _>>()
-        .map_err(pg)?;
+        .map(|r| r.try_get::<_, &str>(0))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pg)?
+        .into_iter()
+        .filter_map(|s| s.split_once('='))
+        .unzip();
 
     let sql = call_sql(f, &keys);
-    let tx = client
-        .build_transaction()
-        .read_only(!f.volatile)
-        .start()
-        .await
-        .map_err(pg)?;
-    let claims = caller.claims.to_string();
-    tx.execute(
-        "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), \
-                set_config('request.method', 'POST', true), set_config('request.path', $3, true)",
-        &[&caller.role, &claims, &path],
+    let (claims_stmt, apply_stmt, call_stmt) = try_join3(
+        client.prepare_cached(CLAIMS_SQL),
+        client.prepare_cached(APPLY_SETTINGS_SQL),
+        client.prepare_cached(&sql),
     )
     .await
-    .map_err(|e| {
+    .map_err(pg)?;
+    let claims = caller.claims.to_string();
+    let body_param = RawJson(body);
+    // Round trip 2: the transaction, sent as one pipeline. Every statement
+    // is prepared, so all five go out in this order on the first poll
+    // (`join5` polls its futures in argument order, and each sends its
+    // request before its first await); PostgreSQL runs them in that order.
+    // When one fails, the transaction is aborted: the statements after it
+    // fail (25P02) without running — the call never runs without the
+    // role and claims — and the `commit` ends it as a rollback. The first
+    // error is the one answered.
+    let (begun, claimed, applied, called, committed) = join5(
+        client.batch_execute(if f.volatile {
+            "begin"
+        } else {
+            "begin read only"
+        }),
+        client.execute(&claims_stmt, &[&caller.role, &claims, &path]),
+        client.execute(&apply_stmt, &[&setting_names, &setting_values]),
+        client.query_one(&call_stmt, &[&body_param]),
+        client.batch_execute("commit"),
+    )
+    .await;
+    begun.map_err(pg)?;
+    claimed.map_err(|e| {
         // An unknown or forbidden role in a valid JWT: PostgREST answers 401.
         let mut err = ApiError::from_pg(&e, auth);
         if err.code == "22023" || err.code == "42501" {
@@ -336,17 +384,10 @@ pub async fn call(
         }
         err
     })?;
-    for setting in &role_settings {
-        if let Some((k, v)) = setting.split_once('=') {
-            tx.execute("select set_config($1, $2, true)", &[&k, &v])
-                .await
-                .map_err(pg)?;
-        }
-    }
-    let stmt = tx.prepare_cached(&sql).await.map_err(pg)?;
-    let row = tx.query_one(&stmt, &[&RawJson(body)]).await.map_err(pg)?;
+    applied.map_err(pg)?;
+    let row = called.map_err(pg)?;
+    committed.map_err(pg)?;
     let result: Option<String> = row.try_get(0).map_err(pg)?;
-    tx.commit().await.map_err(pg)?;
     if f.returns_void {
         return Ok(None);
     }
@@ -371,6 +412,7 @@ mod tests {
             volatile: true,
             returns_set: false,
             returns_void: false,
+            returns_json: false,
         }
     }
 
@@ -395,6 +437,14 @@ mod tests {
         assert_eq!(
             call_sql(&f(&[]), &BTreeSet::new()),
             "select to_jsonb(\"public\".\"fn\"())::text from (select $1::jsonb) as _b"
+        );
+        let json = Function {
+            returns_json: true,
+            ..pull.clone()
+        };
+        assert_eq!(
+            call_sql(&json, &["p_ws"].into()),
+            "select (\"public\".\"fn\"(\"p_ws\" := _.\"p_ws\"))::text from jsonb_to_record($1::jsonb) as _(\"p_ws\" uuid)"
         );
     }
 
