@@ -68,6 +68,38 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// The heap in use in this process (glibc's `mallinfo2`: bytes handed out
+/// by `malloc`, small and `mmap`ped blocks), in bytes; `None` elsewhere.
+/// Beside the RSS it tells live memory from memory the allocator keeps.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_bytes() -> Option<u64> {
+    #[repr(C)]
+    struct Mallinfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    extern "C" {
+        fn mallinfo2() -> Mallinfo2;
+    }
+    // SAFETY: glibc's `mallinfo2` (2.33 and later) takes nothing and returns
+    // this plain struct by value.
+    let m = unsafe { mallinfo2() };
+    Some((m.uordblks + m.hblkhd) as u64)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_bytes() -> Option<u64> {
+    None
+}
+
 /// Bytes of every file under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
@@ -467,6 +499,8 @@ struct Role {
     events: Arc<Mutex<Vec<String>>>,
     /// The last `stat`: edits, cached documents, cache estimate (bytes).
     stat: Arc<Mutex<(u64, u64, u64)>>,
+    /// The heap in use the child last reported (bytes; see [`heap_bytes`]).
+    heap: Arc<Mutex<Option<u64>>>,
 }
 
 impl Role {
@@ -485,11 +519,14 @@ impl Role {
         let stdout = child.stdout.take().expect("stdout");
         let events = Arc::new(Mutex::new(Vec::new()));
         let stat = Arc::new(Mutex::new((0, 0, 0)));
-        let (e, s) = (events.clone(), stat.clone());
+        let heap = Arc::new(Mutex::new(None));
+        let (e, s, h) = (events.clone(), stat.clone(), heap.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("stat ") {
+                if let Some(rest) = line.strip_prefix("heap ") {
+                    *h.lock().expect("heap") = rest.trim().parse().ok();
+                } else if let Some(rest) = line.strip_prefix("stat ") {
                     let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
                     if v.len() == 3 {
                         *s.lock().expect("stat") = (v[0], v[1], v[2]);
@@ -505,7 +542,13 @@ impl Role {
             stdin,
             events,
             stat,
+            heap,
         }
+    }
+
+    /// The heap in use the child last reported, in MiB (NaN when unknown).
+    fn heap_mib(&self) -> f64 {
+        self.heap.lock().expect("heap").map_or(f64::NAN, mib)
     }
 
     /// Waits for a line starting with `prefix`; returns the rest.
@@ -610,13 +653,16 @@ fn parent(args: &[String]) {
         if arenas { "2" } else { "unset" },
     );
     println!(
-        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
+        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
         "t (s)",
         "edits",
         "w RSS",
         "p RSS",
         "hub RSS",
         "hub1 RSS",
+        "w heap",
+        "p heap",
+        "h heap",
         "w dir",
         "p dir",
         "hub dir",
@@ -635,13 +681,16 @@ fn parent(args: &[String]) {
             None => (f64::NAN, f64::NAN),
         };
         println!(
-            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
+            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7.1} {:>7.1} {:>7.1} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
             started.elapsed().as_secs_f64(),
             n,
             rss_mib(writer.child.id()),
             rss_mib(puller.child.id()),
             rss_mib(hub.child.id()),
             h1_rss,
+            writer.heap_mib(),
+            puller.heap_mib(),
+            hub.heap_mib(),
             mib(dir_bytes(&path("writer"))),
             mib(dir_bytes(&path("puller"))),
             mib(dir_bytes(&path("hub"))),
@@ -795,6 +844,14 @@ fn main() {
         parent(&args);
         return;
     };
+    // Every child reports its heap in use once a second (the parent prints
+    // it beside the RSS).
+    std::thread::spawn(|| loop {
+        if let Some(b) = heap_bytes() {
+            say(&format!("heap {b}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
