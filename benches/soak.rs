@@ -20,9 +20,10 @@
 //! `--arenas default` leaves glibc's default).
 //!
 //! `cargo bench --bench soak -- --bench [--edits N] [--rate R] [--every S]
-//! [--budget MIB] [--tail S] [--compare-v1] [--arenas default]`
+//! [--budget MIB] [--store-cache MIB] [--tail S] [--compare-v1] [--arenas default]`
 //! (default 36,000 edits at 200 edits/s; a sample every 10 s; `--budget`
-//! sets both replicas' document-cache budget; `--tail` keeps sampling that
+//! sets both replicas' document-cache budget; `--store-cache` the sled page
+//! cache of the replicas and the hub; `--tail` keeps sampling that
 //! long after the last edit). Under `cargo test --all-targets` (no
 //! `--bench`) it runs a small smoke round.
 
@@ -306,10 +307,13 @@ impl Remote for Tee {
 // ---------------------------------------------------------------------------
 // The roles (children).
 
-fn open(path: &Path, budget: Option<usize>) -> Replica {
+fn open(path: &Path, budget: Option<usize>, store_cache: Option<f64>) -> Replica {
     let mut b = Replica::builder(path);
     if let Some(bytes) = budget {
         b = b.with_cache_bytes(bytes);
+    }
+    if let Some(mib) = store_cache {
+        b = b.with_store_cache_bytes((mib * 1048576.0) as u64);
     }
     b.open().expect("open replica")
 }
@@ -339,7 +343,11 @@ async fn role_hub(args: &[String]) {
     let hub = if arg(args, "--format").as_deref() == Some("1") {
         supamerge::test_util::open_hub_v1(&dir).expect("open format-1 hub")
     } else {
-        LocalHub::open(&dir).expect("open hub")
+        match num(args, "--store-cache") {
+            Some(mib) => LocalHub::open_with_store_cache(&dir, (mib * 1048576.0) as u64),
+            None => LocalHub::open(&dir),
+        }
+        .expect("open hub")
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     say(&format!(
@@ -372,7 +380,7 @@ async fn role_writer(args: &[String]) {
         }),
         None => Arc::new(hub),
     };
-    let writer = AsyncReplica::from(open(&dir, budget));
+    let writer = AsyncReplica::from(open(&dir, budget, num(args, "--store-cache")));
     let sync = SyncEngine::builder(writer.replica().clone(), remote).spawn();
     let notes = Collection::new("notes").expect("collection");
     let mut ids: Vec<DocId> = Vec::new();
@@ -437,7 +445,7 @@ async fn role_puller(args: &[String]) {
     let every = num(args, "--every").expect("--every");
     let budget = num(args, "--budget").map(|b| b as usize);
     let remote: Arc<dyn Remote> = Arc::new(HubClient::new(arg(args, "--hub").expect("--hub")));
-    let puller = open(&dir, budget);
+    let puller = open(&dir, budget, num(args, "--store-cache"));
     // Polls every second (the hub process has no live channel to offer).
     let sync = SyncEngine::builder(puller.clone(), remote)
         .with_interval(Some(Duration::from_secs(1)))
@@ -594,6 +602,7 @@ fn parent(args: &[String]) {
     let every = num(args, "--every").unwrap_or(if bench { 10.0 } else { 0.2 });
     let tail = num(args, "--tail").unwrap_or(0.0);
     let budget = num(args, "--budget").map(|m| (m * 1024.0 * 1024.0) as usize);
+    let store_cache = num(args, "--store-cache");
     let compare_v1 = args.iter().any(|a| a == "--compare-v1") || !bench;
     let arenas = arg(args, "--arenas").as_deref() != Some("default");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -601,7 +610,11 @@ fn parent(args: &[String]) {
     let s = |p: PathBuf| p.to_string_lossy().into_owned();
     let ws = WorkspaceId::new();
 
-    let mut hub = Role::spawn("hub", &["--dir".into(), s(path("hub"))], arenas);
+    let mut hub_args = vec!["--dir".to_string(), s(path("hub"))];
+    if let Some(m) = store_cache {
+        hub_args.extend(["--store-cache".into(), m.to_string()]);
+    }
+    let mut hub = Role::spawn("hub", &hub_args, arenas);
     let hub_addr = hub.wait_for("listening ");
     let hub_v1 = compare_v1.then(|| {
         let mut r = Role::spawn(
@@ -628,6 +641,9 @@ fn parent(args: &[String]) {
     if let Some(b) = budget {
         common.extend(["--budget".into(), b.to_string()]);
     }
+    if let Some(m) = store_cache {
+        common.extend(["--store-cache".into(), m.to_string()]);
+    }
     let mut puller_args = common.clone();
     puller_args.extend(["--dir".into(), s(path("puller"))]);
     let mut puller = Role::spawn("puller", &puller_args, arenas);
@@ -647,8 +663,9 @@ fn parent(args: &[String]) {
 
     println!("load average at start: {}", load_average());
     println!(
-        "soak: {edits} edits at {rate}/s over 101 entities; cache budget {}; one process per role{}; MALLOC_ARENA_MAX {}",
+        "soak: {edits} edits at {rate}/s over 101 entities; cache budget {}; sled page cache {}; one process per role{}; MALLOC_ARENA_MAX {}",
         budget.map_or("default".to_string(), |b| format!("{:.0} MiB", mib(b as u64))),
+        store_cache.map_or("default".to_string(), |m| format!("{m} MiB (format-1 hub: default)")),
         if compare_v1 { " (+ a format-1 hub)" } else { "" },
         if arenas { "2" } else { "unset" },
     );
