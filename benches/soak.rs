@@ -69,11 +69,13 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// The heap in use in this process (glibc's `mallinfo2`: bytes handed out
-/// by `malloc`, small and `mmap`ped blocks), in bytes; `None` elsewhere.
-/// Beside the RSS it tells live memory from memory the allocator keeps.
+/// The heap in use in this process (glibc's `mallinfo2`): bytes handed out
+/// from the arenas, and bytes of blocks `malloc` mapped on their own (large
+/// ones: sled's page table is a few of them, zeroed and mostly never
+/// touched, so not resident); `None` elsewhere. Beside the RSS, the arena
+/// figure tells live memory from memory the allocator keeps.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn heap_bytes() -> Option<u64> {
+fn heap_bytes() -> Option<(u64, u64)> {
     #[repr(C)]
     struct Mallinfo2 {
         arena: usize,
@@ -93,11 +95,11 @@ fn heap_bytes() -> Option<u64> {
     // SAFETY: glibc's `mallinfo2` (2.33 and later) takes nothing and returns
     // this plain struct by value.
     let m = unsafe { mallinfo2() };
-    Some((m.uordblks + m.hblkhd) as u64)
+    Some((m.uordblks as u64, m.hblkhd as u64))
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap_bytes() -> Option<u64> {
+fn heap_bytes() -> Option<(u64, u64)> {
     None
 }
 
@@ -507,8 +509,9 @@ struct Role {
     events: Arc<Mutex<Vec<String>>>,
     /// The last `stat`: edits, cached documents, cache estimate (bytes).
     stat: Arc<Mutex<(u64, u64, u64)>>,
-    /// The heap in use the child last reported (bytes; see [`heap_bytes`]).
-    heap: Arc<Mutex<Option<u64>>>,
+    /// The heap in use the child last reported (arenas, mapped blocks; bytes;
+    /// see [`heap_bytes`]).
+    heap: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl Role {
@@ -533,7 +536,10 @@ impl Role {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("heap ") {
-                    *h.lock().expect("heap") = rest.trim().parse().ok();
+                    let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    if v.len() == 2 {
+                        *h.lock().expect("heap") = Some((v[0], v[1]));
+                    }
                 } else if let Some(rest) = line.strip_prefix("stat ") {
                     let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
                     if v.len() == 3 {
@@ -554,9 +560,12 @@ impl Role {
         }
     }
 
-    /// The heap in use the child last reported, in MiB (NaN when unknown).
-    fn heap_mib(&self) -> f64 {
-        self.heap.lock().expect("heap").map_or(f64::NAN, mib)
+    /// The heap in use the child last reported, in MiB: `arena+mapped`.
+    fn heap_mib(&self) -> String {
+        match *self.heap.lock().expect("heap") {
+            Some((a, m)) => format!("{:.1}+{:.0}", mib(a), mib(m)),
+            None => "-".into(),
+        }
     }
 
     /// Waits for a line starting with `prefix`; returns the rest.
@@ -670,7 +679,7 @@ fn parent(args: &[String]) {
         if arenas { "2" } else { "unset" },
     );
     println!(
-        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>7} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
+        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>10} {:>10} {:>10} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
         "t (s)",
         "edits",
         "w RSS",
@@ -698,7 +707,7 @@ fn parent(args: &[String]) {
             None => (f64::NAN, f64::NAN),
         };
         println!(
-            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7.1} {:>7.1} {:>7.1} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
+            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>10} {:>10} {:>10} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
             started.elapsed().as_secs_f64(),
             n,
             rss_mib(writer.child.id()),
@@ -864,8 +873,8 @@ fn main() {
     // Every child reports its heap in use once a second (the parent prints
     // it beside the RSS).
     std::thread::spawn(|| loop {
-        if let Some(b) = heap_bytes() {
-            say(&format!("heap {b}"));
+        if let Some((arena, mapped)) = heap_bytes() {
+            say(&format!("heap {arena} {mapped}"));
         }
         std::thread::sleep(Duration::from_secs(1));
     });

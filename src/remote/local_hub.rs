@@ -156,8 +156,7 @@ impl LocalHub {
     }
 
     /// [`LocalHub::open`] with sled's page cache capped at `cache_bytes`
-    /// instead of [`STORE_CACHE_BYTES`](crate::store::STORE_CACHE_BYTES)
-    /// (16 MiB). The hub's memory grows with its log whatever the cap
+    /// instead of the default `STORE_CACHE_BYTES` (16 MiB). The hub's memory grows with its log whatever the cap
     /// (sled keeps a record of every page, in memory or not); the cap bounds
     /// the pages it keeps loaded (docs/benchmarks.md, "Soak").
     ///

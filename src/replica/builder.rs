@@ -91,7 +91,7 @@ impl ReplicaBuilder {
     }
 
     /// The cap of sled's page cache under the replica, in bytes (default
-    /// [`STORE_CACHE_BYTES`](crate::store::STORE_CACHE_BYTES), 16 MiB). Apart
+    /// `STORE_CACHE_BYTES`, 16 MiB). Apart
     /// from the documents' cache ([`ReplicaBuilder::with_cache_bytes`]):
     /// sled keeps the store's recently read and written pages here. sled
     /// counts pages at their size on disk, so the heap it takes when full is
