@@ -240,7 +240,8 @@ impl Replica {
         let mut changed = Vec::new();
         let mut conflicts_before: BTreeMap<DocId, Vec<Conflict>> = BTreeMap::new();
         let mut groups = groups.into_iter().peekable();
-        while groups.peek().is_some() {
+        // At least one wave: an empty batch still writes its cursor.
+        loop {
             let mut st = self.lock();
             // Early arrivals are rare: when the tree is empty, no document
             // of the wave has any, and the per-document scan is skipped.
@@ -321,6 +322,9 @@ impl Replica {
             // Freeing Automerge documents is not free: do it outside the
             // lock and on both cores, before the next wave is loaded.
             evicted.into_par_iter().for_each(drop);
+            if last {
+                break;
+            }
         }
         for id in &changed {
             self.emit(ReplicaEvent::DocChanged {
