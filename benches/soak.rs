@@ -20,9 +20,10 @@
 //! `--arenas default` leaves glibc's default).
 //!
 //! `cargo bench --bench soak -- --bench [--edits N] [--rate R] [--every S]
-//! [--budget MIB] [--tail S] [--compare-v1] [--arenas default]`
+//! [--budget MIB] [--store-cache MIB] [--tail S] [--compare-v1] [--arenas default]`
 //! (default 36,000 edits at 200 edits/s; a sample every 10 s; `--budget`
-//! sets both replicas' document-cache budget; `--tail` keeps sampling that
+//! sets both replicas' document-cache budget; `--store-cache` the sled page
+//! cache of the replicas and the hub; `--tail` keeps sampling that
 //! long after the last edit). Under `cargo test --all-targets` (no
 //! `--bench`) it runs a small smoke round.
 
@@ -66,6 +67,40 @@ fn rss_mib(pid: u32) -> f64 {
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// The heap in use in this process (glibc's `mallinfo2`): bytes handed out
+/// from the arenas, and bytes of blocks `malloc` mapped on their own (large
+/// ones: sled's page table is a few of them, zeroed and mostly never
+/// touched, so not resident); `None` elsewhere. Beside the RSS, the arena
+/// figure tells live memory from memory the allocator keeps.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_bytes() -> Option<(u64, u64)> {
+    #[repr(C)]
+    struct Mallinfo2 {
+        arena: usize,
+        ordblks: usize,
+        smblks: usize,
+        hblks: usize,
+        hblkhd: usize,
+        usmblks: usize,
+        fsmblks: usize,
+        uordblks: usize,
+        fordblks: usize,
+        keepcost: usize,
+    }
+    extern "C" {
+        fn mallinfo2() -> Mallinfo2;
+    }
+    // SAFETY: glibc's `mallinfo2` (2.33 and later) takes nothing and returns
+    // this plain struct by value.
+    let m = unsafe { mallinfo2() };
+    Some((m.uordblks as u64, m.hblkhd as u64))
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_bytes() -> Option<(u64, u64)> {
+    None
 }
 
 /// Bytes of every file under `dir`.
@@ -274,10 +309,13 @@ impl Remote for Tee {
 // ---------------------------------------------------------------------------
 // The roles (children).
 
-fn open(path: &Path, budget: Option<usize>) -> Replica {
+fn open(path: &Path, budget: Option<usize>, store_cache: Option<f64>) -> Replica {
     let mut b = Replica::builder(path);
     if let Some(bytes) = budget {
         b = b.with_cache_bytes(bytes);
+    }
+    if let Some(mib) = store_cache {
+        b = b.with_store_cache_bytes((mib * 1048576.0) as u64);
     }
     b.open().expect("open replica")
 }
@@ -307,7 +345,11 @@ async fn role_hub(args: &[String]) {
     let hub = if arg(args, "--format").as_deref() == Some("1") {
         supamerge::test_util::open_hub_v1(&dir).expect("open format-1 hub")
     } else {
-        LocalHub::open(&dir).expect("open hub")
+        match num(args, "--store-cache") {
+            Some(mib) => LocalHub::open_with_store_cache(&dir, (mib * 1048576.0) as u64),
+            None => LocalHub::open(&dir),
+        }
+        .expect("open hub")
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     say(&format!(
@@ -340,7 +382,7 @@ async fn role_writer(args: &[String]) {
         }),
         None => Arc::new(hub),
     };
-    let writer = AsyncReplica::from(open(&dir, budget));
+    let writer = AsyncReplica::from(open(&dir, budget, num(args, "--store-cache")));
     let sync = SyncEngine::builder(writer.replica().clone(), remote).spawn();
     let notes = Collection::new("notes").expect("collection");
     let mut ids: Vec<DocId> = Vec::new();
@@ -405,7 +447,7 @@ async fn role_puller(args: &[String]) {
     let every = num(args, "--every").expect("--every");
     let budget = num(args, "--budget").map(|b| b as usize);
     let remote: Arc<dyn Remote> = Arc::new(HubClient::new(arg(args, "--hub").expect("--hub")));
-    let puller = open(&dir, budget);
+    let puller = open(&dir, budget, num(args, "--store-cache"));
     // Polls every second (the hub process has no live channel to offer).
     let sync = SyncEngine::builder(puller.clone(), remote)
         .with_interval(Some(Duration::from_secs(1)))
@@ -467,6 +509,9 @@ struct Role {
     events: Arc<Mutex<Vec<String>>>,
     /// The last `stat`: edits, cached documents, cache estimate (bytes).
     stat: Arc<Mutex<(u64, u64, u64)>>,
+    /// The heap in use the child last reported (arenas, mapped blocks; bytes;
+    /// see [`heap_bytes`]).
+    heap: Arc<Mutex<Option<(u64, u64)>>>,
 }
 
 impl Role {
@@ -485,11 +530,17 @@ impl Role {
         let stdout = child.stdout.take().expect("stdout");
         let events = Arc::new(Mutex::new(Vec::new()));
         let stat = Arc::new(Mutex::new((0, 0, 0)));
-        let (e, s) = (events.clone(), stat.clone());
+        let heap = Arc::new(Mutex::new(None));
+        let (e, s, h) = (events.clone(), stat.clone(), heap.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("stat ") {
+                if let Some(rest) = line.strip_prefix("heap ") {
+                    let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    if v.len() == 2 {
+                        *h.lock().expect("heap") = Some((v[0], v[1]));
+                    }
+                } else if let Some(rest) = line.strip_prefix("stat ") {
                     let v: Vec<u64> = rest.split(' ').filter_map(|x| x.parse().ok()).collect();
                     if v.len() == 3 {
                         *s.lock().expect("stat") = (v[0], v[1], v[2]);
@@ -505,6 +556,15 @@ impl Role {
             stdin,
             events,
             stat,
+            heap,
+        }
+    }
+
+    /// The heap in use the child last reported, in MiB: `arena+mapped`.
+    fn heap_mib(&self) -> String {
+        match *self.heap.lock().expect("heap") {
+            Some((a, m)) => format!("{:.1}+{:.0}", mib(a), mib(m)),
+            None => "-".into(),
         }
     }
 
@@ -551,6 +611,7 @@ fn parent(args: &[String]) {
     let every = num(args, "--every").unwrap_or(if bench { 10.0 } else { 0.2 });
     let tail = num(args, "--tail").unwrap_or(0.0);
     let budget = num(args, "--budget").map(|m| (m * 1024.0 * 1024.0) as usize);
+    let store_cache = num(args, "--store-cache");
     let compare_v1 = args.iter().any(|a| a == "--compare-v1") || !bench;
     let arenas = arg(args, "--arenas").as_deref() != Some("default");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -558,7 +619,11 @@ fn parent(args: &[String]) {
     let s = |p: PathBuf| p.to_string_lossy().into_owned();
     let ws = WorkspaceId::new();
 
-    let mut hub = Role::spawn("hub", &["--dir".into(), s(path("hub"))], arenas);
+    let mut hub_args = vec!["--dir".to_string(), s(path("hub"))];
+    if let Some(m) = store_cache {
+        hub_args.extend(["--store-cache".into(), m.to_string()]);
+    }
+    let mut hub = Role::spawn("hub", &hub_args, arenas);
     let hub_addr = hub.wait_for("listening ");
     let hub_v1 = compare_v1.then(|| {
         let mut r = Role::spawn(
@@ -585,6 +650,9 @@ fn parent(args: &[String]) {
     if let Some(b) = budget {
         common.extend(["--budget".into(), b.to_string()]);
     }
+    if let Some(m) = store_cache {
+        common.extend(["--store-cache".into(), m.to_string()]);
+    }
     let mut puller_args = common.clone();
     puller_args.extend(["--dir".into(), s(path("puller"))]);
     let mut puller = Role::spawn("puller", &puller_args, arenas);
@@ -604,19 +672,23 @@ fn parent(args: &[String]) {
 
     println!("load average at start: {}", load_average());
     println!(
-        "soak: {edits} edits at {rate}/s over 101 entities; cache budget {}; one process per role{}; MALLOC_ARENA_MAX {}",
+        "soak: {edits} edits at {rate}/s over 101 entities; cache budget {}; sled page cache {}; one process per role{}; MALLOC_ARENA_MAX {}",
         budget.map_or("default".to_string(), |b| format!("{:.0} MiB", mib(b as u64))),
+        store_cache.map_or("default".to_string(), |m| format!("{m} MiB (format-1 hub: default)")),
         if compare_v1 { " (+ a format-1 hub)" } else { "" },
         if arenas { "2" } else { "unset" },
     );
     println!(
-        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
+        "{:>6} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>10} {:>10} {:>10} | {:>8} {:>8} {:>8} {:>8} | {:>7} {:>7} {:>9} {:>9}",
         "t (s)",
         "edits",
         "w RSS",
         "p RSS",
         "hub RSS",
         "hub1 RSS",
+        "w heap",
+        "p heap",
+        "h heap",
         "w dir",
         "p dir",
         "hub dir",
@@ -635,13 +707,16 @@ fn parent(args: &[String]) {
             None => (f64::NAN, f64::NAN),
         };
         println!(
-            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
+            "{:>6.0} {:>8} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>10} {:>10} {:>10} | {:>8.1} {:>8.1} {:>8.1} {:>8.1} | {:>7} {:>7} {:>9.1} {:>9.1}",
             started.elapsed().as_secs_f64(),
             n,
             rss_mib(writer.child.id()),
             rss_mib(puller.child.id()),
             rss_mib(hub.child.id()),
             h1_rss,
+            writer.heap_mib(),
+            puller.heap_mib(),
+            hub.heap_mib(),
             mib(dir_bytes(&path("writer"))),
             mib(dir_bytes(&path("puller"))),
             mib(dir_bytes(&path("hub"))),
@@ -795,6 +870,14 @@ fn main() {
         parent(&args);
         return;
     };
+    // Every child reports its heap in use once a second (the parent prints
+    // it beside the RSS).
+    std::thread::spawn(|| loop {
+        if let Some((arena, mapped)) = heap_bytes() {
+            say(&format!("heap {arena} {mapped}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -155,12 +155,34 @@ impl LocalHub {
         Self::open_format(path.as_ref(), HubFormat::NEWEST)
     }
 
+    /// [`LocalHub::open`] with sled's page cache capped at `cache_bytes`
+    /// instead of the default `STORE_CACHE_BYTES` (16 MiB). The hub's memory grows with its log whatever the cap
+    /// (sled keeps a record of every page, in memory or not); the cap bounds
+    /// the pages it keeps loaded (docs/benchmarks.md, "Soak").
+    ///
+    /// # Errors
+    /// As [`LocalHub::open`].
+    pub fn open_with_store_cache(
+        path: impl AsRef<Path>,
+        cache_bytes: u64,
+    ) -> Result<Self, RemoteError> {
+        Self::open_format_with_cache(path.as_ref(), HubFormat::NEWEST, cache_bytes)
+    }
+
     /// Opens a hub directory, creating it in `new` if it is new (an
     /// existing one keeps its format).
     pub(crate) fn open_format(path: &Path, new: HubFormat) -> Result<Self, RemoteError> {
+        Self::open_format_with_cache(path, new, crate::store::STORE_CACHE_BYTES)
+    }
+
+    fn open_format_with_cache(
+        path: &Path,
+        new: HubFormat,
+        cache_bytes: u64,
+    ) -> Result<Self, RemoteError> {
         let config = sled::Config::new()
             .flush_every_ms(Some(200))
-            .cache_capacity(crate::store::STORE_CACHE_BYTES);
+            .cache_capacity(cache_bytes);
         let (db, lock, _) = crate::store::dir::open_sled(path, config)?;
         Self::from_db(db, Some(lock), new)
     }

@@ -215,6 +215,17 @@ impl Replica {
     }
 
     /// [`SyncPort::apply_remote`](super::SyncPort::apply_remote).
+    ///
+    /// The documents of a batch are planned in waves of at most
+    /// [`LOAD_WAVE`] documents that are not in the cache (cached ones are
+    /// already within the budget): each wave is loaded, planned, persisted
+    /// and put back into the cache, which is then trimmed to its budget,
+    /// before the next wave is loaded. A batch touching more documents than
+    /// the cache holds (a replica's own changes coming back after a long
+    /// offline spell, a first pull) so never has them all loaded at once.
+    /// The cursor is written with the last wave: a crash between waves
+    /// leaves the earlier waves applied and the cursor before the batch,
+    /// and pulling the batch again finds their changes already there.
     pub(super) fn apply_changes_batch(
         &self,
         changes: Vec<RemoteChange>,
@@ -224,81 +235,97 @@ impl Replica {
         // 1. decode and verify (in parallel), grouped by document (batch
         //    order kept)
         let groups = decode_batch(changes, &mut report);
-
-        let mut st = self.lock();
         // Conflicts before the batch, to announce only new or changed ones.
         let watch_conflicts = self.inner.events.receiver_count() > 0;
-        // Early arrivals are rare: when the tree is empty, no document of
-        // the batch has any, and the per-document scan is skipped.
-        let any_pending = !self.inner.store.pending_is_empty();
-        // 2. take every document of the batch out of the cache (or note
-        //    where it comes from), then plan the groups on both cores:
-        //    documents are independent, and the store is read-only here.
-        let mut work = Vec::with_capacity(groups.len());
-        for (id, (ws, coll, batch)) in groups {
-            let source = match st.cache.pop(&id) {
-                Some(ds) => Source::Cached(Box::new(ds)),
-                None => Source::Stored(DocRecord::new(ws, coll)),
-            };
-            work.push((id, source, batch));
-        }
-        let planned: Vec<Result<Planned>> = work
-            .into_par_iter()
-            .map(|(id, source, batch)| {
-                self.plan_doc(id, source, batch, any_pending, watch_conflicts)
-            })
-            .collect();
-        let mut plans = Vec::with_capacity(planned.len());
-        for p in planned {
-            // On error the documents taken out of the cache are dropped with
-            // `plans`: the next read loads them from disk, so memory is
-            // never ahead of disk.
-            plans.push(p?);
-        }
-
-        // 3. persist everything (and the cursor) in one transaction
-        persist_plans(&self.inner.store, &plans, cursor.as_ref())?;
         let mut changed = Vec::new();
         let mut conflicts_before: BTreeMap<DocId, Vec<Conflict>> = BTreeMap::new();
-        let mut evicted = Vec::new();
-        for p in plans {
-            let Planned {
-                id,
-                mut ds,
-                plan,
-                report: part,
-                conflicts,
-                ..
-            } = p;
-            report.applied += part.applied;
-            report.duplicates += part.duplicates;
-            report.pending += part.pending;
-            report.rejected.extend(part.rejected);
-            ds.record = plan.record;
-            if let Some(c) = conflicts {
-                conflicts_before.insert(id, c);
+        let mut groups = groups.into_iter().peekable();
+        // At least one wave: an empty batch still writes its cursor.
+        loop {
+            let mut st = self.lock();
+            // Early arrivals are rare: when the tree is empty, no document
+            // of the wave has any, and the per-document scan is skipped.
+            let any_pending = !self.inner.store.pending_is_empty();
+            // 2. take the wave's documents out of the cache (or note where
+            //    they come from), then plan them on both cores: documents
+            //    are independent, and the store is read-only here.
+            let mut work = Vec::new();
+            let mut to_load = 0;
+            while to_load < LOAD_WAVE {
+                let Some((id, (ws, coll, batch))) = groups.next() else {
+                    break;
+                };
+                let source = match st.cache.pop(&id) {
+                    Some(ds) => Source::Cached(Box::new(ds)),
+                    None => {
+                        to_load += 1;
+                        Source::Stored(DocRecord::new(ws, coll))
+                    }
+                };
+                work.push((id, source, batch));
             }
-            if let Some((_, old)) = st.cache.push(id, ds) {
-                evicted.push(old);
+            let last = groups.peek().is_none();
+            let planned: Vec<Result<Planned>> = work
+                .into_par_iter()
+                .map(|(id, source, batch)| {
+                    self.plan_doc(id, source, batch, any_pending, watch_conflicts)
+                })
+                .collect();
+            let mut plans = Vec::with_capacity(planned.len());
+            for p in planned {
+                // On error the documents taken out of the cache are dropped
+                // with `plans`: the next read loads them from disk, so memory
+                // is never ahead of disk.
+                plans.push(p?);
             }
-            if plan.changed {
-                changed.push(id);
-                self.maybe_compact(&mut st, &id)?;
+
+            // 3. persist the wave (and, with the last, the cursor) in one
+            //    transaction
+            let wave_cursor = if last { cursor.as_ref() } else { None };
+            persist_plans(&self.inner.store, &plans, wave_cursor)?;
+            let mut evicted = Vec::new();
+            for p in plans {
+                let Planned {
+                    id,
+                    mut ds,
+                    plan,
+                    report: part,
+                    conflicts,
+                    ..
+                } = p;
+                report.applied += part.applied;
+                report.duplicates += part.duplicates;
+                report.pending += part.pending;
+                report.rejected.extend(part.rejected);
+                ds.record = plan.record;
+                if let Some(c) = conflicts {
+                    conflicts_before.insert(id, c);
+                }
+                if let Some((_, old)) = st.cache.push(id, ds) {
+                    evicted.push(old);
+                }
+                if plan.changed {
+                    changed.push(id);
+                    self.maybe_compact(&mut st, &id)?;
+                }
+            }
+            // Documents the batch only confirmed (every change already
+            // here, as a replica's own changes coming back) are cached too:
+            // keep to the budget for them as well.
+            while st.cache.total_bytes() > self.inner.cache_bytes && st.cache.len() > 1 {
+                match st.cache.pop_lru() {
+                    Some((_, old)) => evicted.push(old),
+                    None => break,
+                }
+            }
+            drop(st);
+            // Freeing Automerge documents is not free: do it outside the
+            // lock and on both cores, before the next wave is loaded.
+            evicted.into_par_iter().for_each(drop);
+            if last {
+                break;
             }
         }
-        // Documents the batch only confirmed (every change already here,
-        // as a replica's own changes coming back) are cached too: keep to
-        // the budget for them as well.
-        while st.cache.total_bytes() > self.inner.cache_bytes && st.cache.len() > 1 {
-            match st.cache.pop_lru() {
-                Some((_, old)) => evicted.push(old),
-                None => break,
-            }
-        }
-        drop(st);
-        // Freeing Automerge documents is not free: do it outside the lock
-        // and on both cores.
-        evicted.into_par_iter().for_each(drop);
         for id in &changed {
             self.emit(ReplicaEvent::DocChanged {
                 id: *id,
@@ -363,6 +390,12 @@ impl Replica {
         })
     }
 }
+
+/// How many documents not in the cache one wave of a remote batch loads at
+/// most (see [`Replica::apply_changes_batch`]): enough to keep the cores
+/// busy, few enough that a batch touching every document of a large replica
+/// stays near the cache's budget.
+pub(crate) const LOAD_WAVE: usize = 8;
 
 /// Where a document of a batch comes from.
 enum Source {

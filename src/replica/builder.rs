@@ -23,6 +23,7 @@ pub struct ReplicaBuilder {
     actor: Option<ActorId>,
     cache_capacity: NonZeroUsize,
     cache_bytes: usize,
+    store_cache_bytes: u64,
     durability: Durability,
     compaction: CompactionPolicy,
     seed: Option<u64>,
@@ -46,6 +47,7 @@ impl ReplicaBuilder {
             actor: None,
             cache_capacity: DEFAULT_CACHE,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            store_cache_bytes: crate::store::STORE_CACHE_BYTES,
             durability: Durability::default(),
             compaction: CompactionPolicy::default(),
             seed: None,
@@ -88,6 +90,18 @@ impl ReplicaBuilder {
         self
     }
 
+    /// The cap of sled's page cache under the replica, in bytes (default
+    /// `STORE_CACHE_BYTES`, 16 MiB). Apart
+    /// from the documents' cache ([`ReplicaBuilder::with_cache_bytes`]):
+    /// sled keeps the store's recently read and written pages here. sled
+    /// counts pages at their size on disk, so the heap it takes when full is
+    /// larger than the cap (docs/benchmarks.md, "Soak"); a smaller cap costs
+    /// reads from the file (the OS's page cache) when documents are loaded.
+    pub fn with_store_cache_bytes(mut self, bytes: u64) -> Self {
+        self.store_cache_bytes = bytes;
+        self
+    }
+
     /// Durability of writes (default [`Durability::Immediate`]).
     pub fn with_durability(mut self, d: Durability) -> Self {
         self.durability = d;
@@ -126,7 +140,7 @@ impl ReplicaBuilder {
     /// newer version.
     pub fn open(self) -> Result<Replica> {
         let migrations = Migrations::new(self.migrations)?;
-        let store = Store::open(&self.path, self.durability)?;
+        let store = Store::open(&self.path, self.durability, self.store_cache_bytes)?;
         let mut rng = match self.seed {
             Some(s) => rand::rngs::StdRng::seed_from_u64(s),
             None => rand::rngs::StdRng::from_entropy(),

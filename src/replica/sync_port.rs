@@ -90,12 +90,18 @@ pub trait SyncPort: sealed::Sealed {
 
     /// Applies changes pulled from a remote, grouped per document in one
     /// `apply_changes` call each, and persists them — with `cursor`, when
-    /// given — in one sled transaction. Changes whose dependencies are missing
-    /// are kept on disk and applied when the dependencies arrive. Corrupt
-    /// changes are reported in [`ApplyReport::rejected`]; the rest applies.
+    /// given — in one sled transaction. A batch touching more than a few
+    /// documents that are not in the cache is applied in waves (loaded,
+    /// planned, persisted, cached, the cache trimmed), one transaction each,
+    /// the cursor with the last, so the batch never has every document loaded
+    /// at once. Changes whose dependencies are missing are kept on disk and
+    /// applied when the dependencies arrive. Corrupt changes are reported in
+    /// [`ApplyReport::rejected`]; the rest applies.
     ///
     /// # Errors
-    /// Storage errors: then nothing of the batch (nor the cursor) is stored.
+    /// Storage errors: then the cursor is not stored, nor the failing wave;
+    /// earlier waves may be (applying the batch again finds their changes
+    /// already there).
     fn apply_remote(
         &self,
         changes: Vec<RemoteChange>,

@@ -345,10 +345,13 @@ pub struct StoreTx<'a> {
 const N_TREES: usize = 10;
 
 /// The page cache sled may fill for one store (a replica or a hub), in
-/// bytes. sled's own default is 1 GiB, which a long-running replica fills
-/// with every page version it ever wrote (the RSS of issue 14's soak grew
-/// without a plateau); the documents' own cache is separate
-/// (`ReplicaBuilder::with_cache_bytes`).
+/// bytes, unless set with `ReplicaBuilder::with_store_cache_bytes` or
+/// `LocalHub::open_with_store_cache`. sled's own default is 1 GiB, which a
+/// long-running replica fills with every page version it ever wrote (the RSS
+/// of issue 14's soak grew without a plateau); the documents' own cache is
+/// separate (`ReplicaBuilder::with_cache_bytes`). sled counts a page at its
+/// size on disk: its heap is larger than this cap once the cache is full
+/// (see docs/benchmarks.md, "Soak").
 pub const STORE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 fn unab(e: UnabortableTransactionError) -> TxError {
@@ -685,7 +688,8 @@ pub struct QuarantinedRecord {
 impl Store {
     /// Opens (or creates) the store at `path`, crash-safely: the directory
     /// is locked and what an interrupted open can leave behind is repaired
-    /// before sled reads it (see [`dir`]).
+    /// before sled reads it (see [`dir`]). sled's page cache is capped at
+    /// `cache_bytes` ([`STORE_CACHE_BYTES`] unless the app sets another).
     ///
     /// # Errors
     /// [`StoreError::AlreadyOpen`] when this process has the directory open;
@@ -695,8 +699,8 @@ impl Store {
     /// [`StoreError::Sled`] when sled cannot open the directory (missing
     /// permissions, damaged files);
     /// [`StoreError::UnsupportedFormat`] when a newer supamerge wrote it.
-    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let config = sled::Config::new().cache_capacity(STORE_CACHE_BYTES);
+    pub fn open(path: &Path, durability: Durability, cache_bytes: u64) -> Result<Self, StoreError> {
+        let config = sled::Config::new().cache_capacity(cache_bytes);
         let config = match durability {
             Durability::Immediate => config.flush_every_ms(Some(500)),
             Durability::Buffered { flush_every_ms } => config.flush_every_ms(Some(flush_every_ms)),
