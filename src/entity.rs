@@ -348,11 +348,15 @@ pub fn meta_str(view: LwwView<'_>, key: &str) -> Option<String> {
 
 /// Whether the tombstone is set.
 pub fn is_deleted(view: LwwView<'_>) -> bool {
-    let Some(meta) = meta_obj(view) else {
-        return false;
-    };
+    meta_obj(view).is_some_and(|meta| is_deleted_in(view, &meta))
+}
+
+/// Whether the tombstone is set in `meta`, the document's `_meta` object
+/// as [`meta_obj`] found it (for callers that need both: one lookup of
+/// `_meta` instead of two).
+pub fn is_deleted_in(view: LwwView<'_>, meta: &ObjId) -> bool {
     matches!(
-        view.winner(&meta, META_DELETED),
+        view.winner(meta, META_DELETED),
         Ok(Some((Value::Scalar(s), _))) if matches!(s.as_ref(), ScalarValue::Boolean(true))
     )
 }

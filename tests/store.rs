@@ -446,3 +446,55 @@ fn a_few_large_chunks_are_compacted_by_bytes() {
     assert!(folded, "never compacted");
     assert_eq!(r.get_json(&id).unwrap()["n"], json!(7));
 }
+
+/// Every outbox entry of `from`, as remote changes (the outbox stays: a
+/// second delivery repeats them as duplicates).
+fn outbox_as_remote(from: &Replica) -> Vec<supamerge::RemoteChange> {
+    from.peek(usize::MAX, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| supamerge::RemoteChange {
+            workspace: e.workspace,
+            doc_id: e.doc_id,
+            collection: e.collection,
+            hash: Some(e.hash),
+            bytes: e.bytes,
+        })
+        .collect()
+}
+
+/// Issue 17: a document that a pulled batch creates is not compacted by
+/// the same apply (its one chunk is all it has; folding it at once cost a
+/// `save()` and a transaction per new document); the next batch that
+/// changes it compacts it by the byte rule, so its chunks stay within one
+/// chunk of its snapshot.
+#[test]
+fn a_pulled_new_document_is_compacted_by_its_next_batch_not_its_first() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Replica::open(da.path()).unwrap();
+    let b = Replica::open(db.path()).unwrap();
+    let id = a
+        .create_json(ws(), &notes(), &json!({"text": noise(1, 1500)}))
+        .unwrap();
+    let report = b.apply_remote(outbox_as_remote(&a), None).unwrap();
+    assert_eq!(report.applied, 1);
+    let rec = test_util::doc_record(&b, &id).unwrap().unwrap();
+    assert!(rec.incremental_len >= CompactionPolicy::default().min_bytes);
+    assert_eq!((rec.incremental_count, rec.snapshot_len), (1, 0));
+    let chunks = test_util::chunks(&b, &id).unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].1.kind, ChunkKind::Incremental);
+
+    a.patch_json(&id, &json!({"more": noise(2, 1500)})).unwrap();
+    let report = b.apply_remote(outbox_as_remote(&a), None).unwrap();
+    assert_eq!((report.applied, report.duplicates), (1, 1));
+    let rec = test_util::doc_record(&b, &id).unwrap().unwrap();
+    assert_eq!(rec.incremental_count, 0, "the second batch did not compact");
+    assert!(rec.snapshot_len > 0);
+    let chunks = test_util::chunks(&b, &id).unwrap();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(chunks[0].1.kind, ChunkKind::Snapshot);
+    drop(b);
+    let b = Replica::open(db.path()).unwrap();
+    assert_eq!(b.get_json(&id).unwrap()["more"], json!(noise(2, 1500)));
+}

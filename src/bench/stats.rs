@@ -61,6 +61,14 @@ pub fn peak_rss_mb() -> Option<f64> {
     status_kb("VmHWM:").map(|kb| kb as f64 / 1024.0)
 }
 
+/// Resets this process's peak resident set size (`VmHWM`) to its current
+/// RSS (Linux: `5` written to `/proc/self/clear_refs`), so that a later
+/// [`peak_rss_mb`] is the peak of what ran in between. Returns whether it
+/// was reset (`false` where the file does not exist or refuses the write).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
 /// The current resident set size of this process in MB (`VmRSS`).
 pub fn rss_mb() -> Option<f64> {
     status_kb("VmRSS:").map(|kb| kb as f64 / 1024.0)

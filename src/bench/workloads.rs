@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::data::{self, GenDoc};
-use super::stats::{rate, Samples};
+use super::stats::{self, rate, Samples};
 use super::{
     samod_baseline, BenchConfig, BenchError, BenchResult, Better, Measurement, Outcome, Phase,
     Probe, Target, Workload,
@@ -181,21 +181,25 @@ pub(super) fn merge_one_doc(
     if !cfg.phase.engine() {
         return Ok(phase_only(W, cfg.phase));
     }
+    // The check below needs the heads only: the generator's document is
+    // not kept through the engine's run.
+    let (id, want) = (g.id, g.doc.get_heads());
+    drop(g);
 
-    let (replica, engine, report, _dir) = timed_pull(rt, cfg, W, &hub, ws)?;
+    let (replica, engine, report, _dir, rss) = timed_pull_rss(rt, cfg, W, &hub, ws)?;
 
-    let heads = replica.heads(&g.id).map_err(eng(W))?;
-    check(W, heads == g.doc.get_heads() && report.applied == n, || {
+    let heads = replica.heads(&id).map_err(eng(W))?;
+    check(W, heads == want && report.applied == n, || {
         format!(
             "{} of {n} changes applied, heads differ: {}",
             report.applied,
-            heads != g.doc.get_heads()
+            heads != want
         )
     })?;
     if cfg.phase != Phase::All {
         return Ok(phase_only(W, cfg.phase));
     }
-    Ok(Outcome::Ok(
+    Ok(Outcome::Ok(rss.annotate(
         merge_measurement(
             W,
             format!("{n} small map changes of one document pulled from a LocalHub, applied and persisted (default durability: flush per page)"),
@@ -206,7 +210,7 @@ pub(super) fn merge_one_doc(
         .with_extra("baseline_paged_s", base_paged.as_secs_f64())
         .with_extra("baseline_paged_changes_per_s", rate(n, base_paged))
         .with_extra("pages", report.pages as f64),
-    ))
+    )))
 }
 
 /// What a run of one part of a workload reports (`--phase`, for
@@ -253,8 +257,16 @@ pub(super) fn merge_many_docs(
     if !cfg.phase.engine() {
         return Ok(phase_only(W, cfg.phase));
     }
+    // The checks below need the first and last documents' heads only: the
+    // generator's 10,000 documents are not kept through the engine's run.
+    let expected: Vec<(DocId, Vec<automerge::ChangeHash>)> = [gens.first(), gens.last()]
+        .into_iter()
+        .flatten()
+        .map(|g| (g.id, g.doc.get_heads()))
+        .collect();
+    drop(gens);
 
-    let (replica, engine, report, _dir) = timed_pull(rt, cfg, W, &hub, ws)?;
+    let (replica, engine, report, _dir, rss) = timed_pull_rss(rt, cfg, W, &hub, ws)?;
 
     check(
         W,
@@ -267,22 +279,92 @@ pub(super) fn merge_many_docs(
             )
         },
     )?;
-    for g in [gens.first(), gens.last()].into_iter().flatten() {
-        let heads = replica.heads(&g.id).map_err(eng(W))?;
-        check(W, heads == g.doc.get_heads(), || {
-            format!("heads of document {}", g.id)
-        })?;
+    for (id, want) in &expected {
+        let heads = replica.heads(id).map_err(eng(W))?;
+        check(W, &heads == want, || format!("heads of document {id}"))?;
     }
     if cfg.phase != Phase::All {
         return Ok(phase_only(W, cfg.phase));
     }
-    Ok(Outcome::Ok(merge_measurement(
+    Ok(Outcome::Ok(rss.annotate(merge_measurement(
         W,
         format!("{docs} documents x {per} changes pulled from a LocalHub, applied and persisted"),
         (n, engine, base),
         "automerge: per document, Change::from_bytes + one apply_changes",
         0.7,
-    )))
+    ))))
+}
+
+/// The memory of a workload's engine phase, read around it: the process's
+/// peak before it, its RSS when it started and the peak during it
+/// (`VmHWM` reset at its start, see [`stats::reset_peak_rss`]).
+struct EngineRss {
+    process_peak_before: Option<f64>,
+    start: Option<f64>,
+    /// `None` when the peak could not be reset.
+    peak: Option<f64>,
+}
+
+impl EngineRss {
+    /// Starts measuring: call right before the engine phase.
+    fn start() -> Self {
+        let process_peak_before = stats::peak_rss_mb();
+        let start = stats::rss_mb();
+        let reset = stats::reset_peak_rss();
+        Self {
+            process_peak_before,
+            start,
+            peak: reset.then_some(0.0),
+        }
+    }
+
+    /// Ends measuring: call right after the engine phase.
+    fn end(&mut self) {
+        if self.peak.is_some() {
+            self.peak = stats::peak_rss_mb();
+        }
+    }
+
+    /// The row's peak RSS stays the whole process's (the larger of the
+    /// peaks before and during the engine phase); the engine phase's own
+    /// figures go in `extra`.
+    fn annotate(&self, mut m: Measurement) -> Measurement {
+        let whole = match (self.process_peak_before, stats::peak_rss_mb()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if whole.is_some() {
+            m.peak_rss_mb = whole;
+            m.rss_scope = "the process running this workload (generator, hub, baseline and engine); extra engine_peak_rss_mb: the engine's pull alone".to_owned();
+        }
+        if let (Some(start), Some(peak)) = (self.start, self.peak) {
+            m = m
+                .with_extra("engine_start_rss_mb", start)
+                .with_extra("engine_peak_rss_mb", peak);
+        }
+        m
+    }
+}
+
+/// [`timed_pull`], with the memory of the pull ([`EngineRss`]).
+#[allow(clippy::type_complexity)]
+fn timed_pull_rss(
+    rt: &tokio::runtime::Runtime,
+    cfg: &BenchConfig,
+    w: Workload,
+    remote: &dyn Remote,
+    ws: WorkspaceId,
+) -> BenchResult<(
+    Replica,
+    Duration,
+    session::SyncReport,
+    tempfile::TempDir,
+    EngineRss,
+)> {
+    let mut rss = EngineRss::start();
+    let (replica, d, report, dir) = timed_pull(rt, cfg, w, remote, ws)?;
+    rss.end();
+    Ok((replica, d, report, dir, rss))
 }
 
 /// A merge throughput: `n` changes in `engine` and `base` time, with the

@@ -155,8 +155,11 @@ impl Replica {
                 let mut record = DocRecord::new(ws, coll);
                 let view_clock = EffectiveClock::new();
                 let view = LwwView::new(&doc, &view_clock);
-                record.deleted = entity::is_deleted(view);
-                let entity = entity::meta_obj(view).is_some();
+                let meta = entity::meta_obj(view);
+                record.deleted = meta
+                    .as_ref()
+                    .is_some_and(|m| entity::is_deleted_in(view, m));
+                let entity = meta.is_some();
                 record.next_chunk = 1;
                 record.snapshot_len = bytes.len() as u64;
                 let n = doc.stats().num_changes as usize;
@@ -288,6 +291,7 @@ impl Replica {
                 let Planned {
                     id,
                     mut ds,
+                    is_new,
                     plan,
                     report: part,
                     conflicts,
@@ -306,7 +310,17 @@ impl Replica {
                 }
                 if plan.changed {
                     changed.push(id);
-                    self.maybe_compact(&mut st, &id)?;
+                    if !is_new {
+                        self.maybe_compact(&mut st, &id)?;
+                    }
+                    // A document this batch created is not compacted in the
+                    // same apply: its one chunk is all it has (no snapshot to
+                    // outgrow by more than a chunk), and folding it at once
+                    // cost a `save()` and a transaction per new document (11 %
+                    // of `merge_many_docs`' instructions). Its next applied
+                    // batch or commit compacts it as usual. `push` above
+                    // counted it at its current size; the loop below keeps the
+                    // cache within its budget.
                 }
             }
             // Documents the batch only confirmed (every change already
@@ -373,8 +387,13 @@ impl Replica {
         let mut plan = plan_group(&mut ds, &id, batch, stored_pending, reload, &mut report);
         // A document is listed in its collection once it is an entity
         // (has `_meta`): early arrivals alone, or a document another
-        // client wrote without `_meta`, are not.
-        let index = !had_meta && entity::meta_obj(ds.view()).is_some();
+        // client wrote without `_meta`, are not. `_meta` is looked up once
+        // for this and the tombstone.
+        let meta = entity::meta_obj(ds.view());
+        plan.record.deleted = meta
+            .as_ref()
+            .is_some_and(|m| entity::is_deleted_in(ds.view(), m));
+        let index = !had_meta && meta.is_some();
         let chunk = match plan.chunk.take() {
             Some((seq, bytes)) => Some((seq, encode_chunk(&bytes)?)),
             None => None,
@@ -382,6 +401,7 @@ impl Replica {
         Ok(Planned {
             id,
             ds,
+            is_new,
             index,
             chunk,
             plan,
@@ -412,6 +432,8 @@ struct Planned {
     /// The document with the batch applied (back into the cache once
     /// persisted).
     ds: DocState,
+    /// Whether the store had no record of it before this batch.
+    is_new: bool,
     /// Whether it is to be added to its collection index now.
     index: bool,
     /// The new chunk, encoded for the store (off the lock, in parallel).
@@ -657,7 +679,8 @@ fn plan_group(
         plan.record.changes_since_upload += applied;
         plan.chunk = Some((seq, chunk));
     }
-    plan.record.deleted = entity::is_deleted(ds.view());
+    // (`plan.record.deleted` is set by the caller, with the same lookup of
+    // `_meta` as the collection index.)
     plan
 }
 
