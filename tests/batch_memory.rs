@@ -74,6 +74,7 @@ fn reopen(path: &std::path::Path, cache_bytes: usize) -> Replica {
         min_chunks: u64::MAX,
         min_bytes: u64::MAX,
         when_larger_than_snapshot: true,
+        ..CompactionPolicy::default()
     };
     // sled may hold its file lock a moment after the drop: retry.
     loop {
