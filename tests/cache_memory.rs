@@ -97,6 +97,7 @@ fn measure(shape: Shape, stored: Stored) -> (f64, f64) {
         min_chunks: u64::MAX,
         min_bytes: u64::MAX,
         when_larger_than_snapshot: true,
+        ..CompactionPolicy::default()
     };
     let ids: Vec<DocId> = {
         let r = Replica::builder(&path)

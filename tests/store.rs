@@ -446,3 +446,60 @@ fn a_few_large_chunks_are_compacted_by_bytes() {
     assert!(folded, "never compacted");
     assert_eq!(r.get_json(&id).unwrap()["n"], json!(7));
 }
+
+/// Issue 17: a local commit folds a document only once its chunks outgrow
+/// `local_growth` times its snapshot (typing pays for a `save()` a quarter
+/// as often); acknowledging the pushed changes folds it at ×1 again.
+#[test]
+fn local_commits_fold_at_a_multiple_of_the_snapshot_and_acks_at_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Replica::open(dir.path()).unwrap();
+    let policy = CompactionPolicy::default();
+    assert_eq!(policy.local_growth, 4);
+    let id = r.create_json(ws(), &notes(), &json!({"n": 0})).unwrap();
+    let (mut folds, mut above_one) = (0, false);
+    let mut last_snapshot = 0;
+    for n in 1..=600 {
+        r.patch_json(&id, &json!({ "n": n, "text": noise(n, 40) }))
+            .unwrap();
+        let rec = test_util::doc_record(&r, &id).unwrap().unwrap();
+        if rec.snapshot_len != last_snapshot {
+            folds += 1;
+            last_snapshot = rec.snapshot_len;
+        }
+        // The bound: one commit's chunk above `local_growth` × snapshot
+        // (or above `min_bytes` before the first snapshot).
+        let chunk = test_util::chunks(&r, &id)
+            .unwrap()
+            .last()
+            .map(|(_, c)| c.bytes.len() as u64)
+            .unwrap();
+        let limit = (policy.local_growth * rec.snapshot_len).max(policy.min_bytes);
+        assert!(
+            rec.incremental_len <= limit + chunk,
+            "after {n} commits: {} incremental bytes, snapshot {}",
+            rec.incremental_len,
+            rec.snapshot_len
+        );
+        if rec.snapshot_len > 0 && rec.incremental_len > rec.snapshot_len {
+            above_one = true;
+        }
+    }
+    assert!(folds >= 2, "{folds} folds in 600 commits");
+    assert!(above_one, "local commits never let the chunks pass ×1");
+    // Push and acknowledge everything: the document is folded at ×1.
+    let entries = r.peek(usize::MAX, usize::MAX).unwrap();
+    let hashes: Vec<_> = entries.iter().map(|e| e.hash).collect();
+    assert_eq!(r.ack(&hashes).unwrap(), 601);
+    let rec = test_util::doc_record(&r, &id).unwrap().unwrap();
+    assert!(
+        rec.incremental_len <= rec.snapshot_len,
+        "after the ack: {} incremental bytes, snapshot {}",
+        rec.incremental_len,
+        rec.snapshot_len
+    );
+    drop(r);
+    let r = Replica::open(dir.path()).unwrap();
+    assert_eq!(r.get_json(&id).unwrap()["n"], json!(600));
+    assert_eq!(r.history(&id).unwrap().len(), 601);
+}

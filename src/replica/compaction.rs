@@ -11,7 +11,12 @@ use crate::store::{Chunk, ChunkKind, DocRecord};
 /// When documents are compacted: a document whose incremental chunks
 /// (local commits, pulled batches) reach `min_chunks` chunks *or*
 /// `min_bytes` bytes, and (with `when_larger_than_snapshot`) are together
-/// larger than its snapshot, is folded into one new snapshot.
+/// larger than its snapshot, is folded into one new snapshot. A local
+/// commit folds only once its document's chunks are larger than
+/// `local_growth` times the snapshot; the acknowledgement of a push (and a
+/// remote apply) folds at once the snapshot is outgrown. So typing pays
+/// for a fold (a `save()` of the whole document) a `local_growth`-th as
+/// often, and a replica that syncs keeps the ×1 bound.
 ///
 /// Counting bytes as well as chunks keeps a replica's directory within a
 /// small multiple of its documents' saved size whatever the chunk sizes: a
@@ -27,6 +32,11 @@ pub struct CompactionPolicy {
     pub min_bytes: u64,
     /// ...and together they are larger than its snapshot.
     pub when_larger_than_snapshot: bool,
+    /// On a local commit, with `when_larger_than_snapshot`: larger than
+    /// this many times the snapshot (at least 1). The acknowledgement of
+    /// the document's pushed changes folds it at ×1 (`docs/storage.md`,
+    /// "Compaction").
+    pub local_growth: u64,
 }
 
 impl Default for CompactionPolicy {
@@ -35,6 +45,7 @@ impl Default for CompactionPolicy {
             min_chunks: 16,
             min_bytes: 1024,
             when_larger_than_snapshot: true,
+            local_growth: 4,
         }
     }
 }
@@ -45,6 +56,17 @@ impl CompactionPolicy {
         (r.incremental_count >= self.min_chunks || r.incremental_len >= self.min_bytes)
             && r.incremental_count > 0
             && (!self.when_larger_than_snapshot || r.incremental_len > r.snapshot_len)
+    }
+
+    /// Whether a document with this record is due for compaction right
+    /// after a local commit: as [`is_due`](Self::is_due), with the
+    /// snapshot multiplied by `local_growth`.
+    pub(super) fn is_due_local(&self, r: &DocRecord) -> bool {
+        let growth = self.local_growth.max(1);
+        (r.incremental_count >= self.min_chunks || r.incremental_len >= self.min_bytes)
+            && r.incremental_count > 0
+            && (!self.when_larger_than_snapshot
+                || r.incremental_len > r.snapshot_len.saturating_mul(growth))
     }
 }
 
@@ -61,6 +83,39 @@ impl Replica {
         }
         st.cache.recharge(id);
         self.trim_cache(st);
+        Ok(())
+    }
+
+    /// [`maybe_compact`](Self::maybe_compact) after a local commit: by
+    /// [`CompactionPolicy::is_due_local`].
+    pub(super) fn maybe_compact_local(&self, st: &mut State, id: &DocId) -> Result<()> {
+        let policy = self.inner.compaction;
+        if let Some(ds) = st.cache.get_mut(id) {
+            if policy.is_due_local(&ds.record) {
+                self.compact_loaded(ds, id)?;
+            }
+        }
+        st.cache.recharge(id);
+        self.trim_cache(st);
+        Ok(())
+    }
+
+    /// After a push was acknowledged: folds those of `ids` that are cached
+    /// and due by [`CompactionPolicy::is_due`] (their local commits may have
+    /// let them grow to `local_growth` times the snapshot). A document no
+    /// longer cached keeps its chunks until its next commit or apply.
+    pub(super) fn compact_acknowledged(&self, ids: &[DocId]) -> Result<()> {
+        let policy = self.inner.compaction;
+        let mut st = self.lock();
+        for id in ids {
+            if let Some(ds) = st.cache.get_mut(id) {
+                if policy.is_due(&ds.record) {
+                    self.compact_loaded(ds, id)?;
+                    st.cache.recharge(id);
+                }
+            }
+        }
+        self.trim_cache(&mut st);
         Ok(())
     }
 

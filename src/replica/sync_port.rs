@@ -144,15 +144,23 @@ impl SyncPort for Replica {
     }
 
     fn ack(&self, hashes: &[ChangeHash]) -> Result<usize> {
-        Ok(self.inner.store.transact("ack", |tx| {
-            let mut n = 0;
+        let docs = self.inner.store.transact("ack", |tx| {
+            let mut docs = Vec::new();
             for h in hashes {
-                if tx.take_outbox(h)?.is_some() {
-                    n += 1;
+                if let Some(e) = tx.take_outbox(h)? {
+                    docs.push(e.doc_id);
                 }
             }
-            Ok(n)
-        })?)
+            Ok(docs)
+        })?;
+        let n = docs.len();
+        let mut docs = docs;
+        docs.sort_unstable();
+        docs.dedup();
+        // Local commits let a document's chunks grow to `local_growth`
+        // times its snapshot; once they are pushed, fold at ×1.
+        self.compact_acknowledged(&docs)?;
+        Ok(n)
     }
 
     fn dead_letter(&self, hash: &ChangeHash, reason: &str) -> Result<bool> {

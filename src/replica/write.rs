@@ -66,7 +66,7 @@ impl Replica {
             Ok(()) => {
                 ds.clock.record_commit(hash, ts, &heads, ds.doc.get_heads());
                 st.last_stamp = ts;
-                self.maybe_compact(st, id)?;
+                self.maybe_compact_local(st, id)?;
                 self.emit(ReplicaEvent::DocChanged {
                     id: *id,
                     origin: Origin::Local,
