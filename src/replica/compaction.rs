@@ -53,16 +53,18 @@ impl Default for CompactionPolicy {
 impl CompactionPolicy {
     /// Whether a document with this record is due for compaction.
     pub(super) fn is_due(&self, r: &DocRecord) -> bool {
-        (r.incremental_count >= self.min_chunks || r.incremental_len >= self.min_bytes)
-            && r.incremental_count > 0
-            && (!self.when_larger_than_snapshot || r.incremental_len > r.snapshot_len)
+        self.is_due_at(r, 1)
     }
 
     /// Whether a document with this record is due for compaction right
     /// after a local commit: as [`is_due`](Self::is_due), with the
     /// snapshot multiplied by `local_growth`.
     pub(super) fn is_due_local(&self, r: &DocRecord) -> bool {
-        let growth = self.local_growth.max(1);
+        self.is_due_at(r, self.local_growth.max(1))
+    }
+
+    /// The rule, with the chunks compared to `growth` times the snapshot.
+    fn is_due_at(&self, r: &DocRecord, growth: u64) -> bool {
         (r.incremental_count >= self.min_chunks || r.incremental_len >= self.min_bytes)
             && r.incremental_count > 0
             && (!self.when_larger_than_snapshot
@@ -73,25 +75,26 @@ impl CompactionPolicy {
 impl Replica {
     /// Compacts the cached document `id` when the policy says it is due,
     /// then keeps the cache within its budget (`id` stays: it is the most
-    /// recently used). Called after every commit and remote apply.
+    /// recently used). Called after every remote apply, import and migration.
     pub(super) fn maybe_compact(&self, st: &mut State, id: &DocId) -> Result<()> {
-        let policy = self.inner.compaction;
-        if let Some(ds) = st.cache.get_mut(id) {
-            if policy.is_due(&ds.record) {
-                self.compact_loaded(ds, id)?;
-            }
-        }
-        st.cache.recharge(id);
-        self.trim_cache(st);
-        Ok(())
+        self.maybe_compact_by(st, id, CompactionPolicy::is_due)
     }
 
     /// [`maybe_compact`](Self::maybe_compact) after a local commit: by
     /// [`CompactionPolicy::is_due_local`].
     pub(super) fn maybe_compact_local(&self, st: &mut State, id: &DocId) -> Result<()> {
+        self.maybe_compact_by(st, id, CompactionPolicy::is_due_local)
+    }
+
+    fn maybe_compact_by(
+        &self,
+        st: &mut State,
+        id: &DocId,
+        due: fn(&CompactionPolicy, &DocRecord) -> bool,
+    ) -> Result<()> {
         let policy = self.inner.compaction;
         if let Some(ds) = st.cache.get_mut(id) {
-            if policy.is_due_local(&ds.record) {
+            if due(&policy, &ds.record) {
                 self.compact_loaded(ds, id)?;
             }
         }

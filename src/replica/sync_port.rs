@@ -150,7 +150,7 @@ impl SyncPort for Replica {
     }
 
     fn ack(&self, hashes: &[ChangeHash]) -> Result<usize> {
-        let docs = self.inner.store.transact("ack", |tx| {
+        let mut docs = self.inner.store.transact("ack", |tx| {
             let mut docs = Vec::new();
             for h in hashes {
                 if let Some(e) = tx.take_outbox(h)? {
@@ -160,7 +160,6 @@ impl SyncPort for Replica {
             Ok(docs)
         })?;
         let n = docs.len();
-        let mut docs = docs;
         docs.sort_unstable();
         docs.dedup();
         // Local commits let a document's chunks grow to `local_growth`
