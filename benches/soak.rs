@@ -870,6 +870,17 @@ fn main() {
         parent(&args);
         return;
     };
+    // SOAK_LOG=<filter> writes each child's tracing to <dir>.log (for
+    // finding what a memory step coincides with).
+    if let (Ok(filter), Some(dir)) = (std::env::var("SOAK_LOG"), arg(&args, "--dir")) {
+        if let Ok(file) = std::fs::File::create(format!("{dir}.log")) {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .init();
+        }
+    }
     // Every child reports its heap in use once a second (the parent prints
     // it beside the RSS).
     std::thread::spawn(|| loop {

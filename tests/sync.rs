@@ -954,7 +954,7 @@ fn killed_mid_bootstrap_resumes() {
 
 /// A replica with a running engine over a faulty LocalHub.
 struct Rig {
-    _backend: LocalHubBackend,
+    backend: LocalHubBackend,
     node: Node,
     ws: WorkspaceId,
     handle: SyncHandle,
@@ -983,7 +983,7 @@ async fn rig(
     let handle = configure(builder).spawn();
     let events = handle.events();
     Rig {
-        _backend: backend,
+        backend,
         node,
         ws,
         handle,
@@ -1091,8 +1091,9 @@ async fn engine_triggers_during_a_pass_coalesce_into_one_more() {
         later.windows(2).all(|w| w[0] == w[1]),
         "one pass answered all three: {later:?}"
     );
-    // The push loop drains the outbox until empty, so the commit made during
-    // the first pass is pushed by it or by the next one, never lost.
+    // A pass pushes what was queued at its start (and what its peeks bring
+    // along), so the commit made during the first pass is pushed by it or by
+    // the next one, never lost.
     assert_eq!(first.pushed + later[0].pushed, 4, "{first:?} {later:?}");
     assert_eq!(r.node.replica.pending(), 0);
     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -1241,6 +1242,69 @@ async fn engine_notify_online_retries_at_once() {
     );
 }
 
+/// Regression (found by the soak benchmark): a replica committing faster
+/// than its pushes drain never pulled. Its pass kept peeking the outbox and
+/// found the app's newest commits every time, so it stayed in its push half
+/// until the app stopped writing, and then pulled everything at once (the
+/// writer's memory went from 40 to 199 MiB). A pass pushes what was queued
+/// when it started; the pull follows, and later commits get the next pass.
+#[tokio::test(start_paused = true)]
+async fn engine_pulls_while_the_app_commits_faster_than_it_pushes() {
+    let cfg = SyncConfig {
+        push_max_count: 1,
+        snapshot_threshold: 0,
+        ..SyncConfig::default()
+    };
+    // Every push takes 100 ms: ten changes a second at most.
+    let delays: Vec<(Op, Fault)> = (0..2_000)
+        .map(|_| (Op::Push, Fault::Delay(Duration::from_millis(100))))
+        .collect();
+    let r = rig(
+        |b| b.with_config(cfg).with_debounce(Duration::from_millis(10)),
+        &delays,
+    )
+    .await;
+    let writer = r.commit(0);
+    // Another replica's document reaches the hub while the writer writes.
+    let other = Node::new(r.backend.remote_for(1).await);
+    let theirs = other
+        .replica
+        .create_json(r.ws, &notes(), &json!({"theirs": true}))
+        .expect("create");
+    // The app commits fifty times a second for up to 30 s and stops as soon
+    // as it sees the other document.
+    let mut pushed_theirs = false;
+    for i in 0..1_500u32 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r.node
+            .replica
+            .patch_json(&writer, &json!({ "n": i }))
+            .expect("edit");
+        if i == 50 {
+            pass(
+                &other.replica,
+                other.remote.as_ref(),
+                &SyncConfig::default(),
+                &[r.ws],
+            )
+            .await
+            .expect("the other replica pushes");
+            pushed_theirs = true;
+        }
+        if pushed_theirs && r.node.replica.get_json(&theirs).is_ok() {
+            assert!(
+                r.node.replica.pending() > 0,
+                "the writer was still behind on its pushes when it pulled"
+            );
+            return;
+        }
+    }
+    panic!(
+        "the writer never pulled while it kept committing ({} changes waiting to be pushed)",
+        r.node.replica.pending()
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn engine_shutdown_lets_the_running_pass_finish() {
     let r = rig(|b| b, &[(Op::Push, Fault::Delay(Duration::from_secs(5)))]).await;
@@ -1261,7 +1325,7 @@ async fn engine_shutdown_lets_the_running_pass_finish() {
 #[tokio::test(start_paused = true)]
 async fn engine_announces_doc_changed_from_remote_pulls() {
     let mut r = rig(|b| b, &[]).await;
-    let other = Node::new(Arc::new(r._backend.hub().clone()));
+    let other = Node::new(Arc::new(r.backend.hub().clone()));
     let id = other
         .replica
         .create_json(r.ws, &notes(), &json!({"from": "other"}))

@@ -704,7 +704,12 @@ fn persist_plans(
             if let Some((seq, encoded)) = &p.chunk {
                 tx.put_chunk_encoded(id, *seq, encoded)?;
             }
-            tx.put_doc(id, &p.plan.record)?;
+            // A document the batch only confirmed (every change already
+            // here: a replica's own changes coming back) keeps its record
+            // as it is; rewriting it on every pass only fed sled's garbage.
+            if p.is_new || p.plan.record != p.ds.record {
+                tx.put_doc(id, &p.plan.record)?;
+            }
             if p.index {
                 tx.index_collection(&p.plan.record.collection, id)?;
             }

@@ -270,6 +270,15 @@ impl PushState {
                 self.next_batch(ctx)
             }
             None => {
+                // A pass pushes what was queued when it started (and what
+                // its peeks brought along), then goes on to pull: an app
+                // that keeps committing would otherwise hold the pass in its
+                // push half, and its pull would wait for the app to stop
+                // (then pull everything pushed meanwhile at once). Commits
+                // made during the pass get the follow-up pass.
+                if self.done >= self.total {
+                    return Sub::Finished;
+                }
                 self.peek(ctx);
                 Sub::Running
             }

@@ -248,6 +248,41 @@ fn a_pass_acknowledges_only_after_the_answer() {
 }
 
 #[test]
+fn a_pass_pushes_what_was_queued_at_its_start_then_pulls() {
+    // Two entries queued when the pass starts; the app keeps committing, so
+    // every peek finds more. The push half ends once the two have left the
+    // outbox (with what the peeks brought along), and the pull comes.
+    let cfg = SyncConfig {
+        push_max_count: 1,
+        snapshot_threshold: 0,
+        ..SyncConfig::default()
+    };
+    let mut d = Driver::new(Pass::new(cfg, &[], 2));
+    for h in 1..=2u8 {
+        d.answer(is_peek, Ok(Outcome::Peeked(vec![entry(1, 1, h)])));
+        d.answer(is_push, Ok(Outcome::Pushed(stored(1))));
+        d.answer(is_settle, Ok(Outcome::Done));
+    }
+    assert!(
+        d.inflight.iter().all(|(_, e)| !is_peek(e)),
+        "a third peek: the push half would chase the app's commits: {:?}",
+        d.inflight
+    );
+    d.answer(
+        |e| matches!(e, Effect::Workspaces),
+        Ok(Outcome::Workspaces(vec![ws(1)])),
+    );
+    assert!(d
+        .inflight
+        .iter()
+        .any(|(_, e)| matches!(e, Effect::ReadCursor { .. })));
+    assert_eq!(
+        d.progress.last(),
+        Some(&SyncProgress::Pushed { done: 2, total: 2 })
+    );
+}
+
+#[test]
 fn not_a_member_dead_letters_the_workspace_and_the_pass_goes_on() {
     let cfg = SyncConfig {
         push_max_count: 1,
