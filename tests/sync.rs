@@ -1023,6 +1023,18 @@ impl Rig {
             .expect("status channel");
     }
 
+    /// One sync pass of another replica in the rig's workspace.
+    async fn sync_other(&self, other: &Node) {
+        pass(
+            &other.replica,
+            other.remote.as_ref(),
+            &SyncConfig::default(),
+            &[self.ws],
+        )
+        .await
+        .expect("the other replica syncs");
+    }
+
     /// Passes run so far: every pass pulls exactly one page here.
     fn passes(&self) -> usize {
         self.node.remote.calls(Op::Pull)
@@ -1281,14 +1293,7 @@ async fn engine_pulls_while_the_app_commits_faster_than_it_pushes() {
             .patch_json(&writer, &json!({ "n": i }))
             .expect("edit");
         if i == 50 {
-            pass(
-                &other.replica,
-                other.remote.as_ref(),
-                &SyncConfig::default(),
-                &[r.ws],
-            )
-            .await
-            .expect("the other replica pushes");
+            r.sync_other(&other).await;
             pushed_theirs = true;
         }
         if pushed_theirs && r.node.replica.get_json(&theirs).is_ok() {
@@ -1330,14 +1335,7 @@ async fn engine_announces_doc_changed_from_remote_pulls() {
         .replica
         .create_json(r.ws, &notes(), &json!({"from": "other"}))
         .expect("create");
-    pass(
-        &other.replica,
-        other.remote.as_ref(),
-        &SyncConfig::default(),
-        &[r.ws],
-    )
-    .await
-    .expect("other pushes");
+    r.sync_other(&other).await;
     let report = r.handle.sync_now().await.expect("pull");
     assert_eq!(report.applied, 1);
     let mut seen = false;
